@@ -1,0 +1,109 @@
+"""Face-crop data sets laid out as `real/` and `fake/` folders, with clusters kept together."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image
+
+from ..types import FakescopeError
+from .augment import self_blend, training_transform
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int  # 1 = fake
+    cluster: str  # the real source video; a real clip and its fakes share one
+
+
+def list_samples(root: str | Path) -> list[Sample]:
+    """Samples under `root/{real,fake}`, clustered by `manifest.csv` (in root or its parent) when present."""
+    root = Path(root)
+    if not (root / "real").is_dir() and not (root / "fake").is_dir():
+        raise FakescopeError(f"{root}: expected folders real/ and fake/")
+    clusters = {}
+    for manifest in (root / "manifest.csv", root.parent / "manifest.csv"):
+        if manifest.is_file():
+            with open(manifest, newline="") as handle:
+                clusters = {(manifest.parent / row["path"]).resolve(): row["cluster"] for row in csv.DictReader(handle)}
+            break
+    samples = []
+    for label, folder in ((0, "real"), (1, "fake")):
+        for path in sorted((root / folder).glob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                samples.append(Sample(path, label, clusters.get(path.resolve(), path.stem)))
+    if not samples:
+        raise FakescopeError(f"{root}: no images in real/ or fake/")
+    return samples
+
+
+def split_by_cluster(samples: list[Sample], holdout: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """Deterministic split in which no cluster (identity) is on both sides."""
+    def bucket(cluster: str) -> float:
+        digest = hashlib.sha256(f"{seed}:{cluster}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    train = [s for s in samples if bucket(s.cluster) >= holdout]
+    held = [s for s in samples if bucket(s.cluster) < holdout]
+    return train, held
+
+
+def balanced_epoch(samples: list[Sample], size: int, sbi_share: float, epoch: int, seed: int) -> list[tuple[int, bool]]:
+    """Indices for one epoch: half real, half fake, a share of the fakes self-blended from reals.
+
+    Deterministic in (seed, epoch), so a resumed run sees the same order.
+    """
+    rng = random.Random(seed * 100003 + epoch)
+    reals = [i for i, s in enumerate(samples) if s.label == 0]
+    fakes = [i for i, s in enumerate(samples) if s.label == 1]
+    half = size // 2
+    n_sbi = int(half * sbi_share) if reals else 0
+
+    def draw(pool: list[int], n: int) -> list[int]:
+        return [pool[j % len(pool)] for j in rng.sample(range(max(n, len(pool))), n)] if pool else []
+
+    items = [(i, False) for i in draw(reals, half)]
+    items += [(i, False) for i in draw(fakes, half - n_sbi)] + [(i, True) for i in draw(reals, n_sbi)]
+    rng.shuffle(items)
+    return items
+
+
+def read_rgb(path: Path) -> torch.Tensor:
+    return decode_image(str(path), mode=ImageReadMode.RGB)
+
+
+class CropDataset(Dataset):
+    """Face crops as normalised float tensors; training mode augments and self-blends."""
+
+    def __init__(self, samples, items, size, mean, std, train: bool, seed: int = 0):
+        self.samples, self.items, self.size, self.train, self.seed = samples, items, size, train, seed
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+        self.augment = training_transform(size) if train else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, position: int):
+        index, blend = self.items[position]
+        sample = self.samples[index]
+        image = read_rgb(sample.path)
+        if image.shape[-2:] != (self.size, self.size):
+            image = torch.nn.functional.interpolate(image[None].float(), size=(self.size, self.size), mode="bilinear", antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
+        label = sample.label
+        if blend:
+            image, _ = self_blend(image, random.Random(self.seed * 7919 + position))
+            label = 1
+        if self.augment is not None:
+            image = self.augment(image)
+        tensor = (image.float() / 255 - self.mean) / self.std
+        return tensor, torch.tensor(float(label))

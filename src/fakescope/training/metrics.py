@@ -1,0 +1,61 @@
+"""Classification metrics with bootstrap intervals, and temperature calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from sklearn.metrics import log_loss, roc_auc_score, roc_curve
+
+EPS = 1e-6
+
+
+def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float:
+    fpr, tpr, _ = roc_curve(labels, probs)
+    fnr = 1 - tpr
+    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    return float((fpr[i] + fnr[i]) / 2)
+
+
+def point_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    labels = np.asarray(labels, dtype=int)
+    probs = np.clip(np.asarray(probs, dtype=float), EPS, 1 - EPS)
+    predicted = probs >= 0.5
+    tpr = predicted[labels == 1].mean() if (labels == 1).any() else np.nan
+    tnr = (~predicted[labels == 0]).mean() if (labels == 0).any() else np.nan
+    two_classes = len(np.unique(labels)) == 2
+    return {
+        "auc": float(roc_auc_score(labels, probs)) if two_classes else float("nan"),
+        "log_loss": float(log_loss(labels, probs, labels=[0, 1])),
+        "accuracy": float((predicted == labels).mean()),
+        "balanced_accuracy": float(np.nanmean([tpr, tnr])),
+        "eer": equal_error_rate(labels, probs) if two_classes else float("nan"),
+    }
+
+
+def metrics_with_intervals(labels, probs, rounds: int = 1000, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Each metric with a 95% percentile bootstrap interval (resampling images)."""
+    labels, probs = np.asarray(labels, dtype=int), np.asarray(probs, dtype=float)
+    point = point_metrics(labels, probs)
+    rng = np.random.default_rng(seed)
+    samples = {name: [] for name in point}
+    for _ in range(rounds):
+        idx = rng.integers(0, len(labels), len(labels))
+        if len(np.unique(labels[idx])) < 2:
+            continue
+        for name, value in point_metrics(labels[idx], probs[idx]).items():
+            samples[name].append(value)
+    return {
+        name: {"value": point[name], "low": float(np.percentile(s, 2.5)), "high": float(np.percentile(s, 97.5))}
+        for name, s in samples.items()
+    }
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The T minimising the log loss of sigmoid(logit / T) (Guo et al., 2017)."""
+    logits, labels = np.asarray(logits, dtype=float), np.asarray(labels, dtype=float)
+
+    def nll(log_t: float) -> float:
+        z = logits / np.exp(log_t)
+        return float(np.mean(np.logaddexp(0, z) - labels * z))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))

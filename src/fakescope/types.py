@@ -1,0 +1,113 @@
+"""Typed records passed between the pipeline stages.
+
+media -> Frame; faces -> Detection / Track / FaceCrop; models -> FaceScore;
+verdict -> TrackVerdict / Verdict; reports -> Report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class FakescopeError(Exception):
+    """An input or setting problem reported to the user as one line, without a traceback."""
+
+    exit_code = 2
+
+
+class MediaError(FakescopeError):
+    """The input cannot be decoded (unreadable, truncated, not media, no video stream, too big)."""
+
+    exit_code = 3
+
+
+class NoFaceError(FakescopeError):
+    """The media decoded but no face was found in it."""
+
+    exit_code = 4
+
+
+class WeightsError(FakescopeError):
+    """A model's weights are missing or do not match its declared architecture."""
+
+    exit_code = 5
+
+
+@dataclass
+class Frame:
+    """One decoded RGB frame (H x W x 3, uint8) and where it sits in the input."""
+
+    index: int  # position among the frames of the input (0 for an image)
+    timestamp: float  # seconds from the start of the input
+    image: np.ndarray
+
+
+@dataclass
+class MediaInfo:
+    path: str
+    kind: str  # "video" or "image"
+    width: int
+    height: int
+    duration: float  # seconds; 0 for an image
+    fps: float  # 0 for an image
+    frame_count: int  # estimated for videos
+    codec: str
+    rotation: int = 0  # degrees already applied to the decoded frames
+
+
+@dataclass
+class Detection:
+    """One face found in one frame, in that frame's pixel coordinates."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    score: float
+    landmarks: np.ndarray | None = None  # 5 x 2: eyes, nose, mouth corners
+
+
+@dataclass
+class TrackedFace:
+    """A detection placed on a track, with its frame."""
+
+    frame_index: int
+    timestamp: float
+    detection: Detection
+
+
+@dataclass
+class Track:
+    """All detections of one person across the frames."""
+
+    track_id: int
+    faces: list[TrackedFace] = field(default_factory=list)
+
+
+@dataclass
+class FaceScore:
+    """Scores of one face crop: each ensemble member's P(fake) and the ensemble's."""
+
+    track_id: int
+    frame_index: int
+    timestamp: float
+    box: tuple[float, float, float, float]
+    detector_score: float
+    member_scores: dict[str, float]
+    score: float
+
+
+@dataclass
+class TrackVerdict:
+    track_id: int
+    probability: float
+    faces: list[FaceScore]
+
+
+@dataclass
+class Verdict:
+    probability: float | None  # None when no face was found
+    label: str  # "fake", "real" or "no_face"
+    threshold: float
+    strategy: str
+    tracks: list[TrackVerdict]
+    chosen_frames: list[int]  # frame indices whose heat maps are shown
