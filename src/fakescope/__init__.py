@@ -1,0 +1,22 @@
+"""fakescope: tell whether a face was synthesized, and show where the evidence is.
+
+    import fakescope
+    report = fakescope.analyze("clip.mp4", explain=["hirescam++"], out_dir="out")
+    print(report.label, report.fake_probability)
+"""
+
+__version__ = "0.1.0"
+__all__ = ["Analyzer", "Report", "analyze", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy, so `import fakescope.types` or the CLI's --help do not pay for torch and timm.
+    if name in ("Analyzer", "analyze"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    if name == "Report":
+        from .report import Report
+
+        return Report
+    raise AttributeError(name)

@@ -1,0 +1,114 @@
+"""Ensembles of registered models: load them by name or path, score face crops per member.
+
+An ensemble config is a JSON file `{"format": "fakescope-ensemble", "name", "members":
+[{"config": "member.json", "weight": 1.0}, ...]}`; a single member's fakescope JSON is an
+ensemble of one. The shipped default lives in `models/weights/default.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..types import WeightsError
+from .checkpoints import load_fakescope, read_spec
+from .registry import CropPolicy, ModelSpec, channels_last, resolve_cam_layers
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL = "default"
+
+
+@dataclass
+class Member:
+    spec: ModelSpec
+    model: nn.Module
+    weight: float
+
+    @property
+    def cam_layers(self) -> tuple[str, str]:
+        return self.spec.cam_layers or resolve_cam_layers(self.model)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits.float().flatten() / self.spec.temperature)
+
+
+@dataclass
+class Ensemble:
+    name: str
+    members: list[Member]
+    config_path: str
+
+    @property
+    def crop_policies(self) -> list[CropPolicy]:
+        """Distinct crop policies of the members, so each face is cropped once per policy."""
+        return list(dict.fromkeys(m.spec.crop for m in self.members))
+
+    def combine(self, member_probs: dict[str, np.ndarray]) -> np.ndarray:
+        """Weighted mean of member probabilities."""
+        total = sum(m.weight for m in self.members)
+        return sum(m.weight * member_probs[m.spec.name] for m in self.members) / total
+
+    @torch.inference_mode()
+    def score(self, batches: dict[CropPolicy, torch.Tensor], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """P(fake) per member for crops already made per crop policy (N x 3 x S x S each)."""
+        scores = {}
+        for member in self.members:
+            crops = batches[member.spec.crop]
+            device = next(member.model.parameters()).device
+            logits = [member.model(chunk.to(device, memory_format=torch.channels_last)) for chunk in crops.split(batch_size)]
+            probs = member.probabilities(torch.cat(logits)) if logits else torch.empty(0)
+            scores[member.spec.name] = probs.cpu().numpy()
+        return scores
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "config": self.config_path,
+            "members": [
+                {"name": m.spec.name, "arch": m.spec.arch, "weight": m.weight, "sha256": m.spec.sha256,
+                 "temperature": m.spec.temperature, "crop": m.spec.to_dict()["crop"]}
+                for m in self.members
+            ],
+        }
+
+
+def installed_models() -> dict[str, Path]:
+    """Ensemble and model configs shipped in the package, by name."""
+    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.json"))}
+
+
+def resolve_config(model: str | Path) -> Path:
+    path = Path(model)
+    if path.suffix == ".json" and path.is_file():
+        return path
+    shipped = installed_models()
+    if str(model) in shipped:
+        return shipped[str(model)]
+    if str(model) == DEFAULT_MODEL:
+        raise WeightsError("no default weights are installed: train them (`fakescope train`) or pass --model CONFIG.json")
+    raise WeightsError(f"unknown model {model!r}: give a config .json or one of: {', '.join(shipped) or 'none installed'}")
+
+
+def load_ensemble(model: str | Path = DEFAULT_MODEL, device: str = "cpu") -> Ensemble:
+    config = resolve_config(model)
+    try:
+        data = json.loads(config.read_text())
+    except ValueError as error:
+        raise WeightsError(f"{config}: invalid JSON ({error})") from None
+    if data.get("format") == "fakescope":
+        entries, name = [{"config": config.name, "weight": 1.0}], data["name"]
+    elif data.get("format") == "fakescope-ensemble":
+        entries, name = data["members"], data["name"]
+    else:
+        raise WeightsError(f"{config}: not a fakescope model or ensemble config")
+    members = []
+    for entry in entries:
+        spec = read_spec(config.parent / entry["config"])
+        model_ = channels_last(load_fakescope(spec)).to(device).eval()
+        members.append(Member(spec, model_, float(entry.get("weight", 1.0))))
+    return Ensemble(name, members, str(config))

@@ -1,0 +1,131 @@
+"""The Python API: media -> faces -> scores -> verdict (-> explanations) -> Report.
+
+`Analyzer` holds the loaded models and detector so that a batch, a server or a cluster
+worker pays for loading once; `analyze()` is the one-call convenience.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .faces import crop_face, get_detector, link_tracks, to_tensor
+from .media import Limits, read_frames
+from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
+from .report import Report
+from .types import FaceScore, FakescopeError, Frame
+from .verdict import STRATEGIES, decide
+
+
+@dataclass(frozen=True)
+class Settings:
+    frames: int = 32
+    detector: str = "retinaface"
+    strategy: str = "confident"
+    threshold: float = 0.5
+    chosen: int = 4  # frames whose heat maps are shown
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise FakescopeError(f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}")
+        if self.frames < 1:
+            raise FakescopeError("--frames must be at least 1")
+        if not 0 < self.threshold < 1:
+            raise FakescopeError("--threshold must be between 0 and 1")
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str):
+    start = time.perf_counter()
+    yield
+    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _device(name: str) -> str:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FakescopeError("--device cuda asked for, but PyTorch sees no CUDA GPU")
+    if name not in ("cpu", "cuda"):
+        raise FakescopeError(f"unknown device {name!r}; use cpu or cuda")
+    return name
+
+
+class Analyzer:
+    def __init__(self, model: str | Path = DEFAULT_MODEL, settings: Settings | None = None,
+                 device: str = "cpu", limits: Limits | None = None):
+        self.settings = settings or Settings()
+        self.device = _device(device)
+        self.limits = limits or Limits()
+        self.ensemble: Ensemble = load_ensemble(model, self.device)
+        self._detector = None
+
+    @property
+    def detector(self):
+        if self._detector is None:  # loaded on first use: crop-only scans never need it
+            self._detector = get_detector(self.settings.detector)
+        return self._detector
+
+    def _crop_batches(self, images: list[np.ndarray], boxes: list[tuple]) -> dict:
+        return {
+            policy: to_tensor([crop_face(image, box, policy) for image, box in zip(images, boxes)], policy)
+            for policy in self.ensemble.crop_policies
+        }
+
+    def score_faces(self, images: list[np.ndarray], boxes: list[tuple]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Member and ensemble P(fake) for the faces at `boxes` in `images` (one batch per member)."""
+        if not images:
+            return {m.spec.name: np.empty(0) for m in self.ensemble.members}, np.empty(0)
+        member = self.ensemble.score(self._crop_batches(images, boxes), self.settings.batch_size)
+        return member, self.ensemble.combine(member)
+
+    def score_crops(self, images: list[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Inputs that already are face crops: the whole image is the face box."""
+        boxes = [(0.0, 0.0, float(im.shape[1]), float(im.shape[0])) for im in images]
+        return self.score_faces(images, boxes)
+
+    def analyze(self, path: str | Path, out_dir: str | Path | None = None, explain: list[str] | None = None) -> Report:
+        timings: dict[str, float] = {}
+        settings = self.settings
+        with _timed(timings, "decode"):
+            media, frames = read_frames(path, settings.frames, self.limits)
+        with _timed(timings, "detect"):
+            detections = self.detector.detect([f.image for f in frames])
+            tracks = link_tracks([(f.index, f.timestamp, d) for f, d in zip(frames, detections)])
+        by_index: dict[int, Frame] = {f.index: f for f in frames}
+        placed = [(track.track_id, face) for track in tracks for face in track.faces]
+        with _timed(timings, "score"):
+            member, ensemble = self.score_faces(
+                [by_index[face.frame_index].image for _, face in placed], [face.detection.box for _, face in placed])
+        faces = [
+            FaceScore(track_id, face.frame_index, face.timestamp, tuple(float(v) for v in face.detection.box),
+                      float(face.detection.score), {name: float(s[i]) for name, s in member.items()}, float(ensemble[i]))
+            for i, (track_id, face) in enumerate(placed)
+        ]
+        verdict = decide(faces, settings.strategy, settings.threshold, settings.chosen)
+        report = Report(
+            input=str(path),
+            media=media,
+            verdict=verdict,
+            model=self.ensemble.describe(),
+            frames=[{"index": f.index, "timestamp": f.timestamp, "faces": len(d)} for f, d in zip(frames, detections)],
+            settings={**settings.__dict__, "device": self.device, "explain": explain or []},
+            timings=timings,
+        )
+        if explain and verdict.chosen_frames and out_dir is not None:
+            from .heatmaps import explain_chosen_frames
+
+            with _timed(timings, "explain"):
+                report.explanations = explain_chosen_frames(self, report, by_index, explain, Path(out_dir))
+        timings["total"] = sum(v for k, v in timings.items() if k != "total")
+        return report
+
+
+def analyze(path: str | Path, model: str | Path = DEFAULT_MODEL, out_dir: str | Path | None = None,
+            explain: list[str] | None = None, device: str = "cpu", **settings) -> Report:
+    """Analyse one video or image. A file without faces gives a report labelled "no_face"."""
+    return Analyzer(model, Settings(**settings), device).analyze(path, out_dir, explain)

@@ -1,0 +1,83 @@
+"""The report of one analysis, and its versioned JSON form (documented in docs/report-schema.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .types import MediaInfo, Verdict
+
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass
+class Report:
+    input: str
+    media: MediaInfo
+    verdict: Verdict
+    model: dict
+    frames: list[dict]  # every analysed frame: index, timestamp, faces found
+    settings: dict
+    timings: dict[str, float]
+    explanations: list[dict] = field(default_factory=list)  # heat-map images per chosen frame
+    files: dict[str, str] = field(default_factory=dict)  # other outputs, relative to the report's folder
+
+    @property
+    def fake_probability(self) -> float | None:
+        return self.verdict.probability
+
+    @property
+    def label(self) -> str:
+        return self.verdict.label
+
+    def summary(self) -> str:
+        faces = sum(len(t.faces) for t in self.verdict.tracks)
+        if self.label == "no_face":
+            return f"{self.input}: no face found in {len(self.frames)} frames"
+        return (f"{self.input}: {self.label.upper()} p(fake)={self.fake_probability:.3f} "
+                f"({len(self.verdict.tracks)} track(s), {faces} faces, {len(self.frames)} frames)")
+
+    def to_dict(self) -> dict:
+        verdict = self.verdict
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "fakescope_version": __version__,
+            "input": self.input,
+            "kind": self.media.kind,
+            "media": asdict(self.media),
+            "fake_probability": verdict.probability,
+            "label": verdict.label,
+            "threshold": verdict.threshold,
+            "strategy": verdict.strategy,
+            "model": self.model,
+            "frames_analysed": self.frames,
+            "tracks": [
+                {
+                    "track_id": track.track_id,
+                    "probability": track.probability,
+                    "faces": [
+                        {"frame_index": f.frame_index, "timestamp": f.timestamp, "box": list(f.box),
+                         "detector_score": f.detector_score, "member_scores": f.member_scores, "score": f.score}
+                        for f in track.faces
+                    ],
+                }
+                for track in verdict.tracks
+            ],
+            "chosen_frames": verdict.chosen_frames,
+            "explanations": self.explanations,
+            "files": self.files,
+            "settings": self.settings,
+            "timings": self.timings,
+        }
+
+    def write_json(self, path: str | Path) -> Path:
+        """Write atomically, so an interrupted run never leaves a half-written report."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        os.replace(tmp, path)
+        return path
