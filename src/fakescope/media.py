@@ -1,0 +1,375 @@
+"""Media decoding: videos with PyAV, images with Pillow, always as upright RGB uint8 frames.
+
+Every problem with an input file is raised as MediaError with a one-line message that names
+the file; no PyAV or Pillow exception escapes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from importlib import resources
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from PIL import ExifTags, Image, ImageOps
+
+from .types import FakescopeError, Frame, MediaError, MediaInfo
+
+log = logging.getLogger(__name__)
+
+# Below these a video is decoded sequentially: on short clips seeking costs 2-12x more.
+SEQUENTIAL_MAX_SECONDS = 20.0
+SEQUENTIAL_MAX_FRAMES = 500
+
+# Pillow formats fakescope accepts; lenient plugins (TGA, ...) would claim random bytes.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO", "PPM", "JPEG2000")
+# FFmpeg demuxers that render text files as "video" (ANSI art); never real footage.
+TEXT_DEMUXERS = {"tty", "bin", "xbin", "adf", "idf"}
+# EXIF orientation -> counter-clockwise rotation applied by exif_transpose (2, 4, 5, 7 also mirror).
+EXIF_ROTATION = {3: 180, 4: 180, 5: 270, 6: 270, 7: 90, 8: 90}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What fakescope is willing to decode from one input."""
+
+    max_pixels: int = 50_000_000  # per image or frame: decompression bombs
+    max_duration: float = 3600.0  # seconds of video read; later frames are ignored
+    max_frames: int = 1024  # frames sampled per video
+
+
+@contextmanager
+def _decoding(path: Path, what: str = "cannot decode") -> Iterator[None]:
+    """Turn any decoder failure into a one-line MediaError."""
+    try:
+        yield
+    except FakescopeError:
+        raise
+    except Image.DecompressionBombError as exc:  # Pillow's own guard, above fakescope's limit
+        raise MediaError(f"{path}: image is over the pixel limit ({' '.join(str(exc).split())})") from None
+    except Exception as exc:  # Pillow and FFmpeg raise many types for broken files
+        text = exc.strerror if isinstance(exc, av.FFmpegError) and exc.strerror else str(exc)
+        message = " ".join(text.split()) or type(exc).__name__
+        raise MediaError(f"{path}: {what}: {message}") from None
+
+
+def _check_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if not path.is_file():
+        raise MediaError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: empty file (0 bytes)")
+    return path
+
+
+def _check_pixels(path: Path, width: int, height: int, limits: Limits) -> None:
+    if width * height > limits.max_pixels:
+        raise MediaError(
+            f"{path}: {width}x{height} pixels is over the limit of {limits.max_pixels:,} pixels"
+        )
+
+
+def media_kind(path: str | Path) -> str:
+    """"image" or "video", decided by the file's content (a video must decode a frame)."""
+    return probe(path).kind
+
+
+def is_image(path: str | Path) -> bool:
+    return media_kind(path) == "image"
+
+
+def _identify_image(path: Path) -> bool:
+    try:
+        with Image.open(path, formats=IMAGE_FORMATS):
+            return True
+    except Image.DecompressionBombError:
+        return True  # an image, just too big: reported by read_image
+    except Exception:
+        return False
+
+
+def probe(path: str | Path, limits: Limits = Limits()) -> MediaInfo:
+    """What the input is, with the size of its upright frames; decodes at most one frame."""
+    path = _check_file(path)
+    if _identify_image(path):
+        return _probe_image(path, limits)
+    with _open_video(path) as (container, stream), _decoding(path, "not a readable image or video"):
+        return _probe_video(path, container, stream, limits)
+
+
+def read_frames(
+    path: str | Path, count: int = 32, limits: Limits = Limits()
+) -> tuple[MediaInfo, list[Frame]]:
+    """The input's info and `count` frames spread evenly over it (one frame for an image)."""
+    info = probe(path, limits)
+    return info, list(iter_frames(path, count, limits, info=info))
+
+
+def iter_frames(
+    path: str | Path,
+    count: int = 32,
+    limits: Limits = Limits(),
+    *,
+    info: MediaInfo | None = None,
+    seek: bool | None = None,
+) -> Iterator[Frame]:
+    """Yield upright RGB frames spread evenly over the input, never holding the whole video.
+
+    seek: None picks sequential decoding for short videos and keyframe seeking for long
+    ones; True/False force one (benchmarks and tests).
+    """
+    info = info or probe(path, limits)
+    path = Path(path)
+    if info.kind == "image":
+        yield Frame(0, 0.0, read_image(path, limits))
+        return
+    with _open_video(path) as (container, stream):
+        duration = min(info.duration, limits.max_duration)
+        available = max(1, min(info.frame_count, math.floor(duration * info.fps)))
+        n = max(1, min(count, limits.max_frames, available))
+        # Target the centres of n equal runs of frames, as frame times.
+        targets = [math.floor((i + 0.5) * available / n) / info.fps for i in range(n)]
+        if seek is None:  # raw streams (.h264) have no timestamps to seek to
+            long = duration >= SEQUENTIAL_MAX_SECONDS and info.frame_count >= SEQUENTIAL_MAX_FRAMES
+            seek = long and _header_duration(container, stream) is not None
+        sampler = _seek_sample if seek else _sequential_sample
+        with _decoding(path, "cannot decode video"):
+            found = 0
+            for index, timestamp, frame in sampler(container, stream, targets, info.fps):
+                found += 1
+                yield Frame(index, timestamp, _video_rgb(frame, info.rotation))
+        if not found:
+            raise MediaError(f"{path}: no video frame could be decoded (truncated or corrupt?)")
+
+
+def read_image(path: str | Path, limits: Limits = Limits()) -> np.ndarray:
+    """An image file as an upright RGB uint8 array (EXIF orientation applied)."""
+    path = _check_file(path)
+    with _decoding(path, "cannot decode image"), Image.open(path, formats=IMAGE_FORMATS) as im:
+        _check_pixels(path, *im.size, limits)  # from the header, before decoding
+        im = ImageOps.exif_transpose(im)
+        return _pil_rgb(im)
+
+
+def _probe_image(path: Path, limits: Limits) -> MediaInfo:
+    with _decoding(path, "cannot read image"), Image.open(path, formats=IMAGE_FORMATS) as im:
+        _check_pixels(path, *im.size, limits)
+        rotation = EXIF_ROTATION.get(im.getexif().get(ExifTags.Base.Orientation, 1), 0)
+        width, height = im.size[::-1] if rotation in (90, 270) else im.size
+        return MediaInfo(str(path), "image", width, height, 0.0, 0.0, 1, im.format.lower(), rotation)
+
+
+def _pil_rgb(im: Image.Image) -> np.ndarray:
+    """RGB uint8 from any Pillow mode, scaling high bit depths and compositing alpha on white."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        # Pillow's convert("RGB") clips these at 255 instead of scaling them.
+        values = np.asarray(im, dtype=np.float32)
+        peak = values.max()
+        if im.mode.startswith("I;16") or (im.mode == "I" and peak > 255):
+            values = values / 257  # 0..65535 -> 0..255
+        elif im.mode == "F" and peak <= 1.0:
+            values = values * 255
+        gray = np.clip(values + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, rgba)
+    return np.array(im.convert("RGB"), dtype=np.uint8)
+
+
+@contextmanager
+def _open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """The container and its first real video stream (cover art in audio files does not count)."""
+    with _decoding(path, "not a readable image or video"):
+        container = av.open(str(path), mode="r")
+    try:
+        if container.format.name in TEXT_DEMUXERS:
+            raise MediaError(f"{path}: not a readable image or video (a text file?)")
+        cover_art = av.stream.Disposition.attached_pic
+        streams = [s for s in container.streams.video if not s.disposition & cover_art]
+        if not streams:
+            raise MediaError(f"{path}: no video stream (audio-only or data file?)")
+        stream = streams[0]
+        stream.thread_type = "AUTO"  # frame threading: decoding is the cost of this stage
+        yield container, stream
+    finally:
+        container.close()
+
+
+def _probe_video(path: Path, container, stream, limits: Limits) -> MediaInfo:
+    ctx = stream.codec_context
+    _check_pixels(path, ctx.width, ctx.height, limits)
+    fps = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 0)
+    if fps <= 0:
+        raise MediaError(f"{path}: video has no frame rate")
+    duration = _header_duration(container, stream)
+    if duration is None:  # raw streams (.h264): count packets, without decoding
+        with av.open(str(path)) as other:
+            duration = sum(1 for p in other.demux(other.streams[stream.index]) if p.size) / fps
+    frame_count = stream.frames or round(duration * fps)
+    first = next(_decoded(container, stream), None)
+    if first is None:  # also garbage that FFmpeg took for an image by its extension
+        raise MediaError(f"{path}: not a readable image or video: no frame could be decoded")
+    rotation = round(first.rotation / 90) * 90 % 360  # display matrix, counter-clockwise
+    width, height = (ctx.height, ctx.width) if rotation in (90, 270) else (ctx.width, ctx.height)
+    codec = ctx.codec.canonical_name  # "av1", not the decoder's name "libdav1d"
+    return MediaInfo(str(path), "video", width, height, duration, fps, frame_count, codec, rotation)
+
+
+def _header_duration(container, stream) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:  # Matroska/WebM: only the container knows
+        return container.duration / av.time_base
+    return None
+
+
+def _decoded(container, stream) -> Iterator[av.VideoFrame]:
+    """The stream's frames until its end, or until its data breaks off: a truncated file
+    still gives the frames before the cut."""
+    try:
+        yield from container.decode(stream)
+    except av.InvalidDataError as exc:
+        log.warning("%s: decoding stopped early: %s", container.name, exc.strerror)
+
+
+def _frame_time(frame, start: Fraction, decoded: int, fps: float) -> float:
+    return float(frame.pts * frame.time_base - start) if frame.pts is not None else decoded / fps
+
+
+def _sequential_sample(container, stream, targets: list[float], fps: float):
+    """Decode from the start and keep the frame nearest each target."""
+    start = (stream.start_time or 0) * stream.time_base
+    half = 0.5 / fps
+    i = 0
+    for decoded, frame in enumerate(_decoded(container, stream)):
+        t = _frame_time(frame, start, decoded, fps)
+        if t < targets[i] - half:
+            continue
+        yield round(t * fps), t, frame
+        while i < len(targets) and targets[i] - half <= t:  # one frame can serve close targets
+            i += 1
+        if i == len(targets):
+            return
+
+
+def _seek_sample(container, stream, targets: list[float], fps: float):
+    """Seek to the keyframe before each target and decode forward to it.
+
+    The seek is skipped when no keyframe lies between the last decoded frame and the
+    target: decoding on is then cheaper than going back to the same keyframe.
+    """
+    base = stream.time_base
+    start = (stream.start_time or 0) * base
+    half = 0.5 / fps
+    keyframes = sorted(float(e.timestamp * base - start) for e in stream.index_entries if e.is_keyframe)
+    frames: Iterator | None = None
+    last = -math.inf
+    for target in targets:
+        if target - half <= last:
+            continue  # the previous frame already served this target
+        before = bisect.bisect_right(keyframes, target)  # keyframes at or before the target
+        if frames is None or len(keyframes) < 2 or (before and keyframes[before - 1] > last):
+            container.seek(int((target + float(start)) / base), stream=stream, backward=True, any_frame=False)
+            frames = _decoded(container, stream)
+        for frame in frames:
+            if frame.pts is None:
+                continue
+            last = _frame_time(frame, start, 0, fps)
+            if last >= target - half:
+                yield round(last * fps), last, frame
+                break
+        else:
+            return  # the stream ended early (truncated file)
+
+
+def _video_rgb(frame, rotation: int) -> np.ndarray:
+    image = frame.to_ndarray(format="rgb24")
+    # np.rot90 turns counter-clockwise, the sense of the display matrix.
+    return np.ascontiguousarray(np.rot90(image, rotation // 90)) if rotation else image
+
+
+def write_video(
+    path: str | Path,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    codec: str = "libx264",
+    *,
+    rotation: int = 0,
+) -> Path:
+    """Encode RGB uint8 frames (one size) into a video; `rotation` is stored as display metadata.
+
+    Frames with an odd width or height lose their last column/row: 4:2:0 video needs even sizes.
+    """
+    path = Path(path)
+    with av.open(str(path), mode="w") as container:
+        stream = None
+        for image in frames:
+            h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+            if stream is None:
+                quiet = {"x265-params": "log-level=error"} if codec == "libx265" else {}
+                rate = Fraction(fps).limit_denominator(1001)
+                stream = container.add_stream(codec, rate=rate, options=quiet)
+                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+                if rotation:
+                    stream.set_display_rotation(rotation)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24")
+            container.mux(stream.encode(frame))
+        if stream is None:
+            raise FakescopeError(f"{path}: no frames to write")
+        container.mux(stream.encode())
+    return path
+
+
+def _asset_image(name: str) -> np.ndarray:
+    with resources.files("fakescope").joinpath("assets", name).open("rb") as f:
+        return np.asarray(Image.open(f).convert("RGB"))
+
+
+def make_example_video(
+    path: str | Path,
+    seconds: float = 3,
+    size: tuple[int, int] = (1280, 720),
+    fps: int = 25,
+    *,
+    people: int = 1,
+) -> Path:
+    """A short clip with `people` copies of the astronaut photo drifting on a grey canvas.
+
+    The photo (Eileen Collins, NASA, public domain; scikit-image's `astronaut`) ships in
+    fakescope/assets, so the example needs no scikit-image. Each copy is scaled to 60% of
+    the canvas height and placed in its own column, so every face stays apart.
+    """
+    width, height = size
+    photo = _asset_image("astronaut.jpg")
+    side = max(16, int(height * 0.6)) // 2 * 2
+    photo = cv2.resize(photo, (side, side), interpolation=cv2.INTER_AREA)
+    column = width / people
+    if side > column:
+        raise FakescopeError(f"{people} people do not fit side by side in a {width}x{height} video")
+    canvas = np.zeros((height, width, 3), np.uint8)
+    canvas[:] = np.linspace(60, 140, width, dtype=np.uint8)[None, :, None]  # a gradient, not flat
+    slack_x, slack_y = (column - side) / 2, (height - side) / 2
+
+    def frames() -> Iterator[np.ndarray]:
+        for i in range(max(1, round(seconds * fps))):
+            image = canvas.copy()
+            for p in range(people):
+                phase = 2 * math.pi * (i / fps / 2.0 + p / max(people, 2))  # 2 s cycle, people out of step
+                x = int(p * column + slack_x + min(slack_x, 0.05 * width) * math.sin(phase))
+                y = int(slack_y + min(slack_y, 0.03 * height) * math.cos(phase))
+                image[y : y + side, x : x + side] = photo
+            yield image
+
+    return write_video(path, frames(), fps)

@@ -1,0 +1,175 @@
+"""Face detection on real photos and generated videos, track linking, and crop geometry."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fakescope import faces, media
+from fakescope.faces import crop_face, link_tracks, to_tensor
+from fakescope.models.registry import IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD, CropPolicy
+from fakescope.types import Detection, FakescopeError
+
+PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos"
+
+torch.set_num_threads(1)  # MTCNN runs in torch; keep the tests light on a shared machine
+
+
+@pytest.fixture(scope="module")
+def retinaface() -> faces.FaceDetector:
+    return faces.get_detector("retinaface", threads=1)
+
+
+@pytest.fixture(scope="module")
+def mtcnn() -> faces.FaceDetector:
+    pytest.importorskip("facenet_pytorch", reason="install with `pip install --no-deps facenet-pytorch`")
+    return faces.get_detector("mtcnn")
+
+
+def photo(name: str) -> np.ndarray:
+    if not PHOTOS.is_dir():
+        pytest.skip(f"shared photos not found at {PHOTOS}")
+    return media.read_image(PHOTOS / f"{name}.png")
+
+
+@pytest.mark.parametrize(("name", "count"), [("1face", 1), ("3faces", 3), ("4faces", 4)])
+@pytest.mark.parametrize("backend", ["retinaface", "mtcnn"])
+def test_photos_face_counts(request, backend, name, count):
+    image = photo(name)  # 128 x 128: found only thanks to the upsampling front end
+    detector = request.getfixturevalue(backend)
+    [found] = detector.detect([image])
+    assert len(found) == count
+    for d in found:
+        x1, y1, x2, y2 = d.box
+        assert 0 <= x1 < x2 <= 128 and 0 <= y1 < y2 <= 128 and d.score >= 0.9
+        assert d.landmarks.shape == (5, 2)
+        # Eyes, nose and mouth lie inside (or on the edge of) their face box.
+        assert np.all((d.landmarks >= [x1 - 2, y1 - 2]) & (d.landmarks <= [x2 + 2, y2 + 2]))
+
+
+def test_blank_and_tiny_images_have_no_face(retinaface):
+    blank = [np.zeros((1, 1, 3), np.uint8), np.full((240, 320, 3), 128, np.uint8)]
+    assert retinaface.detect(blank) == [[], []]
+    assert retinaface.detect([]) == []
+
+
+def test_working_scale(retinaface):
+    assert retinaface.working_scale(128, 128) == pytest.approx(2.5)  # small photos are enlarged
+    assert retinaface.working_scale(720, 1280) == pytest.approx(0.5)  # big frames shrink to 640
+    assert retinaface.working_scale(480, 640) == 1.0
+    assert retinaface.working_scale(10, 4000) * 4000 <= 2 * 640  # thin images stay bounded
+
+
+def test_unknown_or_missing_backend(monkeypatch):
+    with pytest.raises(FakescopeError, match="unknown face detector"):
+        faces.get_detector("blazeface")
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # import now fails
+    with pytest.raises(FakescopeError, match="--no-deps facenet-pytorch"):
+        faces.get_detector("mtcnn")
+
+
+@pytest.fixture(scope="module")
+def example_frames(tmp_path_factory):
+    path = media.make_example_video(tmp_path_factory.mktemp("video") / "example.mp4", seconds=2)
+    info, frames = media.read_frames(path, count=12)
+    assert (info.width, info.height, info.fps, info.frame_count) == (1280, 720, 25.0, 50)
+    return frames
+
+
+def test_example_video_has_one_face_per_frame_and_one_track(retinaface, example_frames):
+    found = retinaface.detect([f.image for f in example_frames])
+    assert [len(d) for d in found] == [1] * len(example_frames)
+    for d in (d[0] for d in found):  # the face sits in the middle third of the 1280 x 720 frame
+        cx, cy = (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2
+        assert 400 < cx < 880 and 100 < cy < 450 and d.box[2] - d.box[0] > 50
+    tracks = link_tracks([(f.index, f.timestamp, d) for f, d in zip(example_frames, found)])
+    assert len(tracks) == 1 and len(tracks[0].faces) == len(example_frames)
+    assert [t.frame_index for t in tracks[0].faces] == [f.index for f in example_frames]
+
+
+def test_two_people_give_two_tracks(tmp_path, retinaface):
+    path = media.make_example_video(tmp_path / "two.mp4", seconds=2, people=2)
+    _, frames = media.read_frames(path, count=10)
+    found = retinaface.detect([f.image for f in frames])
+    assert [len(d) for d in found] == [2] * len(frames)
+    tracks = link_tracks([(f.index, f.timestamp, d) for f, d in zip(frames, found)])
+    assert [t.track_id for t in tracks] == [0, 1]
+    centres = [[(f.detection.box[0] + f.detection.box[2]) / 2 for f in t.faces] for t in tracks]
+    assert all(len(c) == len(frames) for c in centres)
+    # One track stays in each half of the frame, though both faces move.
+    assert sorted((max(c) < 640, min(c) > 640) for c in centres) == [(False, True), (True, False)]
+    assert all(max(c) - min(c) > 20 for c in centres)
+
+
+def det(x: float, y: float, size: float = 40, score: float = 0.99) -> Detection:
+    return Detection((x, y, x + size, y + size), score)
+
+
+def test_link_tracks_rules():
+    frames = [
+        (0, 0.0, [det(100, 100), det(400, 100)]),
+        # Far apart in time: both moved by more than their overlap allows, less than a face size.
+        (30, 1.2, [det(430, 110), det(130, 90)]),
+        (60, 2.4, [det(455, 120), det(160, 85), det(250, 300, 20, score=0.91)]),  # a weak one-off
+        (90, 3.6, [det(460, 125), det(165, 80)]),
+    ]
+    frames += [(90 + 30 * i, 3.6 + 1.2 * i, [det(460, 125), det(165, 80)]) for i in range(1, 8)]
+    tracks = link_tracks(frames)
+    assert len(tracks) == 2  # the weak, rare detection is dropped
+    left, right = tracks
+    assert [f.detection.box[0] for f in left.faces[:4]] == [100, 130, 160, 165]
+    assert [f.detection.box[0] for f in right.faces[:4]] == [400, 430, 455, 460]
+    # A confident face seen once stays: a person can appear briefly.
+    frames[2][2][2] = det(250, 300, 20, score=0.999)
+    assert len(link_tracks(frames)) == 3
+    # A jump of several face sizes is a new person.
+    assert len(link_tracks([(0, 0.0, [det(100, 100)]), (1, 0.04, [det(300, 100)])])) == 2
+
+
+def synthetic() -> np.ndarray:
+    """Grey image with a 40 x 80 red box at (60, 40) in a green band (40 px on every side)."""
+    image = np.full((200, 300, 3), 128, np.uint8)
+    image[0:160, 20:140] = (0, 255, 0)
+    image[40:120, 60:100] = (255, 0, 0)
+    return image
+
+
+def test_crop_stretch_fills_the_square_with_the_box():
+    crop = crop_face(synthetic(), (60, 40, 100, 120), CropPolicy(size=64, margin=0.0, resize="stretch"))
+    assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
+    assert np.all(crop[2:-2, 2:-2] == (255, 0, 0))
+    # With margin 0.5 the box grows by half its width/height on every side: red is the middle half.
+    crop = crop_face(synthetic(), (60, 40, 100, 120), CropPolicy(size=64, margin=0.5, resize="stretch"))
+    assert np.all(crop[18:46, 18:46] == (255, 0, 0)) and np.all(crop[:14, :14] == (0, 255, 0))
+
+
+def test_crop_pad_keeps_the_aspect_ratio():
+    crop = crop_face(synthetic(), (60, 40, 100, 120), CropPolicy(size=64, margin=0.0, resize="pad"))
+    assert crop.shape == (64, 64, 3)
+    # 40 x 80 -> 32 x 64, centred: black bars of 16 px left and right.
+    assert np.all(crop[:, :16] == 0) and np.all(crop[:, 48:] == 0)
+    assert np.all(crop[2:-2, 18:46] == (255, 0, 0))
+
+
+def test_crop_outside_the_image_is_black():
+    image = np.full((100, 100, 3), 200, np.uint8)
+    crop = crop_face(image, (-50, -50, 50, 50), CropPolicy(size=100, margin=0.0))
+    assert np.all(crop[:48, :48] == 0) and np.all(crop[52:, 52:] == 200)
+    crop = crop_face(image, (500, 500, 540, 540), CropPolicy(size=32, margin=1 / 3, resize="pad"))
+    assert crop.shape == (32, 32, 3) and not crop.any()
+
+
+def test_to_tensor_normalises_channels_last():
+    crops = [np.full((16, 16, 3), 255, np.uint8), np.zeros((16, 16, 3), np.uint8)]
+    x = to_tensor(crops, CropPolicy(size=16, mean=TF_MEAN, std=TF_STD))
+    assert x.shape == (2, 3, 16, 16) and x.dtype == torch.float32
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(x[0], torch.ones(3, 16, 16)) and torch.allclose(x[1], -torch.ones(3, 16, 16))
+    x = to_tensor(crops[:1], CropPolicy(size=16, mean=IMAGENET_MEAN, std=IMAGENET_STD))
+    expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(x[0, :, 0, 0], expected)
+    assert to_tensor([], CropPolicy(size=16)).shape == (0, 3, 16, 16)
