@@ -10,7 +10,7 @@ $(BIN)/fakescope: pyproject.toml
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev]'
 	# facenet-pytorch (the MTCNN backend) pins an old torch; its code runs on the current one.
-	$(BIN)/pip install --no-deps 'facenet-pytorch>=2.5'
+	$(BIN)/pip install requests && $(BIN)/pip install --no-deps 'facenet-pytorch>=2.5'
 	touch $(BIN)/fakescope
 
 setup: $(BIN)/fakescope

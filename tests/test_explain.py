@@ -19,6 +19,7 @@ from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sig
 from fakescope.explain import (
     METHODS,
     aggregate_table1,
+    closest_to_paper,
     deletion_insertion,
     ensemble_maps,
     explain,
@@ -360,3 +361,12 @@ def test_xai_eval_and_report(tmp_path):
     text = md_path.read_text()
     assert "3.0%" in text and "0.090" in text and "63.0%" in text and "hirescam++gate" in text
     assert "random up to classifier" in text
+
+
+def test_closest_to_paper():
+    def t1(share, outside, inside, coincidence):
+        values = dict(zip(("outside_share", "mean_outside", "mean_inside", "coincidence"), (share, outside, inside, coincidence)))
+        return {"pixel_weighted": values}
+
+    table = {"hirescam++": t1(0.05, 0.1, 0.5, 0.6), "hirescam++gate": t1(0.0, math.nan, 0.7, 0.63)}
+    assert closest_to_paper(table) == "hirescam++gate"

@@ -27,7 +27,8 @@ def fail_line(source: str, error: BaseException) -> int:
     if os.environ.get("FAKESCOPE_DEBUG"):
         err.print_exception()
     if isinstance(error, FakescopeError):
-        err.print(f"error: {source}: {error}", markup=False)
+        message = str(error)
+        err.print(f"error: {message if source in message else f'{source}: {message}'}", markup=False)
         return error.exit_code
     err.print(f"error: {source}: unexpected {type(error).__name__}: {error}", markup=False)
     return 1
@@ -147,20 +148,21 @@ def train(
     out: Path = typer.Option(..., "--out", help="run folder: checkpoints, logs, the exported model"),
     arch: str = typer.Option("efficientnet-lite0", "--arch", help="architecture name (see `fakescope models list`)"),
     val: Path | None = typer.Option(None, "--val", help="a separate split to report each epoch"),
-    epochs: int = typer.Option(5, "--epochs"),
-    epoch_size: int = typer.Option(16000, "--epoch-size", help="images drawn per epoch, half real, half fake"),
+    epochs: int = typer.Option(4, "--epochs"),
+    epoch_size: int = typer.Option(12000, "--epoch-size", help="images drawn per epoch, half real, half fake"),
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: float = typer.Option(5e-4, "--lr"),
     workers: int = typer.Option(1, "--workers", help="data-loading processes"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     seed: int = typer.Option(0, "--seed"),
     name: str | None = typer.Option(None, "--name", help="name of the exported model (default: the architecture)"),
+    freeze: int = typer.Option(3, "--freeze", help="EfficientNet: keep the stem and this many first stages frozen"),
 ) -> None:
     """Train a one-logit classifier; rerun the same command to resume."""
     from .training.train import TrainConfig, train as run_training
 
     config = TrainConfig(dataset=str(dataset), out=str(out), arch=arch, val=str(val) if val else None, epochs=epochs,
-                         epoch_size=epoch_size, batch_size=batch_size, lr=lr, workers=workers, device=device, seed=seed, name=name)
+                         epoch_size=epoch_size, batch_size=batch_size, lr=lr, workers=workers, device=device, seed=seed, name=name, freeze=freeze)
     _, code = guarded(str(dataset), lambda: run_training(config, progress=sys.stderr.isatty()))
     raise typer.Exit(code)
 

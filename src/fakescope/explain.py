@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,7 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
 from .models.registry import resolve_cam_layers
+from .training.augment import self_blend
 from .types import FakescopeError
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2
@@ -299,8 +302,6 @@ def paste_heatmap(
     default; 'pad' crops pass the rectangle the resized face occupies inside the padding.
     Frame pixels outside the source box are zero; combine several faces with np.maximum.
     """
-    import cv2
-
     heat = heatmap.detach().cpu().float().numpy() if isinstance(heatmap, Tensor) else np.asarray(heatmap, np.float32)
     height, width = int(frame_shape[0]), int(frame_shape[1])
     x1, y1, x2, y2 = source_box
@@ -324,8 +325,6 @@ def paste_heatmap(
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "turbo") -> np.ndarray:
     """RGB uint8 image with the [0, 1] heat map blended in; pixels where the map is 0 stay as they are."""
-    import matplotlib
-
     if image.shape[:2] != heatmap.shape:
         raise FakescopeError(f"heat map {heatmap.shape} does not match image {image.shape[:2]}")
     lut = (matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
@@ -478,7 +477,7 @@ def _randomise(unit: nn.Module) -> None:
 
 
 def _spearman(a: Tensor, b: Tensor) -> list[float]:
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # slow to import, needed by xai-eval only
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a constant map has no rank correlation: NaN
@@ -522,8 +521,6 @@ def self_blended(
     Inputs are normalised with the model's mean/std; the mask marks where the blended face
     weighs at least `threshold` of its maximum.
     """
-    from .training.augment import self_blend
-
     blended, soft = zip(*(self_blend(image, rng) for image in images))
     soft = torch.stack(soft)
     masks = soft >= threshold * soft.flatten(1).amax(1).clamp_min(1e-6)[:, None, None]
@@ -549,7 +546,7 @@ def xai_eval(
     """
     layers = layers or resolve_cam_layers(model)
     computed = list(dict.fromkeys([*methods, "hirescam"]))
-    variants = [m for m in methods if m in _PLUS]
+    variants = [m for m in methods if m in HIRESCAM_PP]
     table1: dict[str, list] = {v: [] for v in variants}
     per_image: dict[str, dict[str, list]] = {k: {m: [] for m in methods} for k in ("deletion", "insertion", "pointing", "mass")}
     labels_seen: list[Tensor] = []
@@ -603,8 +600,15 @@ def xai_eval(
 
 
 def closest_to_paper(table1: dict) -> str | None:
-    """The hirescam++ variant whose pixel-weighted Table 1 is nearest the paper's (sum of absolute gaps)."""
-    gaps = {v: sum(abs(t["pixel_weighted"][k] - TABLE1_PAPER[k]) for k in TABLE1_KEYS) for v, t in table1.items()}
+    """The hirescam++ variant whose pixel-weighted Table 1 is nearest the paper's (sum of absolute gaps).
+
+    A variant with no pixels outside R (always so for 'gate') counts their mean value as 0.
+    """
+    def gap(t: dict, k: str) -> float:
+        value = t["pixel_weighted"][k]
+        return abs((0.0 if k == "mean_outside" and t["pixel_weighted"]["outside_share"] == 0 else value) - TABLE1_PAPER[k])
+
+    gaps = {v: sum(gap(t, k) for k in TABLE1_KEYS) for v, t in table1.items()}
     gaps = {v: g for v, g in gaps.items() if not math.isnan(g)}
     return min(gaps, key=gaps.get) if gaps else None
 

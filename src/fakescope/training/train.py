@@ -45,8 +45,9 @@ class TrainConfig:
     workers: int = 2
     seed: int = 0
     device: str = "auto"
-    save_every: int = 200
+    save_every: int = 100
     pretrained: bool = True
+    freeze: int = 3  # stem + first stages kept at ImageNet values: a third less compute per step
 
 
 def _device(name: str) -> torch.device:
@@ -60,6 +61,9 @@ def _build(config: TrainConfig) -> torch.nn.Module:
     model = arch.build(drop_rate=0.2)
     if config.pretrained and arch.timm_name.startswith("tf_efficientnet_lite"):
         model = efficientnet_lite_imagenet(model, int(arch.timm_name[-1]))
+    if config.freeze and hasattr(model, "blocks"):
+        for module in (model.conv_stem, model.bn1, *model.blocks[: config.freeze]):
+            module.requires_grad_(False)
     # timm's fan-out init gives a 1-output head weights in [-1, 1] and huge first logits.
     torch.nn.init.normal_(model.get_classifier().weight, std=0.01)
     torch.nn.init.zeros_(model.get_classifier().bias)
@@ -109,7 +113,9 @@ def train(config: TrainConfig, progress: bool = True) -> ModelSpec:
     val_loader = eval_loader(list_samples(config.val)) if config.val else None
 
     model = channels_last(_build(config)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # The fused kernel is about twice as fast as the default per-tensor loop on CPU.
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     steps_per_epoch = config.epoch_size // config.batch_size
     total = steps_per_epoch * config.epochs
     warmup = min(200, total // 10)
@@ -150,6 +156,9 @@ def train(config: TrainConfig, progress: bool = True) -> ModelSpec:
             loader = DataLoader(data, batch_size=config.batch_size, shuffle=False, num_workers=config.workers, drop_last=True)
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps_per_epoch, completed=state["step_in_epoch"], info="")
             model.train()
+            for module in model.modules():  # frozen batch norms keep their ImageNet statistics
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not module.weight.requires_grad:
+                    module.eval()
             running, started = None, time.time()
             for images, targets in loader:
                 images = images.to(device, memory_format=torch.channels_last, non_blocking=True)
