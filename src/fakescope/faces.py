@@ -238,29 +238,39 @@ def link_tracks(
     return [Track(i, track.faces) for i, track in enumerate(kept)]
 
 
+def crop_geometry(box: Box, policy: CropPolicy) -> tuple[Box, Box]:
+    """Where a crop comes from and where it lands: (source box in frame pixels, grown by the
+    margin and possibly partly outside the frame; content box inside the size x size crop).
+
+    Heat maps are pasted back through the same geometry, so crop and paste always agree.
+    """
+    x1, y1, x2, y2 = box
+    mx, my = policy.margin * (x2 - x1), policy.margin * (y2 - y1)
+    x1, y1, x2, y2 = (round(v) for v in (x1 - mx, y1 - my, x2 + mx, y2 + my))
+    x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
+    size = policy.size
+    if policy.resize == "stretch":
+        return (x1, y1, x2, y2), (0, 0, size, size)
+    scale = size / max(y2 - y1, x2 - x1)
+    h, w = (max(1, min(size, round(n * scale))) for n in (y2 - y1, x2 - x1))
+    top, left = (size - h) // 2, (size - w) // 2
+    return (x1, y1, x2, y2), (left, top, left + w, top + h)
+
+
 def crop_face(image: np.ndarray, box: Box, policy: CropPolicy) -> np.ndarray:
     """A policy.size square RGB uint8 crop of the box grown by policy.margin on every side.
 
     Parts of the grown box outside the image are black. "stretch" resizes the region to
     the square whatever its shape; "pad" keeps its aspect and centres it on black.
     """
-    x1, y1, x2, y2 = box
-    mx, my = policy.margin * (x2 - x1), policy.margin * (y2 - y1)
-    x1, y1, x2, y2 = (round(v) for v in (x1 - mx, y1 - my, x2 + mx, y2 + my))
-    x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
     height, width = image.shape[:2]
+    (x1, y1, x2, y2), (left, top, right, bottom) = crop_geometry(box, policy)
     region = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
     sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
     if sx1 < sx2 and sy1 < sy2:
         region[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
-    size = policy.size
-    if policy.resize == "stretch":
-        return _resize(region, size, size)
-    scale = size / max(region.shape[:2])
-    h, w = (max(1, min(size, round(n * scale))) for n in region.shape[:2])
-    out = np.zeros((size, size, 3), np.uint8)
-    top, left = (size - h) // 2, (size - w) // 2
-    out[top : top + h, left : left + w] = _resize(region, w, h)
+    out = np.zeros((policy.size, policy.size, 3), np.uint8)
+    out[top:bottom, left:right] = _resize(region, right - left, bottom - top)
     return out
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .faces import crop_face, get_detector, link_tracks, to_tensor
+from .heatmaps import check_methods, explain_chosen_frames
 from .media import Limits, read_frames
 from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
 from .report import Report
@@ -91,6 +92,10 @@ class Analyzer:
     def analyze(self, path: str | Path, out_dir: str | Path | None = None, explain: list[str] | None = None) -> Report:
         timings: dict[str, float] = {}
         settings = self.settings
+        if explain:
+            check_methods(explain)
+            if out_dir is None:
+                raise FakescopeError("heat maps need an output folder (out_dir)")
         with _timed(timings, "decode"):
             media, frames = read_frames(path, settings.frames, self.limits)
         with _timed(timings, "detect"):
@@ -116,9 +121,7 @@ class Analyzer:
             settings={**settings.__dict__, "device": self.device, "explain": explain or []},
             timings=timings,
         )
-        if explain and verdict.chosen_frames and out_dir is not None:
-            from .heatmaps import explain_chosen_frames
-
+        if explain and verdict.chosen_frames:
             with _timed(timings, "explain"):
                 report.explanations = explain_chosen_frames(self, report, by_index, explain, Path(out_dir))
         timings["total"] = sum(v for k, v in timings.items() if k != "total")

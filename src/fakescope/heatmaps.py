@@ -1,0 +1,104 @@
+"""The explanation stage of an analysis: heat maps for the chosen frames, pasted back onto the
+full frame, written as overlay PNGs and one side-by-side comparison PNG per chosen frame.
+
+Maps are computed only for the chosen frames (paper step 5b), with one forward and one
+backward pass per member; scores in the report come from the scoring pass and never change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .explain import METHODS, explain, overlay, paste_heatmap
+from .faces import crop_face, crop_geometry, to_tensor
+from .types import FakescopeError
+
+COMPARISON = ("gradcam-n", "gradcam-n1", "hirescam", "hirescam++")
+LABELS = {"gradcam-n": "GradCAM N", "gradcam-n1": "GradCAM N-1", "hirescam": "HiResCAM", "hirescam++": "HiResCAM++"}
+TILE = 224
+
+
+def check_methods(methods: list[str]) -> list[str]:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise FakescopeError(f"unknown explanation method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+    return methods
+
+
+def frame_maps(ensemble, image: np.ndarray, boxes: list[tuple], methods: list[str]) -> dict[str, np.ndarray]:
+    """Frame-sized [0, 1] maps per method: each member's map pasted at every face box, faces
+    combined by maximum, members by the ensemble's weights."""
+    height, width = image.shape[:2]
+    total = sum(m.weight for m in ensemble.members)
+    combined = {m: np.zeros((height, width), np.float32) for m in methods}
+    for member in ensemble.members:
+        policy = member.spec.crop
+        batch = to_tensor([crop_face(image, box, policy) for box in boxes], policy)
+        device = next(member.model.parameters()).device
+        result = explain(member.model, batch.to(device), methods, member.cam_layers)
+        for method in methods:
+            pasted = np.zeros((height, width), np.float32)
+            for i, box in enumerate(boxes):
+                source, content = crop_geometry(box, policy)
+                pasted = np.maximum(pasted, paste_heatmap((height, width), source, result[method].display[i], content))
+            combined[method] += member.weight / total * pasted
+    return combined
+
+
+def _caption(tile: Image.Image, text: str) -> Image.Image:
+    canvas = Image.new("RGB", (tile.width, tile.height + 22), "white")
+    canvas.paste(tile, (0, 22))
+    ImageDraw.Draw(canvas).text((6, 5), text, fill="black")
+    return canvas
+
+
+def comparison_image(image: np.ndarray, box: tuple, maps: dict[str, np.ndarray], score: float) -> Image.Image:
+    """face | GradCAM N | GradCAM N-1 | HiResCAM | HiResCAM++ around one face, zoomed to its box."""
+    x1, y1, x2, y2 = box
+    pad = 0.25 * max(x2 - x1, y2 - y1)
+    left, top = max(0, int(x1 - pad)), max(0, int(y1 - pad))
+    right, bottom = min(image.shape[1], int(x2 + pad)), min(image.shape[0], int(y2 + pad))
+    region = image[top:bottom, left:right]
+
+    def tile(pixels: np.ndarray) -> Image.Image:
+        return Image.fromarray(pixels).resize((TILE, TILE), Image.BILINEAR)
+
+    tiles = [_caption(tile(region), f"face  p(fake)={score:.2f}")]
+    for method in COMPARISON:
+        if method in maps:
+            heat = maps[method][top:bottom, left:right]
+            tiles.append(_caption(tile(overlay(region, heat, alpha=0.55)), LABELS[method]))
+    strip = Image.new("RGB", (sum(t.width for t in tiles), tiles[0].height), "white")
+    for i, t in enumerate(tiles):
+        strip.paste(t, (i * TILE, 0))
+    return strip
+
+
+def explain_chosen_frames(analyzer, report, frames_by_index: dict, methods: list[str], out_dir: Path) -> list[dict]:
+    """Write heat-map images for the report's chosen frames; returns their index for report.json."""
+    methods = check_methods(methods)
+    wanted = list(dict.fromkeys(methods + [m for m in COMPARISON]))  # the comparison needs all four
+    out_dir.mkdir(parents=True, exist_ok=True)
+    faces_by_frame: dict[int, list] = {}
+    for track in report.verdict.tracks:
+        for face in track.faces:
+            faces_by_frame.setdefault(face.frame_index, []).append(face)
+    entries = []
+    for frame_index in report.verdict.chosen_frames:
+        frame = frames_by_index[frame_index]
+        faces = faces_by_frame[frame_index]
+        maps = frame_maps(analyzer.ensemble, frame.image, [f.box for f in faces], wanted)
+        overlays = {}
+        for method in methods:
+            name = f"frame{frame_index:05d}_{method.replace('+', 'p')}.png"
+            Image.fromarray(overlay(frame.image, maps[method], alpha=0.5)).save(out_dir / name)
+            overlays[method] = name
+        worst = max(faces, key=lambda f: f.score)
+        comparison = f"frame{frame_index:05d}_comparison.png"
+        comparison_image(frame.image, worst.box, maps, worst.score).save(out_dir / comparison)
+        entries.append({"frame_index": frame_index, "timestamp": frame.timestamp, "overlays": overlays,
+                        "comparison": comparison, "face_box": list(worst.box), "face_score": worst.score})
+    return entries
