@@ -16,17 +16,12 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
 
-from fakescope.explain import (
-    METHODS,
+from fakescope.explain import METHODS, ensemble_maps, explain, minmax, overlay, paste_heatmap
+from fakescope.faithfulness import (
     aggregate_table1,
     closest_to_paper,
     deletion_insertion,
-    ensemble_maps,
-    explain,
     mass_inside,
-    minmax,
-    overlay,
-    paste_heatmap,
     pointing_game,
     randomisation_check,
     self_blended,
