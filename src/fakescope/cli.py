@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
+from enum import Enum
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.console import Console
@@ -42,6 +44,13 @@ def guarded(source: str, action):
         return None, fail_line(source, error)
 
 
+def _limits(max_pixels: int | None, max_duration: float | None):
+    from .media import Limits
+
+    given = {"max_pixels": max_pixels, "max_duration": max_duration}
+    return Limits(**{name: value for name, value in given.items() if value is not None})
+
+
 def _methods(value: str | None) -> list[str] | None:
     return [m.strip() for m in value.split(",") if m.strip()] if value else None
 
@@ -54,7 +63,7 @@ def main() -> None:
 @app.command()
 def analyze(
     inputs: list[Path] = typer.Argument(..., help="videos or images"),
-    out_dir: Path = typer.Option(Path("fakescope-out"), "--out", help="writes OUT/<input stem>/report.json"),
+    out_dir: Path = typer.Option(Path("fakescope-out"), "--out", help="writes OUT/<input stem>/report.html and report.json"),
     model: str = typer.Option("default", "--model", help="shipped model name or a config .json"),
     frames: int = typer.Option(32, "--frames", help="frames sampled evenly per video"),
     detector: str = typer.Option("retinaface", "--detector", help="retinaface or mtcnn"),
@@ -62,11 +71,18 @@ def analyze(
     strategy: str = typer.Option("confident", "--strategy", help="per-track aggregation: confident or mean"),
     threshold: float = typer.Option(0.5, "--threshold", help="P(fake) at or above which the label is fake"),
     explain: str | None = typer.Option(None, "--explain", help="heat maps for the chosen frames, e.g. hirescam++,gradcam-n,gradcam-n1,hirescam"),
+    fmt: Literal["html", "json", "all"] = typer.Option("all", "--format", help="report.html, report.json or both"),
+    overlay_video: bool = typer.Option(False, "--overlay-video", help="also write overlay.mp4: every analysed frame with its HiResCAM++ map, face boxes and the running P(fake)"),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", help="largest image or video frame (default 50,000,000)"),
+    max_duration: float | None = typer.Option(None, "--max-duration", help="seconds of each video read (default 3600)"),
 ) -> None:
     """Analyse videos or images; one summary line per input."""
     from .pipeline import Analyzer, Settings
+    from .reports.html import write_html
+    from .reports.video import write_overlay_video
 
-    analyzer, code = guarded("setup", lambda: Analyzer(model, Settings(frames, detector, strategy, threshold), device))
+    analyzer, code = guarded("setup", lambda: Analyzer(model, Settings(frames, detector, strategy, threshold), device,
+                                                       _limits(max_pixels, max_duration)))
     if analyzer is None:
         raise typer.Exit(code)
     worst = 0
@@ -74,8 +90,15 @@ def analyze(
         target = out_dir / path.stem
 
         def run(path=path, target=target):
-            report = analyzer.analyze(path, target, _methods(explain))
-            report.write_json(target / "report.json")
+            report = analyzer.analyze(path, target, _methods(explain), keep_frames=fmt != "json" or overlay_video)
+            if overlay_video:
+                report.files["overlay_video"] = write_overlay_video(analyzer, report, target / "overlay.mp4").name
+            if fmt != "json":
+                report.files["html"] = "report.html"  # so that report.json lists it too
+            if fmt != "html":
+                report.write_json(target / "report.json")
+            if fmt != "json":
+                write_html(report, target)
             return report
 
         report, code = guarded(str(path), run)
@@ -88,26 +111,147 @@ def analyze(
 
 
 @app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="0.0.0.0 to listen on every interface"),
+    port: int = typer.Option(8000, "--port"),
+    model: str = typer.Option("default", "--model", help="shipped model name or a config .json"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+    max_upload_mb: int = typer.Option(200, "--max-upload-mb", help="larger uploads are refused (HTTP 413)"),
+    workers: int = typer.Option(1, "--workers", help="analyses run at once, each with its own copy of the model"),
+    frames: int = typer.Option(32, "--frames", help="frames sampled evenly per video"),
+) -> None:
+    """Web page and HTTP API: upload a video or image, get the verdict and heat maps (docs at /docs)."""
+    import uvicorn
+
+    from .pipeline import Settings
+    from .server.app import create_app
+
+    web, code = guarded("setup", lambda: create_app(model, device, max_upload_mb, workers, Settings(frames=frames)))
+    if web is None:
+        raise typer.Exit(code)
+    uvicorn.run(web, host=host, port=port)
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+@app.command()
 def scan(
-    paths: list[Path] = typer.Argument(..., help="files or folders (searched recursively)"),
-    out_file: Path = typer.Option(Path("results.jsonl"), "--out", help="one JSON line per input"),
+    paths: list[Path] = typer.Argument(..., help="files or folders (searched recursively; symlinked folders are not followed)"),
+    db: Path = typer.Option(Path("results.sqlite"), "--db", help="SQLite store, one row per input content x model x settings; rerun to resume"),
+    out_file: Path | None = typer.Option(None, "--out", help="at the end, export the store's rows for this model and these settings as JSON lines"),
     crops: bool = typer.Option(False, "--crops", help="every input already is a face crop: skip detection"),
+    retry_errors: bool = typer.Option(False, "--retry-errors", help="score inputs whose stored row is an error again"),
+    engine: Engine = typer.Option(Engine.local, "--engine", help="local threads, or Ray actors"),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="an existing Ray cluster, e.g. auto (default: start a local one)"),
+    workers: int | None = typer.Option(None, "--workers", help="local decode/detect threads (default: one per core)"),
+    quiet: bool = typer.Option(False, "--quiet", help="plain log lines instead of a progress bar"),
     model: str = typer.Option("default", "--model"),
     frames: int = typer.Option(32, "--frames"),
     detector: str = typer.Option("retinaface", "--detector"),
+    strategy: str = typer.Option("confident", "--strategy"),
+    threshold: float = typer.Option(0.5, "--threshold"),
+    batch_size: int = typer.Option(32, "--batch-size", help="faces scored together"),
     device: str = typer.Option("cpu", "--device"),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", help="largest image or video frame (default 50,000,000)"),
+    max_duration: float | None = typer.Option(None, "--max-duration", help="seconds of each video read (default 3600)"),
 ) -> None:
-    """Score many files; a bad file gets an error row and the batch goes on."""
+    """Score many files into a SQLite store; a bad file gets an error row and the batch goes on.
+
+    Exit code 0 when every input was scored (no face found counts as scored), 1 when any input is an error row.
+    """
     from .pipeline import Analyzer, Settings
     from .scan import run_scan
 
-    analyzer, code = guarded("setup", lambda: Analyzer(model, Settings(frames, detector), device))
+    def setup():
+        return Analyzer(model, Settings(frames, detector, strategy, threshold, batch_size=batch_size), device,
+                        _limits(max_pixels, max_duration))
+
+    analyzer, code = guarded("setup", setup)
     if analyzer is None:
         raise typer.Exit(code)
-    summary, code = guarded("scan", lambda: run_scan(analyzer, paths, out_file, crops=crops))
+    summary, code = guarded("scan", lambda: run_scan(
+        analyzer, paths, db, out_file, crops=crops, engine=engine.value, ray_address=ray_address, workers=workers,
+        retry_errors=retry_errors, quiet=quiet, console=err))
     if summary is not None:
         out.print(summary.line(), markup=False)
-        code = 0 if summary.failed == 0 else 1
+        code = 1 if summary.errors else 0
+    raise typer.Exit(code)
+
+
+@app.command()
+def evaluate(
+    dataset: Path = typer.Argument(..., help="folder with real/ and fake/ (videos, images or face crops)"),
+    out_dir: Path = typer.Option(Path("fakescope-eval"), "--out", help="metrics.json, roc.png, reliability.png"),
+    crops: bool = typer.Option(False, "--crops", help="inputs already are face crops: skip detection"),
+    model: str = typer.Option("default", "--model"),
+    limit: int | None = typer.Option(None, "--limit", help="evaluate an even, spread-out sample of this many files"),
+    frames: int = typer.Option(32, "--frames"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """AUC, log loss, accuracy, balanced accuracy and EER with 95% bootstrap intervals."""
+    from .pipeline import Analyzer, Settings
+    from .training.evaluate import evaluate as run_evaluation, metrics_line
+
+    def run():
+        return run_evaluation(Analyzer(model, Settings(frames=frames), device), dataset, out_dir, crops, limit)
+
+    result, code = guarded(str(dataset), run)
+    if result is not None:
+        out.print(metrics_line(result), markup=False)
+        out.print(f"wrote {out_dir / 'metrics.json'}, roc.png, reliability.png", markup=False)
+    raise typer.Exit(code)
+
+
+@app.command("explain")
+def explain_images(
+    images: list[Path] = typer.Argument(..., help="images, or face crops with --crops"),
+    out_dir: Path = typer.Option(Path("fakescope-explain"), "--out"),
+    methods: str = typer.Option("hirescam++,gradcam-n,gradcam-n1,hirescam", "--methods", help="comma-separated"),
+    crops: bool = typer.Option(False, "--crops", help="each image already is a face crop"),
+    model: str = typer.Option("default", "--model"),
+    detector: str = typer.Option("retinaface", "--detector"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Heat maps for single images: overlays and a comparison strip per image."""
+    from .heatmaps import explain_image
+    from .pipeline import Analyzer, Settings
+
+    analyzer, code = guarded("setup", lambda: Analyzer(model, Settings(detector=detector), device))
+    if analyzer is None:
+        raise typer.Exit(code)
+    worst = 0
+    for path in images:
+        written, code = guarded(str(path), lambda path=path: explain_image(analyzer, path, _methods(methods), out_dir / path.stem, crops))
+        if written is not None:
+            out.print(f"{path}: {len(written)} face(s), p(fake) {', '.join(f'{s:.3f}' for s in written)} -> {out_dir / path.stem}", markup=False)
+        worst = max(worst, code)
+    raise typer.Exit(worst)
+
+
+@app.command("xai-eval")
+def xai_evaluate(
+    dataset: Path = typer.Argument(..., help="folder with real/ and fake/ face crops (or images with --no-crops)"),
+    out_dir: Path = typer.Option(Path("fakescope-xai"), "--out"),
+    crops: bool = typer.Option(True, "--crops/--no-crops", help="inputs are face crops"),
+    limit: int = typer.Option(64, "--limit", help="images used, half real, half fake"),
+    model: str = typer.Option("default", "--model"),
+    member: int = typer.Option(0, "--member", help="which ensemble member to explain"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes, sanity check."""
+    from .pipeline import Analyzer, Settings
+    from .faithfulness import run_xai_eval
+
+    def run():
+        analyzer = Analyzer(model, Settings(), device)
+        return run_xai_eval(analyzer, dataset, out_dir, crops=crops, limit=limit, member=member)
+
+    written, code = guarded(str(dataset), run)
+    if written is not None:
+        out.print(f"wrote {written[0]} and {written[1]}", markup=False)
     raise typer.Exit(code)
 
 
@@ -157,12 +301,14 @@ def train(
     seed: int = typer.Option(0, "--seed"),
     name: str | None = typer.Option(None, "--name", help="name of the exported model (default: the architecture)"),
     freeze: int = typer.Option(3, "--freeze", help="EfficientNet: keep the stem and this many first stages frozen"),
+    image_size: int | None = typer.Option(None, "--image-size", help="train (and crop) at this size instead of the architecture's"),
 ) -> None:
     """Train a one-logit classifier; rerun the same command to resume."""
     from .training.train import TrainConfig, train as run_training
 
     config = TrainConfig(dataset=str(dataset), out=str(out), arch=arch, val=str(val) if val else None, epochs=epochs,
-                         epoch_size=epoch_size, batch_size=batch_size, lr=lr, workers=workers, device=device, seed=seed, name=name, freeze=freeze)
+                         epoch_size=epoch_size, batch_size=batch_size, lr=lr, workers=workers, device=device, seed=seed, name=name, freeze=freeze,
+                         image_size=image_size)
     _, code = guarded(str(dataset), lambda: run_training(config, progress=sys.stderr.isatty()))
     raise typer.Exit(code)
 

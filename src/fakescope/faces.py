@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -255,6 +256,11 @@ def crop_geometry(box: Box, policy: CropPolicy) -> tuple[Box, Box]:
     h, w = (max(1, min(size, round(n * scale))) for n in (y2 - y1, x2 - x1))
     top, left = (size - h) // 2, (size - w) // 2
     return (x1, y1, x2, y2), (left, top, left + w, top + h)
+
+
+def for_whole_image(policy: CropPolicy) -> CropPolicy:
+    """The policy for an input that already is a face crop: no margin to add around it."""
+    return replace(policy, margin=0.0)
 
 
 def crop_face(image: np.ndarray, box: Box, policy: CropPolicy) -> np.ndarray:

@@ -360,3 +360,52 @@ def write_xai_report(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
 
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
+
+
+def run_xai_eval(analyzer, dataset: str | Path, out_dir: str | Path, crops: bool = True, limit: int = 64,
+                 member: int = 0, batch: int = 8, seed: int = 0) -> tuple[Path, Path]:
+    """`fakescope xai-eval`: explain one ensemble member on a labelled folder.
+
+    Batches hold the folder's real and fake faces (no masks) and, for every real face, a
+    self-blended pseudo-fake whose blending mask is the ground truth for localisation.
+    """
+    from .faces import crop_face, for_whole_image, to_tensor
+    from .media import read_image
+    from .training.evaluate import labelled_files
+
+    if not 0 <= member < len(analyzer.ensemble.members):
+        raise FakescopeError(f"--member must be between 0 and {len(analyzer.ensemble.members) - 1}")
+    chosen = analyzer.ensemble.members[member]
+    policy = chosen.spec.crop
+    device = next(chosen.model.parameters()).device
+    rng = random.Random(seed)
+
+    def face_crop(path: Path) -> np.ndarray | None:
+        image = read_image(path, analyzer.limits)
+        if crops:
+            return crop_face(image, (0, 0, image.shape[1], image.shape[0]), for_whole_image(policy))
+        faces = analyzer.detector.detect([image])[0]
+        if not faces:
+            return None
+        largest = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+        return crop_face(image, largest.box, policy)
+
+    def batches():
+        files = labelled_files(Path(dataset), limit)
+        for start in range(0, len(files), batch):
+            chunk = [(face_crop(p), label) for p, label in files[start:start + batch]]
+            chunk = [(c, label) for c, label in chunk if c is not None]
+            if not chunk:
+                continue
+            images = [c for c, _ in chunk]
+            labels = torch.tensor([label for _, label in chunk], dtype=torch.float32)
+            yield to_tensor(images, policy).to(device), labels, None
+            reals = [torch.from_numpy(c).permute(2, 0, 1).contiguous() for c, label in chunk if label == 0]
+            if reals:
+                inputs, fake_labels, masks = self_blended(torch.stack(reals), policy.mean, policy.std, rng)
+                yield inputs.to(device), fake_labels, masks
+
+    results = xai_eval(chosen.model, batches(), METHODS, chosen.cam_layers)
+    results["model"] = {"name": chosen.spec.name, "arch": chosen.spec.arch, "sha256": chosen.spec.sha256}
+    results["dataset"] = str(dataset)
+    return write_xai_report(results, out_dir)

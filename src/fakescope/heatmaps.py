@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .explain import METHODS, explain, overlay, paste_heatmap
-from .faces import crop_face, crop_geometry, to_tensor
-from .types import FakescopeError
+from .faces import crop_face, crop_geometry, for_whole_image, to_tensor
+from .types import FakescopeError, NoFaceError
 
 COMPARISON = ("gradcam-n", "gradcam-n1", "hirescam", "hirescam++")
 LABELS = {"gradcam-n": "GradCAM N", "gradcam-n1": "GradCAM N-1", "hirescam": "HiResCAM", "hirescam++": "HiResCAM++"}
@@ -28,14 +28,14 @@ def check_methods(methods: list[str]) -> list[str]:
     return methods
 
 
-def frame_maps(ensemble, image: np.ndarray, boxes: list[tuple], methods: list[str]) -> dict[str, np.ndarray]:
+def frame_maps(ensemble, image: np.ndarray, boxes: list[tuple], methods: list[str], whole: bool = False) -> dict[str, np.ndarray]:
     """Frame-sized [0, 1] maps per method: each member's map pasted at every face box, faces
-    combined by maximum, members by the ensemble's weights."""
+    combined by maximum, members by the ensemble's weights. `whole`: the image is the face crop."""
     height, width = image.shape[:2]
     total = sum(m.weight for m in ensemble.members)
     combined = {m: np.zeros((height, width), np.float32) for m in methods}
     for member in ensemble.members:
-        policy = member.spec.crop
+        policy = for_whole_image(member.spec.crop) if whole else member.spec.crop
         batch = to_tensor([crop_face(image, box, policy) for box in boxes], policy)
         device = next(member.model.parameters()).device
         result = explain(member.model, batch.to(device), methods, member.cam_layers)
@@ -102,3 +102,26 @@ def explain_chosen_frames(analyzer, report, frames_by_index: dict, methods: list
         entries.append({"frame_index": frame_index, "timestamp": frame.timestamp, "overlays": overlays,
                         "comparison": comparison, "face_box": list(worst.box), "face_score": worst.score})
     return entries
+
+
+def explain_image(analyzer, path, methods: list[str], out_dir: Path, crops: bool = False) -> list[float]:
+    """`fakescope explain`: overlays and a comparison strip for one image; returns face scores."""
+    from .media import read_image
+
+    methods = check_methods(methods)
+    image = read_image(path, analyzer.limits)
+    if crops:
+        boxes = [(0.0, 0.0, float(image.shape[1]), float(image.shape[0]))]
+    else:
+        boxes = [d.box for d in analyzer.detector.detect([image])[0]]
+        if not boxes:
+            raise NoFaceError(f"{path}: no face found")
+    _, scores = analyzer.score_faces([image] * len(boxes), boxes, whole=crops)
+    wanted = list(dict.fromkeys(methods + list(COMPARISON)))
+    maps = frame_maps(analyzer.ensemble, image, boxes, wanted, whole=crops)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for method in methods:
+        Image.fromarray(overlay(image, maps[method], alpha=0.5)).save(out_dir / f"{method.replace('+', 'p')}.png")
+    worst = int(np.argmax(scores))
+    comparison_image(image, boxes[worst], maps, float(scores[worst])).save(out_dir / "comparison.png")
+    return [float(s) for s in scores]

@@ -7,6 +7,7 @@ worker pays for loading once; `analyze()` is the one-call convenience.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .faces import crop_face, get_detector, link_tracks, to_tensor
+from .faces import crop_face, for_whole_image, get_detector, link_tracks, to_tensor
 from .heatmaps import check_methods, explain_chosen_frames
-from .media import Limits, read_frames
+from .media import Limits, iter_frames, probe, read_frames
 from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
+from .models.registry import CropPolicy
 from .report import Report
-from .types import FaceScore, FakescopeError, Frame
+from .types import Detection, FaceScore, FakescopeError, Frame, MediaError, MediaInfo, TrackedFace
 from .verdict import STRATEGIES, decide
 
 
@@ -39,6 +41,19 @@ class Settings:
             raise FakescopeError("--frames must be at least 1")
         if not 0 < self.threshold < 1:
             raise FakescopeError("--threshold must be between 0 and 1")
+
+
+@dataclass
+class Prepared:
+    """An input decoded, its faces found and cropped: all that scoring needs. The frames
+    themselves are dropped, so many prepared inputs can wait in a queue cheaply."""
+
+    path: str
+    media: MediaInfo
+    frames: list[dict]  # index, timestamp, faces found
+    faces: list[tuple[int, TrackedFace]]  # (track id, face), in crop order
+    crops: dict[CropPolicy, list[np.ndarray]]  # size x size RGB uint8 per face, per crop policy
+    timings: dict[str, float]
 
 
 @contextmanager
@@ -71,39 +86,104 @@ class Analyzer:
             self._detector = get_detector(self.settings.detector)
         return self._detector
 
-    def _crop_batches(self, images: list[np.ndarray], boxes: list[tuple]) -> dict:
-        return {
-            policy: to_tensor([crop_face(image, box, policy) for image, box in zip(images, boxes)], policy)
-            for policy in self.ensemble.crop_policies
-        }
+    def _crop_batches(self, images: list[np.ndarray], boxes: list[tuple], whole: bool) -> dict:
+        batches = {}
+        for policy in self.ensemble.crop_policies:
+            used = for_whole_image(policy) if whole else policy
+            batches[policy] = to_tensor([crop_face(image, box, used) for image, box in zip(images, boxes)], policy)
+        return batches
 
-    def score_faces(self, images: list[np.ndarray], boxes: list[tuple]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def score_faces(self, images: list[np.ndarray], boxes: list[tuple], whole: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Member and ensemble P(fake) for the faces at `boxes` in `images` (one batch per member)."""
         if not images:
             return {m.spec.name: np.empty(0) for m in self.ensemble.members}, np.empty(0)
-        member = self.ensemble.score(self._crop_batches(images, boxes), self.settings.batch_size)
+        member = self.ensemble.score(self._crop_batches(images, boxes, whole), self.settings.batch_size)
         return member, self.ensemble.combine(member)
 
     def score_crops(self, images: list[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Inputs that already are face crops: the whole image is the face box."""
+        """Inputs that already are face crops: the whole image is the face, resized per each model's policy."""
         boxes = [(0.0, 0.0, float(im.shape[1]), float(im.shape[0])) for im in images]
-        return self.score_faces(images, boxes)
+        return self.score_faces(images, boxes, whole=True)
 
-    def analyze(self, path: str | Path, out_dir: str | Path | None = None, explain: list[str] | None = None) -> Report:
+    def prepare(self, path: str | Path, crop: bool = False) -> Prepared:
+        """Decode, detect and crop (no model runs, so threads may call this while another
+        thread scores). `crop`: the input is an image that already is one face crop."""
+        timings: dict[str, float] = {}
+        with _timed(timings, "decode"):
+            media = probe(path, self.limits)
+            if crop and media.kind != "image":
+                raise MediaError(f"{path}: a video, but face crop images were expected")
+            frames = list(iter_frames(path, 1 if crop else self.settings.frames, self.limits, info=media))
+        with _timed(timings, "detect"):
+            if crop:
+                detections = [[Detection((0.0, 0.0, float(media.width), float(media.height)), 1.0)]]
+            else:
+                detections = self.detector.detect([f.image for f in frames])
+            tracks = link_tracks([(f.index, f.timestamp, d) for f, d in zip(frames, detections)])
+        by_index = {f.index: f.image for f in frames}
+        faces = [(track.track_id, face) for track in tracks for face in track.faces]
+        with _timed(timings, "crop"):
+            crops = {}
+            for policy in self.ensemble.crop_policies:
+                used = for_whole_image(policy) if crop else policy  # as score_crops does
+                crops[policy] = [crop_face(by_index[face.frame_index], face.detection.box, used) for _, face in faces]
+        summary = [{"index": f.index, "timestamp": f.timestamp, "faces": len(d)} for f, d in zip(frames, detections)]
+        return Prepared(str(path), media, summary, faces, crops, timings)
+
+    def score(self, prepared: Sequence[Prepared]) -> list[Report]:
+        """Reports (without heat maps) for prepared inputs, all their faces scored in one batch
+        per model; each report's "score" timing is its share of the batch's time."""
+        start = time.perf_counter()
+        total = sum(len(p.faces) for p in prepared)
+        member, ensemble = {}, np.empty(0)
+        if total:
+            tensors = {policy: to_tensor([c for p in prepared for c in p.crops[policy]], policy)
+                       for policy in self.ensemble.crop_policies}
+            member = self.ensemble.score(tensors, self.settings.batch_size)
+            ensemble = self.ensemble.combine(member)
+        elapsed = time.perf_counter() - start
+        settings, reports, offset = self.settings, [], 0
+        for p in prepared:
+            faces = [
+                FaceScore(track_id, face.frame_index, face.timestamp, tuple(float(v) for v in face.detection.box),
+                          float(face.detection.score), {name: float(s[offset + i]) for name, s in member.items()},
+                          float(ensemble[offset + i]))
+                for i, (track_id, face) in enumerate(p.faces)
+            ]
+            offset += len(faces)
+            timings = {**p.timings, "score": elapsed * len(faces) / total if total else 0.0}
+            timings["total"] = sum(timings.values())
+            reports.append(Report(
+                input=p.path, media=p.media, verdict=decide(faces, settings.strategy, settings.threshold, settings.chosen),
+                model=self.ensemble.describe(), frames=p.frames,
+                settings={**settings.__dict__, "device": self.device, "explain": []}, timings=timings,
+            ))
+        return reports
+
+    def analyze(self, path: str | Path, out_dir: str | Path | None = None, explain: list[str] | None = None, *,
+                keep_frames: bool = False, progress: Callable[[str], None] | None = None) -> Report:
+        """keep_frames: keep the analysed frames' pixels in `report.images` (HTML thumbnails, overlay
+        video); progress: called with each stage's name as the stage starts."""
         timings: dict[str, float] = {}
         settings = self.settings
+
+        def stage(name: str):
+            if progress:
+                progress(name)
+            return _timed(timings, name)
+
         if explain:
             check_methods(explain)
             if out_dir is None:
                 raise FakescopeError("heat maps need an output folder (out_dir)")
-        with _timed(timings, "decode"):
+        with stage("decode"):
             media, frames = read_frames(path, settings.frames, self.limits)
-        with _timed(timings, "detect"):
+        with stage("detect"):
             detections = self.detector.detect([f.image for f in frames])
             tracks = link_tracks([(f.index, f.timestamp, d) for f, d in zip(frames, detections)])
         by_index: dict[int, Frame] = {f.index: f for f in frames}
         placed = [(track.track_id, face) for track in tracks for face in track.faces]
-        with _timed(timings, "score"):
+        with stage("score"):
             member, ensemble = self.score_faces(
                 [by_index[face.frame_index].image for _, face in placed], [face.detection.box for _, face in placed])
         faces = [
@@ -122,8 +202,10 @@ class Analyzer:
             timings=timings,
         )
         if explain and verdict.chosen_frames:
-            with _timed(timings, "explain"):
+            with stage("explain"):
                 report.explanations = explain_chosen_frames(self, report, by_index, explain, Path(out_dir))
+        if keep_frames:
+            report.images = {index: frame.image for index, frame in by_index.items()}
         timings["total"] = sum(v for k, v in timings.items() if k != "total")
         return report
 

@@ -7,6 +7,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
 from .types import MediaInfo, Verdict
 
@@ -24,6 +26,8 @@ class Report:
     timings: dict[str, float]
     explanations: list[dict] = field(default_factory=list)  # heat-map images per chosen frame
     files: dict[str, str] = field(default_factory=dict)  # other outputs, relative to the report's folder
+    # The analysed frames' pixels by frame index, kept only when asked for (keep_frames); never serialised.
+    images: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def fake_probability(self) -> float | None:

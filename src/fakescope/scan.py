@@ -1,15 +1,31 @@
-"""Batch scoring of many files: one JSON line per input; a bad input is an error row, never a stop."""
+"""Batch scoring of many files into a SQLite store (store.py), on this machine or on Ray.
+
+Inputs are listed lazily and keyed by their content's sha256 with the model's and the
+settings' hashes; inputs already stored are skipped, so a killed scan resumes where it
+stopped. A bad input becomes an error row, never a stop; error rows are not retried unless
+asked. Files that cannot be read at all are reported on every run but not stored.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Iterable, Iterator
 
-from .media import read_image
-from .types import FakescopeError, NoFaceError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from .engines import Job, LocalEngine, RayEngine, unordered_map
+from .models.checkpoints import sha256_of
+from .store import Row, Store, display
 
 
 def iter_inputs(paths: Iterable[Path]) -> Iterator[Path]:
@@ -27,70 +43,133 @@ def iter_inputs(paths: Iterable[Path]) -> Iterator[Path]:
 
 @dataclass
 class ScanSummary:
-    scored: int = 0
-    failed: int = 0
-    out: str = ""
+    db: str
+    out: str | None = None
+    new: int = 0  # rows written by this run
+    stored: int = 0  # inputs skipped: already in the store
+    errors: int = 0  # inputs whose row is an error, new or stored
+    stored_errors: int = 0
+    labels: Counter = field(default_factory=Counter)
 
     def line(self) -> str:
-        return f"scanned {self.scored + self.failed} inputs: {self.scored} scored, {self.failed} errors -> {self.out}"
+        labels = "".join(f"{self.labels[label]} {label}, " for label in ("fake", "real", "no_face"))
+        retry = f" ({self.stored_errors} stored earlier: --retry-errors retries them)" if self.stored_errors else ""
+        export = f", exported to {self.out}" if self.out else ""
+        return (f"scanned {self.new + self.stored} inputs ({self.new} new, {self.stored} already stored): "
+                f"{labels}{self.errors} errors{retry} -> {self.db}{export}")
 
 
-def _error_row(path: Path, error: BaseException) -> dict:
-    message = str(error) if isinstance(error, FakescopeError) else f"unexpected {type(error).__name__}: {error}"
-    return {"path": str(path), "fake_probability": None, "label": "error" if not isinstance(error, NoFaceError) else "no_face",
-            "faces": 0, "error": message}
+def key_input(store: Store, retry_errors: bool, path: Path) -> Job | Row:
+    """The job for an input, or a row when there is nothing to do: its stored row, or an
+    error row (not stored) when the file cannot be read."""
+    name = os.path.abspath(path)
+    try:
+        content = sha256_of(name)
+    except OSError as error:
+        return Row(name, None, None, "error", error=f"{name}: cannot read: {error.strerror or error}")
+    key = store.key(content)
+    stored = store.lookup(key)
+    if stored is not None and not (retry_errors and stored.label == "error"):
+        return stored
+    return Job(name, content, key)
 
 
-def _batched(items: Iterable, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+class _Rate(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed or 0:.1f}/s")
 
 
-def scan_rows(analyzer, paths: Iterable[Path], crops: bool = False) -> Iterator[dict]:
-    inputs = iter_inputs(paths)
-    if crops:
-        for batch in _batched(inputs, analyzer.settings.batch_size):
-            images, good = [], []
-            for path in batch:
-                try:
-                    images.append(read_image(path, analyzer.limits))
-                    good.append(path)
-                except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
-                    yield _error_row(path, error)
-            if good:
-                _, scores = analyzer.score_crops(images)
-                for path, score in zip(good, scores):
-                    yield {"path": str(path), "fake_probability": float(score),
-                           "label": "fake" if score >= analyzer.settings.threshold else "real", "faces": 1, "error": None}
-        return
-    for path in inputs:
-        try:
-            report = analyzer.analyze(path)
-        except Exception as error:  # noqa: BLE001
-            yield _error_row(path, error)
-            continue
-        if report.label == "no_face":
-            yield _error_row(path, NoFaceError("no face found"))
-            continue
-        faces = sum(len(t.faces) for t in report.verdict.tracks)
-        yield {"path": str(path), "fake_probability": report.fake_probability, "label": report.label, "faces": faces, "error": None}
+class ScanProgress:
+    """A progress bar on a terminal; elsewhere, or quiet, a plain line every `every` seconds.
+
+    The total comes from a second, cheap listing in a thread, so the scan starts at once.
+    """
+
+    def __init__(self, console: Console, paths: list[Path], quiet: bool, every: float = 10.0):
+        self.console, self.paths, self.every = console, paths, every
+        self.total: int | None = None
+        self.done = self.errors = 0
+        self.start = self.last = time.monotonic()
+        self.bar = None if quiet or not console.is_terminal else Progress(
+            TextColumn("scan"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[errors]} errors"),
+            _Rate(), TimeRemainingColumn(), console=console)
+        self.task = self.bar.add_task("scan", total=None, errors=0) if self.bar else None
+
+    def __enter__(self) -> ScanProgress:
+        threading.Thread(target=self._count, daemon=True).start()
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar:
+            self.bar.stop()
+
+    def _count(self) -> None:
+        self.total = sum(1 for _ in iter_inputs(self.paths))
+        if self.bar:
+            self.bar.update(self.task, total=self.total)
+
+    def advance(self, row: Row, new: bool) -> None:
+        self.done += 1
+        if row.label == "error":
+            self.errors += 1
+            if new:
+                message = display(row.error or "")
+                self.console.print(f"error: {message if message.startswith(display(row.path)) else f'{display(row.path)}: {message}'}",
+                                   markup=False)
+        if self.bar:
+            self.bar.update(self.task, advance=1, errors=self.errors)
+        elif time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            self.console.print(self.status(), markup=False)
+
+    def status(self) -> str:
+        rate = self.done / max(time.monotonic() - self.start, 1e-9)
+        total = "?" if self.total is None else self.total
+        eta = f", ETA {(self.total - self.done) / rate:.0f} s" if self.total is not None and rate > 0 else ""
+        return f"scan: {self.done}/{total} inputs, {self.errors} errors, {rate:.1f}/s{eta}"
 
 
-def run_scan(analyzer, paths: Iterable[Path], out_file: Path, crops: bool = False) -> ScanSummary:
-    summary = ScanSummary(out=str(out_file))
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_file, "a") as handle:
-        for row in scan_rows(analyzer, paths, crops):
-            handle.write(json.dumps(row) + "\n")
-            handle.flush()
-            if row["error"]:
-                summary.failed += 1
-            else:
-                summary.scored += 1
+def run_scan(analyzer, paths: Iterable[Path], db: Path, out: Path | None = None, *, crops: bool = False,
+             engine: str = "local", ray_address: str | None = None, workers: int | None = None,
+             retry_errors: bool = False, quiet: bool = False, console: Console | None = None) -> ScanSummary:
+    """Score every input into the store at `db`; optionally export its rows to JSON lines at `out`."""
+    paths = list(paths)
+    workers = workers or os.cpu_count() or 1
+    console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+    s = analyzer.settings
+    settings = {"frames": s.frames, "detector": s.detector, "strategy": s.strategy, "threshold": s.threshold,
+                "crops": crops, **asdict(analyzer.limits)}
+    summary = ScanSummary(str(db), str(out) if out else None)
+    runner = RayEngine(analyzer, crops, ray_address) if engine == "ray" else LocalEngine(analyzer, crops, workers)
+    with closing(Store(db, analyzer.ensemble.describe()["members"], settings)) as store, \
+            ThreadPoolExecutor(workers, thread_name_prefix="fakescope-hash") as pool, \
+            ScanProgress(console, paths, quiet) as progress:
+
+        def record(row: Row, new: bool) -> None:
+            summary.new += new
+            summary.stored += not new
+            summary.labels[row.label] += 1
+            if row.label == "error":
+                summary.errors += 1
+                summary.stored_errors += not new
+            progress.advance(row, new)
+
+        def fresh_jobs() -> Iterator[Job]:
+            keyed = unordered_map(pool, partial(key_input, store, retry_errors), iter_inputs(paths), 4 * workers)
+            for item in keyed:
+                if isinstance(item, Job):
+                    yield item
+                else:  # stored already, or unreadable (no key: reported, not stored)
+                    record(item, new=item.key is None)
+
+        for rows in runner.run(fresh_jobs()):
+            store.put(rows)  # one transaction per batch: a kill loses at most this batch's work
+            for row in rows:
+                record(row, new=True)
+        if quiet or not progress.bar:
+            console.print(progress.status(), markup=False)
+        if out:
+            store.export_jsonl(out)
     return summary

@@ -8,9 +8,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
 
 from ..types import FakescopeError
 from .augment import self_blend, training_transform
@@ -78,7 +79,9 @@ def balanced_epoch(samples: list[Sample], size: int, sbi_share: float, epoch: in
 
 
 def read_rgb(path: Path) -> torch.Tensor:
-    return decode_image(str(path), mode=ImageReadMode.RGB)
+    """uint8 CHW RGB."""
+    with Image.open(path) as image:
+        return torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
 class CropDataset(Dataset):

@@ -1,0 +1,182 @@
+"""Scan engines: keyed inputs in, result rows out, in small batches that the driver stores.
+
+LocalEngine overlaps decoding and face detection of the next inputs (a thread pool) with
+scoring of the current batch (the calling thread); ONNX Runtime, PyTorch and FFmpeg release
+the GIL, so the threads keep every core busy. RayEngine runs the same work on Ray actors,
+each loading the models once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+
+from .media import Limits
+from .pipeline import Analyzer, Prepared, Settings
+from .report import Report
+from .store import Row
+from .types import FakescopeError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Job:
+    """An input to score: its absolute path and its key in the store."""
+
+    path: str
+    content_hash: str
+    key: str
+
+
+def unordered_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
+    """fn over items in the pool, results as they finish. At most `depth` calls are submitted
+    and unread at a time and items are pulled lazily, so memory stays flat on any input count.
+    fn must not raise."""
+    pending: set[Future] = set()
+    try:
+        for item in items:
+            pending.add(pool.submit(fn, item))
+            if len(pending) >= depth:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in done)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from (future.result() for future in done)
+    finally:
+        for future in pending:  # the consumer stopped early (an interrupt): drop queued work
+            future.cancel()
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def error_message(error: BaseException) -> str:
+    text = str(error) if isinstance(error, FakescopeError) else f"unexpected {type(error).__name__}: {error}"
+    return " ".join(text.split()) or type(error).__name__
+
+
+def error_row(job: Job, error: BaseException) -> Row:
+    return Row(job.path, job.key, job.content_hash, "error", error=error_message(error))
+
+
+def report_row(job: Job, report: Report) -> Row:
+    faces = sum(len(track.faces) for track in report.verdict.tracks)
+    return Row(job.path, job.key, job.content_hash, report.label, report.fake_probability, faces, None, report.timings)
+
+
+def prepare_job(analyzer: Analyzer, crops: bool, job: Job) -> tuple[Job, Prepared | Exception]:
+    try:
+        return job, analyzer.prepare(job.path, crops)
+    except Exception as error:  # noqa: BLE001 - one bad input must not stop the scan
+        return job, error
+
+
+def score_jobs(analyzer: Analyzer, items: list[tuple[Job, Prepared | Exception]]) -> list[Row]:
+    """Rows for prepared jobs, scored in one batch; failed preparations become error rows."""
+    ready = [(job, p) for job, p in items if isinstance(p, Prepared)]
+    rows = [error_row(job, p) for job, p in items if not isinstance(p, Prepared)]
+    try:
+        reports = analyzer.score([p for _, p in ready])
+    except Exception as error:  # noqa: BLE001 - e.g. out of memory: this batch fails, the scan goes on
+        return rows + [error_row(job, error) for job, _ in ready]
+    return rows + [report_row(job, report) for (job, _), report in zip(ready, reports)]
+
+
+class LocalEngine:
+    def __init__(self, analyzer: Analyzer, crops: bool, workers: int):
+        self.analyzer, self.crops, self.workers = analyzer, crops, workers
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[list[Row]]:
+        size = self.analyzer.settings.batch_size
+        # The batch being filled, plus two inputs per worker prepared ahead of the scorer.
+        depth = 2 * self.workers + (size if self.crops else 1)
+        items: list[tuple[Job, Prepared | Exception]] = []
+        faces = 0
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="fakescope-prepare") as pool:
+            for job, prepared in unordered_map(pool, partial(prepare_job, self.analyzer, self.crops), jobs, depth):
+                items.append((job, prepared))
+                faces += len(prepared.faces) if isinstance(prepared, Prepared) else 0
+                if faces >= size or len(items) >= size:
+                    yield score_jobs(self.analyzer, items)
+                    items, faces = [], 0
+        if items:
+            yield score_jobs(self.analyzer, items)
+
+
+class ScanWorker:
+    """The state of one Ray actor: an Analyzer, loaded once."""
+
+    def __init__(self, model: str, settings: Settings, device: str, limits: Limits, crops: bool):
+        self.analyzer, self.crops = Analyzer(model, settings, device, limits), crops
+
+    def members(self) -> list[dict]:
+        return self.analyzer.ensemble.describe()["members"]
+
+    def run(self, jobs: list[Job]) -> list[Row]:
+        return score_jobs(self.analyzer, [prepare_job(self.analyzer, self.crops, job) for job in jobs])
+
+
+class RayEngine:
+    """Jobs streamed to one actor per CPU of a Ray cluster, two batches in flight per actor.
+
+    Workers read inputs by path, so on a cluster the inputs and the model must be at the same
+    path on every node (shared storage); the driver checks every actor loaded the same weights.
+    """
+
+    def __init__(self, analyzer: Analyzer, crops: bool, address: str | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise FakescopeError("--engine ray needs Ray: pip install 'fakescope[ray]'") from None
+        self._ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address, num_cpus=None if address else os.cpu_count(), include_dashboard=False,
+                     log_to_driver=False, logging_level="WARNING")
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        # max_restarts: a worker killed by a crashing decoder comes back; its batch becomes error rows.
+        worker = ray.remote(num_cpus=1, max_restarts=-1)(ScanWorker)
+        model = os.path.abspath(analyzer.ensemble.config_path)
+        self._actors = [worker.remote(model, analyzer.settings, analyzer.device, analyzer.limits, crops)
+                        for _ in range(actors)]
+        expected = analyzer.ensemble.describe()["members"]
+        try:
+            loaded = ray.get([actor.members.remote() for actor in self._actors])
+        except ray.exceptions.RayError as error:
+            raise FakescopeError(f"Ray workers could not load the model: {error_message(error)[:500]}") from None
+        if any(members != expected for members in loaded):
+            raise FakescopeError(f"Ray workers loaded other weights than {model}: give every node the same files")
+        self._per_task = analyzer.settings.batch_size if crops else 1
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[list[Row]]:
+        ray = self._ray
+        in_flight: dict = {}
+
+        def finished() -> list[Row]:
+            [ref], _ = ray.wait(list(in_flight), num_returns=1)
+            batch = in_flight.pop(ref)
+            try:
+                return ray.get(ref)
+            except ray.exceptions.RayError as error:
+                return [error_row(job, FakescopeError(f"{job.path}: Ray worker failed ({type(error).__name__})"))
+                        for job in batch]
+
+        for i, batch in enumerate(batched(jobs, self._per_task)):
+            if len(in_flight) >= 2 * len(self._actors):
+                yield finished()
+            in_flight[self._actors[i % len(self._actors)].run.remote(batch)] = batch
+        while in_flight:
+            yield finished()

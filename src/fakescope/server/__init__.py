@@ -1,0 +1,1 @@
+"""The web service and its page: `create_app` in `app`, served by `fakescope serve`."""

@@ -1,0 +1,157 @@
+"""The SQLite store of `fakescope scan` results: one row per (file content, model, settings).
+
+Rows are written in small transactions in WAL mode, so a scan killed at any moment leaves a
+consistent database holding every row committed so far, and a rerun scores only the rest.
+Paths are stored as the file system's bytes (BLOB): names that are not UTF-8 survive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .types import FakescopeError
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,            -- sha256 of content_hash, model_hash, settings_hash
+    path BLOB NOT NULL,              -- where the content was first seen, as file-system bytes
+    content_hash TEXT NOT NULL,      -- sha256 of the file
+    model_hash TEXT NOT NULL,
+    settings_hash TEXT NOT NULL,
+    fake_probability REAL,           -- NULL for no_face and error
+    label TEXT NOT NULL,             -- fake, real, no_face or error
+    faces INTEGER NOT NULL,
+    error TEXT,                      -- one line, for label = error
+    timings TEXT NOT NULL,           -- JSON: seconds per stage
+    created TEXT NOT NULL            -- ISO 8601, UTC
+);
+CREATE INDEX IF NOT EXISTS results_scope ON results (model_hash, settings_hash);
+CREATE TABLE IF NOT EXISTS configs (  -- what model_hash and settings_hash stand for
+    hash TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,              -- model or settings
+    json TEXT NOT NULL
+);
+"""
+COLUMNS = ("key", "path", "content_hash", "model_hash", "settings_hash", "fake_probability", "label", "faces",
+           "error", "timings", "created")
+
+
+def digest(data: object) -> str:
+    """sha256 of canonical JSON."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def display(text: str) -> str:
+    """Printable text: bytes of non-UTF-8 names (surrogate escapes) shown as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Row:
+    """The outcome for one input; key is None when the file itself could not be read."""
+
+    path: str  # may hold surrogate escapes (os.fsdecode of a non-UTF-8 name)
+    key: str | None
+    content_hash: str | None
+    label: str
+    fake_probability: float | None = None
+    faces: int = 0
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    created: str = field(default_factory=_now)
+
+
+class Store:
+    """Results of one model and settings in a SQLite file; safe to share between threads."""
+
+    def __init__(self, path: str | Path, model: object, settings: dict):
+        self.path = Path(path)
+        self.model_hash, self.settings_hash = digest(model), digest(settings)
+        self._lock = threading.Lock()  # one connection, serialised: lookups come from worker threads
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise FakescopeError(f"{self.path}: results database schema {version} is newer than this fakescope's")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing committed
+            with self._db:
+                self._db.executescript(SCHEMA)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self._db.executemany("INSERT OR IGNORE INTO configs VALUES (?, ?, ?)", [
+                    (self.model_hash, "model", json.dumps(model, sort_keys=True)),
+                    (self.settings_hash, "settings", json.dumps(settings, sort_keys=True))])
+        except sqlite3.Error as error:
+            raise FakescopeError(f"{self.path}: not a usable results database ({error})") from None
+
+    def key(self, content_hash: str) -> str:
+        return digest([content_hash, self.model_hash, self.settings_hash])
+
+    def lookup(self, key: str) -> Row | None:
+        with self._lock:
+            found = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM results WHERE key = ?", (key,)).fetchone()
+        return None if found is None else _row(found)
+
+    def put(self, rows: Iterable[Row]) -> None:
+        """Store rows in one transaction. A stored score is never replaced; an error row is
+        (by a retry)."""
+        values = [
+            (r.key, os.fsencode(r.path), r.content_hash, self.model_hash, self.settings_hash, r.fake_probability,
+             r.label, r.faces, None if r.error is None else display(r.error), json.dumps(r.timings), r.created)
+            for r in rows if r.key is not None
+        ]
+        update = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+        with self._lock, self._db:
+            self._db.executemany(
+                f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+                f"ON CONFLICT (key) DO UPDATE SET {update} WHERE results.label = 'error'", values)
+
+    def rows(self) -> Iterator[Row]:
+        """This model's and settings' rows, by path (streamed)."""
+        with self._lock:
+            cursor = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM results WHERE model_hash = ? AND settings_hash = ? "
+                                      "ORDER BY path", (self.model_hash, self.settings_hash))
+        while True:
+            with self._lock:
+                chunk = cursor.fetchmany(1000)
+            if not chunk:
+                return
+            yield from map(_row, chunk)
+
+    def export_jsonl(self, out: str | Path) -> int:
+        """Write this model's and settings' rows as JSON lines, atomically; returns the count."""
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        count = 0
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for row in self.rows():
+                # ensure_ascii keeps surrogate escapes as \\udcXX: json.loads + os.fsencode give the bytes back.
+                handle.write(json.dumps(asdict(row)) + "\n")
+                count += 1
+        os.replace(tmp, out)
+        return count
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _row(values: tuple) -> Row:
+    data = dict(zip(COLUMNS, values))
+    return Row(os.fsdecode(data["path"]), data["key"], data["content_hash"], data["label"], data["fake_probability"],
+               data["faces"], data["error"], json.loads(data["timings"]), data["created"])

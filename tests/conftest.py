@@ -1,0 +1,44 @@
+"""Shared fixtures: generated media, a small random-weights model, the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests run beside other work on small machines: one intra-op thread keeps them predictable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA.resolve()
+
+
+@pytest.fixture(scope="session")
+def random_model(tmp_path_factory) -> Path:
+    """A fakescope-format EfficientNet-Lite0 with random weights (config path)."""
+    from fakescope.models.checkpoints import save_fakescope
+    from fakescope.models.registry import ModelSpec, get_arch
+
+    torch.manual_seed(0)
+    arch = get_arch("efficientnet-lite0")
+    directory = tmp_path_factory.mktemp("model")
+    save_fakescope(arch.build().eval(), ModelSpec("random-lite0", arch.name, arch.crop), directory)
+    return directory / "random-lite0.json"
+
+
+@pytest.fixture(scope="session")
+def example_video(tmp_path_factory) -> Path:
+    """A 2 s 1280x720 H.264 video of the bundled astronaut photo."""
+    from fakescope.media import make_example_video
+
+    return make_example_video(tmp_path_factory.mktemp("video") / "astronaut.mp4", seconds=2)

