@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.media import make_example_video, read_image
+from fakescope.models.checkpoints import sha256_of
 from fakescope.pipeline import Analyzer, Settings
 from fakescope.scan import run_scan
 
@@ -75,8 +76,8 @@ def test_scan_stores_once_and_resumes(random_model, analyzer, tmp_path):
     assert {r["label"] for r in rows} <= {"fake", "real", "error"}
     # The same probabilities as scoring the crops one call at a time through the API.
     _, expected = analyzer.score_crops([read_image(p) for p in crops])
-    stored = {os.fsdecode(r["path"]): r["fake_probability"] for r in rows}
-    assert [stored[str(p)] for p in crops] == pytest.approx(expected.tolist(), abs=1e-6)
+    stored = {r["content_hash"]: r["fake_probability"] for r in rows}
+    assert [stored[sha256_of(p)] for p in crops] == pytest.approx(expected.tolist(), abs=1e-6)
     exported = [json.loads(line) for line in out.read_text().splitlines()]
     assert [e["key"] for e in exported] == [r["key"] for r in rows]
     assert set(exported[0]) == {"path", "key", "content_hash", "label", "fake_probability", "faces", "error", "timings", "created"}
@@ -85,9 +86,9 @@ def test_scan_stores_once_and_resumes(random_model, analyzer, tmp_path):
     assert again.exit_code == 1 and "(0 new, 8 already stored)" in again.stdout
     assert "--retry-errors" in again.stdout and table(db) == rows
 
-    (tmp_path / "in" / "bad.png").write_bytes(crops[1].read_bytes()[:200])  # new content: a new key
-    retried = runner.invoke(app, [*args, "--retry-errors"])
-    assert "(1 new, 7 already stored)" in retried.stdout
+    crops[1].write_bytes(crops[2].read_bytes()[:300])  # changed content: a new key, scored again
+    changed = runner.invoke(app, args)
+    assert "(1 new, 7 already stored)" in changed.stdout and "2 errors" in changed.stdout
     assert len(table(db)) == 8
 
 
@@ -131,8 +132,8 @@ def test_other_settings_are_other_rows(analyzer, random_model, tmp_path):
 def test_sigkill_midway_then_rerun_scores_every_input_exactly_once(random_model, tmp_path):
     videos = tmp_path / "in"
     videos.mkdir()
-    for i in range(12):  # distinct lengths: distinct content
-        make_example_video(videos / f"clip{i:02d}.mp4", seconds=0.5 + 0.1 * i, size=(160, 96), fps=8)
+    for i in range(12):  # 4 to 15 frames: distinct content
+        make_example_video(videos / f"clip{i:02d}.mp4", seconds=(4 + i) / 8, size=(160, 96), fps=8)
     db = tmp_path / "results.sqlite"
     command = [sys.executable, "-m", "fakescope.cli", "scan", str(videos), "--db", str(db), "--model", str(random_model),
                "--frames", "4", "--batch-size", "4", "--workers", "1", "--quiet"]
@@ -179,7 +180,7 @@ def test_ray_engine_gives_the_local_scores(random_model, tmp_path):
                           quiet=True, console=quiet_console())
     finally:
         ray.shutdown()
-    assert (remote.new, remote.errors, remote.labels) == (local.new, local.errors, local.labels) == (11, 1, remote.labels)
+    assert remote.labels == local.labels and (remote.new, remote.errors) == (local.new, local.errors) == (11, 1)
     expected, got = table(tmp_path / "local.sqlite"), table(tmp_path / "ray.sqlite")
     assert [(r["path"], r["key"], r["label"]) for r in got] == [(r["path"], r["key"], r["label"]) for r in expected]
     assert [r["fake_probability"] or 0 for r in got] == pytest.approx([r["fake_probability"] or 0 for r in expected], abs=1e-6)

@@ -5,27 +5,17 @@ from __future__ import annotations
 import time
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from fakescope.media import make_example_video
-from fakescope.models.checkpoints import save_fakescope
-from fakescope.models.registry import ModelSpec, get_arch
 from fakescope.pipeline import Settings
 from fakescope.server.app import create_app
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared with training
-    folder = tmp_path_factory.mktemp("model")
-    arch = get_arch("efficientnet-lite0")
-    torch.manual_seed(0)
-    save_fakescope(arch.build().eval(), ModelSpec("m", arch.name, arch.crop), folder)
-    with TestClient(create_app(folder / "m.json", settings=Settings(frames=4), max_upload_mb=1)) as client:
+def client(random_model):
+    with TestClient(create_app(random_model, settings=Settings(frames=4), max_upload_mb=1)) as client:
         yield client
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +83,9 @@ def test_text_named_mp4_is_refused_by_content(client):
 def test_other_bad_requests(client):
     assert client.post("/api/analyses", content=b"x", headers={"content-type": "video/mp4"}).status_code == 415
     assert client.post("/api/analyses", files={"other": ("a.mp4", b"x", "video/mp4")}).status_code == 422
+    garbage = client.post("/api/analyses", content=b"--x\r\nnot a header\r\n\r\nstuff",
+                          headers={"content-type": "multipart/form-data; boundary=x"})
+    assert garbage.status_code in (400, 422)
 
 
 @pytest.mark.parametrize("path", ["/api/analyses/{id}", "/api/analyses/{id}/report", "/api/analyses/{id}/files/report.json"])

@@ -145,7 +145,7 @@ class RayEngine:
         self._ray = ray
         if not ray.is_initialized():
             ray.init(address=address, num_cpus=None if address else os.cpu_count(), include_dashboard=False,
-                     log_to_driver=False, logging_level="WARNING")
+                     log_to_driver=False, logging_level="ERROR")
         actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
         # max_restarts: a worker killed by a crashing decoder comes back; its batch becomes error rows.
         worker = ray.remote(num_cpus=1, max_restarts=-1)(ScanWorker)

@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from PIL import Image, ImageDraw
 
+from .. import __version__
 from ..report import SCHEMA_VERSION, Report
 from ..types import FaceScore, FakescopeError, TrackVerdict
 from . import hex_colour, score_colour
@@ -66,7 +67,7 @@ def render_html(report: Report, out_dir: Path) -> str:
     if (out_dir / "report.json").exists():
         files = {"report": "report.json", **files}
     return _env.get_template("report.html.j2").render(
-        r=report.to_dict(), report=report, tracks=tracks, frames=frames, explanations=explanations,
+        report=report, version=__version__, tracks=tracks, frames=frames, explanations=explanations,
         verdict_colour=_verdict_colour(report), turbo=_turbo_gradient(), reading=READING, files=files,
         command=reproduce_command(report), settings_json=json.dumps(report.settings, indent=2),
         name=Path(report.input).name, schema=SCHEMA_VERSION,
@@ -95,8 +96,8 @@ def timeline_svg(track: TrackVerdict, threshold: float, duration: float, width: 
     def y(p: float) -> float:
         return top + (height - top - bottom) * (1 - p)
 
-    parts = [f'<svg class="timeline" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="P(fake) of track {track.track_id} over time">']
+    parts = [(f'<svg class="timeline" viewBox="0 0 {width} {height}" role="img" '
+              f'aria-label="P(fake) of track {track.track_id} over time">')]
     for p in (0.0, 0.5, 1.0):
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(p):.1f}" y2="{y(p):.1f}" class="grid"/>'
                      f'<text x="{left - 6}" y="{y(p) + 4:.1f}" text-anchor="end">{p:.1f}</text>')

@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +27,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import File, FormParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
@@ -44,7 +45,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # files the analysis wrote:
 EXPLAIN = ["hirescam++"]  # the comparison images show all four maps whatever is asked here
 # Where each stage starts, as a share of a typical analysis's time.
 STAGE_PROGRESS = {"decode": 0.02, "detect": 0.1, "score": 0.45, "explain": 0.6, "report": 0.9}
-# Not the default-src of "/docs": FastAPI's Swagger UI comes from a CDN.
+# Sent with every response but /docs and /redoc, whose Swagger UI and ReDoc load from a CDN.
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 JobId = Annotated[str, PathParam(pattern=ID_PATTERN)]
 FileName = Annotated[str, PathParam(pattern=NAME_PATTERN)]
@@ -62,7 +63,7 @@ class Job:
     progress: float = 0.0
     report: dict | None = None
     error: str | None = None
-    finished: float = field(default=0.0)  # time.monotonic() when done or failed
+    finished: float = 0.0  # time.monotonic() when done or failed
 
     def at(self, stage: str) -> None:
         self.stage, self.progress = stage, STAGE_PROGRESS.get(stage, self.progress)
@@ -120,7 +121,7 @@ class Service:
             report.write_json(job.folder / "report.json")
             write_html(report, job.folder)
             job.report, job.progress, job.status = report.to_dict(), 1.0, "done"
-        except Exception as error:  # noqa: BLE001 - every failure becomes the job's message
+        except Exception as error:  # every failure becomes the job's message
             if not isinstance(error, FakescopeError):
                 log.exception("analysis %s failed", job.id)
             message = str(error) if isinstance(error, FakescopeError) else f"unexpected {type(error).__name__}"
@@ -164,9 +165,7 @@ async def _receive_upload(request: Request, folder: Path, limit: int) -> tuple[P
                 raise HTTPException(413, f"upload is over the limit of {limit // 2**20} MB")
             parser.write(chunk)
         parser.finalize()
-    except HTTPException:
-        raise
-    except Exception as error:  # malformed multipart bodies
+    except FormParserError as error:
         raise HTTPException(400, f"malformed multipart body: {error}") from None
     finally:
         for f in files:

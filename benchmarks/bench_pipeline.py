@@ -1,0 +1,65 @@
+"""How close is `analyze` to the cost of decoding the video?
+
+Generates a 10 s, 1280x720, 30 fps H.264 video of the bundled astronaut photo, then times in
+one run: decoding every frame with PyAV alone, and `analyze` with the default ensemble,
+32 frames and HiResCAM++ for the chosen frames. Prints the stage breakdown and, last, the
+ratio analyze / decode (goal: at most 3).
+
+    python benchmarks/bench_pipeline.py [--model default] [--repeats 3] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import av
+
+from fakescope.media import make_example_video
+from fakescope.pipeline import Analyzer, Settings
+
+
+def decode_all(path: Path) -> int:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        return sum(1 for frame in container.decode(stream) if frame.to_ndarray(format="rgb24") is not None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=32)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        video = make_example_video(Path(tmp) / "bench.mp4", seconds=10, size=(1280, 720), fps=30)
+        analyzer = Analyzer(args.model, Settings(frames=args.frames), args.device)
+        analyzer.analyze(video)  # warm up: detector session, first-call allocations
+        decode_times, analyze_times, stages = [], [], []
+        for i in range(args.repeats):  # interleaved, so machine noise hits both alike
+            start = time.perf_counter()
+            frames = decode_all(video)
+            decode_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            report = analyzer.analyze(video, Path(tmp) / f"out{i}", ["hirescam++"])
+            analyze_times.append(time.perf_counter() - start)
+            stages.append(report.timings)
+
+    decode, analyze = statistics.median(decode_times), statistics.median(analyze_times)
+    print(f"video: 10 s 1280x720 30 fps H.264, {frames} frames; model {args.model}, {args.frames} frames analysed, device {args.device}")
+    print(f"decode every frame with PyAV: median {decode:.2f} s  {[round(t, 2) for t in decode_times]}")
+    print(f"analyze (+ hirescam++ on {len(report.verdict.chosen_frames)} chosen frames): median {analyze:.2f} s  {[round(t, 2) for t in analyze_times]}")
+    for stage in stages[0]:
+        print(f"  {stage:8s} {statistics.median(s[stage] for s in stages):6.2f} s")
+    print(f"analyze frames per second: {args.frames / analyze:.1f}")
+    print(f"ratio analyze / decode: {analyze / decode:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""report.html (self-contained), the overlay video and `analyze --format/--overlay-video`."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+from markupsafe import escape
+from PIL import Image
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.media import make_example_video, probe, write_video
+from fakescope.pipeline import Analyzer, Settings
+from fakescope.reports import score_colour
+from fakescope.reports.html import READING, write_html
+
+DATA_URI = re.compile(r'src="data:(image/(?:png|jpeg));base64,([A-Za-z0-9+/=]+)"')
+# Any reference to another host: src/href/url() with a scheme or a protocol-relative //.
+EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:[a-z]+:)?//|url\(\s*["']?\s*(?:[a-z]+:)?//""", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def analyzer(random_model):
+    return Analyzer(random_model, Settings(frames=4))
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return make_example_video(tmp_path_factory.mktemp("media") / "clip.mp4", seconds=2, size=(640, 360))
+
+
+def test_html_is_self_contained_with_verdict_and_images(analyzer, video, tmp_path):
+    report = analyzer.analyze(video, tmp_path, ["hirescam++"], keep_frames=True)
+    report.write_json(tmp_path / "report.json")
+    html = write_html(report, tmp_path).read_text()
+    assert not EXTERNAL.search(html), EXTERNAL.search(html)
+    assert report.label.upper() in html and f"{report.fake_probability:.3f}" in html
+    assert f"{report.verdict.threshold:.2f}" in html and escape(READING) in html
+    images = DATA_URI.findall(html)
+    kinds = [kind for kind, _ in images]
+    # One thumbnail per analysed frame and per track, one comparison per chosen frame.
+    assert kinds.count("image/jpeg") == len(report.frames) + len(report.verdict.tracks)
+    assert kinds.count("image/png") == len(report.explanations) == len(report.verdict.chosen_frames)
+    for _, data in images:
+        Image.open(io.BytesIO(base64.b64decode(data))).verify()
+    assert html.count('<svg class="timeline"') == len(report.verdict.tracks)
+    assert report.model["members"][0]["sha256"] in html and "fakescope analyze" in html
+    assert 'href="report.json"' in html
+
+
+def test_html_without_frames_or_heat_maps(analyzer, video, tmp_path):
+    report = analyzer.analyze(video)
+    html = write_html(report, tmp_path).read_text()
+    assert "data:image" not in html and "--explain hirescam++" in html
+    assert report.label.upper() in html
+
+
+def test_no_face_report(analyzer, tmp_path):
+    blank = write_video(tmp_path / "blank.mp4", [np.full((120, 160, 3), 90, np.uint8)] * 10, 10)
+    report = analyzer.analyze(blank, tmp_path, ["hirescam++"], keep_frames=True)
+    assert report.label == "no_face"
+    html = write_html(report, tmp_path).read_text()
+    assert "NO FACE" in html and not EXTERNAL.search(html)
+
+
+def test_score_colours_run_green_yellow_red():
+    assert score_colour(0.0) == (26, 152, 80) and score_colour(1.0) == (215, 48, 39)
+    assert score_colour(0.8, threshold=0.8) == score_colour(0.5) == (240, 200, 40)
+
+
+def test_cli_formats_and_overlay_video(random_model, video, tmp_path):
+    runner = CliRunner()
+    args = ["analyze", str(video), "--model", str(random_model), "--frames", "4", "--explain", "hirescam++"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "all"), "--overlay-video"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "all" / video.stem
+    report = json.loads((folder / "report.json").read_text())
+    assert report["files"] == {"overlay_video": "overlay.mp4", "html": "report.html"}
+    assert (folder / "report.html").is_file()
+    info = probe(folder / "overlay.mp4")
+    assert (info.kind, info.codec, info.width, info.height, info.frame_count) == ("video", "h264", 640, 360, 4)
+
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "json"), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.suffix for p in (tmp_path / "json" / video.stem).iterdir()) == [".json", ".png", ".png", ".png", ".png"]
+    assert runner.invoke(app, [*args, "--format", "pdf"]).exit_code == 2
