@@ -81,7 +81,7 @@ def balanced_epoch(samples: list[Sample], size: int, sbi_share: float, epoch: in
 def read_rgb(path: Path) -> torch.Tensor:
     """uint8 CHW RGB."""
     with Image.open(path) as image:
-        return torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
 class CropDataset(Dataset):
