@@ -13,6 +13,12 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Exported ONNX models go to a temporary cache, not the user's."""
+    os.environ["FAKESCOPE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 

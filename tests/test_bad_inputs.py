@@ -135,6 +135,7 @@ CORPUS = {
     "loop/face.jpg": (lambda p: symlink_loop(p.parent), "scored"),
     "loop/a": (lambda p: None, "error: Too many levels of symbolic links"),
     "loop/b": (lambda p: None, "error: Too many levels of symbolic links"),
+    "loop/pipe": (os.mkfifo, "error: not a regular file"),  # opening it would block
 }
 
 

@@ -107,3 +107,13 @@ def test_scan_crops_on_a_folder(random_model, shared_data, tmp_path):
     good = [r for r in rows if r["error"] is None]
     assert len(good) == 3 and all(0 <= r["fake_probability"] <= 1 and r["faces"] == 1 for r in good)
     assert [r for r in rows if r["error"]][0]["path"].endswith("broken.jpg")
+
+
+def test_onnx_fast_path_equals_eager_pytorch(random_model, example_video):
+    fast = Analyzer(random_model, Settings(frames=6, backend="onnx")).analyze(example_video)
+    eager = Analyzer(random_model, Settings(frames=6, backend="torch")).analyze(example_video)
+    assert fast.model["members"][0]["backend"] == "onnxruntime" and eager.model["members"][0]["backend"] == "torch"
+    a = [f.score for t in fast.verdict.tracks for f in t.faces]
+    b = [f.score for t in eager.verdict.tracks for f in t.faces]
+    assert len(a) == len(b) == 6
+    np.testing.assert_allclose(a, b, atol=1e-5)

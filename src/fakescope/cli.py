@@ -75,13 +75,14 @@ def analyze(
     overlay_video: bool = typer.Option(False, "--overlay-video", help="also write overlay.mp4: every analysed frame with its HiResCAM++ map, face boxes and the running P(fake)"),
     max_pixels: int | None = typer.Option(None, "--max-pixels", help="largest image or video frame (default 50,000,000)"),
     max_duration: float | None = typer.Option(None, "--max-duration", help="seconds of each video read (default 3600)"),
+    backend: str = typer.Option("auto", "--backend", help="scoring pass: onnx (ONNX Runtime), torch, or auto (onnx on CPU)"),
 ) -> None:
     """Analyse videos or images; one summary line per input."""
     from .pipeline import Analyzer, Settings
     from .reports.html import write_html
     from .reports.video import write_overlay_video
 
-    analyzer, code = guarded("setup", lambda: Analyzer(model, Settings(frames, detector, strategy, threshold), device,
+    analyzer, code = guarded("setup", lambda: Analyzer(model, Settings(frames, detector, strategy, threshold, backend=backend), device,
                                                        _limits(max_pixels, max_duration)))
     if analyzer is None:
         raise typer.Exit(code)

@@ -99,6 +99,8 @@ def score_jobs(analyzer: Analyzer, items: list[tuple[Job, Prepared | Exception]]
 class LocalEngine:
     def __init__(self, analyzer: Analyzer, crops: bool, workers: int):
         self.analyzer, self.crops, self.workers = analyzer, crops, workers
+        if not crops:
+            analyzer.detector  # noqa: B018 - load it now, not once per racing thread
 
     def run(self, jobs: Iterable[Job]) -> Iterator[list[Row]]:
         size = self.analyzer.settings.batch_size

@@ -33,6 +33,7 @@ class Settings:
     threshold: float = 0.5
     chosen: int = 4  # frames whose heat maps are shown
     batch_size: int = 32
+    backend: str = "auto"  # scoring pass: "onnx" (ONNX Runtime, the CPU default), "torch", or "auto"
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -77,7 +78,7 @@ class Analyzer:
         self.settings = settings or Settings()
         self.device = _device(device)
         self.limits = limits or Limits()
-        self.ensemble: Ensemble = load_ensemble(model, self.device)
+        self.ensemble: Ensemble = load_ensemble(model, self.device, self.settings.backend)
         self._detector = None
 
     @property

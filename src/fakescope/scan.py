@@ -9,6 +9,7 @@ asked. Files that cannot be read at all are reported on every run but not stored
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections import Counter
@@ -45,11 +46,19 @@ def iter_inputs(paths: Iterable[Path]) -> Iterator[Path]:
 class ScanSummary:
     db: str
     out: str | None = None
-    new: int = 0  # rows written by this run
+    new: int = 0  # inputs handled by this run: scored, or an error
     stored: int = 0  # inputs skipped: already in the store
     errors: int = 0  # inputs whose row is an error, new or stored
     stored_errors: int = 0
     labels: Counter = field(default_factory=Counter)
+
+    def add(self, row: Row, new: bool) -> None:
+        self.new += new
+        self.stored += not new
+        self.labels[row.label] += 1
+        if row.label == "error":
+            self.errors += 1
+            self.stored_errors += not new
 
     def line(self) -> str:
         labels = "".join(f"{self.labels[label]} {label}, " for label in ("fake", "real", "no_face"))
@@ -64,6 +73,8 @@ def key_input(store: Store, retry_errors: bool, path: Path) -> Job | Row:
     error row (not stored) when the file cannot be read."""
     name = os.path.abspath(path)
     try:
+        if not stat.S_ISREG(os.stat(name).st_mode):  # a FIFO would block the reader for ever
+            return Row(name, None, None, "error", error=f"{name}: not a regular file")
         content = sha256_of(name)
     except OSError as error:
         return Row(name, None, None, "error", error=f"{name}: cannot read: {error.strerror or error}")
@@ -142,33 +153,28 @@ def run_scan(analyzer, paths: Iterable[Path], db: Path, out: Path | None = None,
     settings = {"frames": s.frames, "detector": s.detector, "strategy": s.strategy, "threshold": s.threshold,
                 "crops": crops, **asdict(analyzer.limits)}
     summary = ScanSummary(str(db), str(out) if out else None)
-    runner = RayEngine(analyzer, crops, ray_address) if engine == "ray" else LocalEngine(analyzer, crops, workers)
     with closing(Store(db, analyzer.ensemble.describe()["members"], settings)) as store, \
-            ThreadPoolExecutor(workers, thread_name_prefix="fakescope-hash") as pool, \
-            ScanProgress(console, paths, quiet) as progress:
+            ThreadPoolExecutor(workers, thread_name_prefix="fakescope-hash") as pool:
+        runner = RayEngine(analyzer, crops, ray_address) if engine == "ray" else LocalEngine(analyzer, crops, workers)
+        with ScanProgress(console, paths, quiet) as progress:
 
-        def record(row: Row, new: bool) -> None:
-            summary.new += new
-            summary.stored += not new
-            summary.labels[row.label] += 1
-            if row.label == "error":
-                summary.errors += 1
-                summary.stored_errors += not new
-            progress.advance(row, new)
+            def record(row: Row, new: bool) -> None:
+                summary.add(row, new)
+                progress.advance(row, new)
 
-        def fresh_jobs() -> Iterator[Job]:
-            keyed = unordered_map(pool, partial(key_input, store, retry_errors), iter_inputs(paths), 4 * workers)
-            for item in keyed:
-                if isinstance(item, Job):
-                    yield item
-                else:  # stored already, or unreadable (no key: reported, not stored)
-                    record(item, new=item.key is None)
+            def fresh_jobs() -> Iterator[Job]:
+                keyed = unordered_map(pool, partial(key_input, store, retry_errors), iter_inputs(paths), 4 * workers)
+                for item in keyed:
+                    if isinstance(item, Job):
+                        yield item
+                    else:  # stored already, or unreadable (no key: reported, not stored)
+                        record(item, new=item.key is None)
 
-        for rows in runner.run(fresh_jobs()):
-            store.put(rows)  # one transaction per batch: a kill loses at most this batch's work
-            for row in rows:
-                record(row, new=True)
-        if quiet or not progress.bar:
+            for rows in runner.run(fresh_jobs()):
+                store.put(rows)  # one transaction per batch: a kill loses at most this batch's work
+                for row in rows:
+                    record(row, new=True)
+        if not progress.bar:
             console.print(progress.status(), markup=False)
         if out:
             store.export_jsonl(out)

@@ -8,6 +8,7 @@ ensemble of one. The shipped default lives in `models/weights/default.json`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from ..types import WeightsError
 from .checkpoints import load_fakescope, read_spec
+from .onnx_runtime import onnx_scorer
 from .registry import CropPolicy, ModelSpec, channels_last, resolve_cam_layers
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -28,6 +30,13 @@ class Member:
     spec: ModelSpec
     model: nn.Module
     weight: float
+    scorer: Callable[[torch.Tensor], torch.Tensor] | None = None  # fast no-gradient path (ONNX Runtime)
+
+    def logits(self, crops: torch.Tensor) -> torch.Tensor:
+        if self.scorer is not None:
+            return self.scorer(crops)
+        device = next(self.model.parameters()).device
+        return self.model(crops.to(device, memory_format=torch.channels_last))
 
     @property
     def cam_layers(self) -> tuple[str, str]:
@@ -58,9 +67,7 @@ class Ensemble:
         """P(fake) per member for crops already made per crop policy (N x 3 x S x S each)."""
         scores = {}
         for member in self.members:
-            crops = batches[member.spec.crop]
-            device = next(member.model.parameters()).device
-            logits = [member.model(chunk.to(device, memory_format=torch.channels_last)) for chunk in crops.split(batch_size)]
+            logits = [member.logits(chunk) for chunk in batches[member.spec.crop].split(batch_size)]
             probs = member.probabilities(torch.cat(logits)) if logits else torch.empty(0)
             scores[member.spec.name] = probs.cpu().numpy()
         return scores
@@ -71,7 +78,8 @@ class Ensemble:
             "config": self.config_path,
             "members": [
                 {"name": m.spec.name, "arch": m.spec.arch, "weight": m.weight, "sha256": m.spec.sha256,
-                 "temperature": m.spec.temperature, "crop": m.spec.to_dict()["crop"]}
+                 "temperature": m.spec.temperature, "crop": m.spec.to_dict()["crop"],
+                 "backend": "onnxruntime" if m.scorer is not None else "torch"}
                 for m in self.members
             ],
         }
@@ -94,7 +102,14 @@ def resolve_config(model: str | Path) -> Path:
     raise WeightsError(f"unknown model {model!r}: give a config .json or one of: {', '.join(shipped) or 'none installed'}")
 
 
-def load_ensemble(model: str | Path = DEFAULT_MODEL, device: str = "cpu") -> Ensemble:
+BACKENDS = ("auto", "onnx", "torch")
+
+
+def load_ensemble(model: str | Path = DEFAULT_MODEL, device: str = "cpu", backend: str = "auto") -> Ensemble:
+    """Load every member; `backend` picks the scoring path: ONNX Runtime ("auto" on CPU) or PyTorch."""
+    if backend not in BACKENDS:
+        raise WeightsError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    use_onnx = backend == "onnx" or (backend == "auto" and device == "cpu")
     config = resolve_config(model)
     try:
         data = json.loads(config.read_text())
@@ -110,5 +125,6 @@ def load_ensemble(model: str | Path = DEFAULT_MODEL, device: str = "cpu") -> Ens
     for entry in entries:
         spec = read_spec(config.parent / entry["config"])
         model_ = channels_last(load_fakescope(spec)).to(device).eval()
-        members.append(Member(spec, model_, float(entry.get("weight", 1.0))))
+        scorer = onnx_scorer(model_, spec.crop.size, spec.sha256) if use_onnx else None
+        members.append(Member(spec, model_, float(entry.get("weight", 1.0)), scorer))
     return Ensemble(name, members, str(config))
