@@ -79,10 +79,13 @@ def main() -> None:
         start = time.perf_counter()
         make_video(args.video)
         print(f"made {args.video} in {time.perf_counter() - start:.0f} s")
+    # The ONNX export of the model is cached beside the video: the first run pays for exporting.
+    os.environ.setdefault("FAKESCOPE_CACHE", str(args.video.parent / "cache"))
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or ("default" if "default" in installed_models() else None)
         if model is None:
             arch = get_arch("efficientnet-lite0")
+            torch.manual_seed(0)  # the same weights every run, so the cached export is found
             save_fakescope(arch.build().eval(), ModelSpec("random-lite0", arch.name, arch.crop), tmp)
             model = str(Path(tmp) / "random-lite0.json")
         cli = [sys.executable, "-m", "fakescope.cli"]

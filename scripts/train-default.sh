@@ -13,7 +13,7 @@ if [ "$device" = cuda ]; then
   settings=(--epochs 8 --epoch-size 32000 --batch-size 64 --image-size 224 --freeze 0 --workers 8)
   name=efficientnet-lite0-gpu
 else
-  settings=(--epochs 3 --epoch-size 12000 --batch-size 32 --image-size 160 --freeze 3 --workers 1)
+  settings=(--epochs 2 --epoch-size 12000 --batch-size 32 --image-size 160 --freeze 3 --workers 1)
   name=efficientnet-lite0
 fi
 fakescope train "$data/train" --val "$data/val" --out "runs/$name" --arch efficientnet-lite0 \

@@ -90,7 +90,7 @@ def image_as(mode: str):
     def make(path: Path) -> None:
         photo = astronaut()
         if mode == "I;16":  # 16-bit grey, full range
-            Image.fromarray((np.asarray(photo.convert("L"), np.uint16) * 257)).save(path)
+            Image.fromarray(np.asarray(photo.convert("L"), np.uint16) * 257).save(path)
         elif mode == "RGBA":  # transparent border around the face
             rgba = photo.convert("RGBA")
             alpha = np.zeros(rgba.size[::-1], np.uint8)

@@ -119,3 +119,19 @@ def test_unknown_default_model_says_no_weights(monkeypatch, tmp_path):
     monkeypatch.setattr(ensemble, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(WeightsError, match="no default weights are installed"):
         ensemble.load_ensemble("default")
+
+
+def test_reimport_in_fp16_keeps_policy_and_temperature(tmp_path):
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    arch = get_arch("efficientnet-lite0")
+    model = arch.build().eval()
+    spec = ModelSpec("m", arch.name, replace(arch.crop, size=160), temperature=1.7)
+    save_fakescope(model, spec, tmp_path / "fp32")
+    half = import_checkpoint(tmp_path / "fp32" / "m.json", "fakescope", tmp_path / "fp16", half=True)
+    assert half.crop.size == 160 and half.temperature == 1.7
+    assert (tmp_path / "fp16" / "m.safetensors").stat().st_size < 0.6 * (tmp_path / "fp32" / "m.safetensors").stat().st_size
+    x = torch.randn(1, 3, 160, 160)
+    with torch.no_grad():
+        assert torch.allclose(load_fakescope(read_spec(tmp_path / "fp16" / "m.json"))(x), model(x), rtol=2e-2, atol=2e-2)

@@ -158,6 +158,7 @@ def scan(
     device: str = typer.Option("cpu", "--device"),
     max_pixels: int | None = typer.Option(None, "--max-pixels", help="largest image or video frame (default 50,000,000)"),
     max_duration: float | None = typer.Option(None, "--max-duration", help="seconds of each video read (default 3600)"),
+    backend: str = typer.Option("auto", "--backend", help="scoring pass: onnx (ONNX Runtime), torch, or auto (onnx on CPU)"),
 ) -> None:
     """Score many files into a SQLite store; a bad file gets an error row and the batch goes on.
 
@@ -167,7 +168,7 @@ def scan(
     from .scan import run_scan
 
     def setup():
-        return Analyzer(model, Settings(frames, detector, strategy, threshold, batch_size=batch_size), device,
+        return Analyzer(model, Settings(frames, detector, strategy, threshold, batch_size=batch_size, backend=backend), device,
                         _limits(max_pixels, max_duration))
 
     analyzer, code = guarded("setup", setup)
@@ -277,11 +278,12 @@ def models_import(
     fmt: str = typer.Option(..., "--format", help="dfdc-b7, resnext50 or fakescope"),
     out_dir: Path = typer.Option(Path("fakescope-models"), "--out", help="folder for <name>.safetensors + <name>.json"),
     name: str | None = typer.Option(None, "--name"),
+    half: bool = typer.Option(False, "--half", help="store the weights in fp16 (half the size; computed in fp32)"),
 ) -> None:
     """Convert a checkpoint into fakescope's format (safetensors + JSON with sha256); loads strictly."""
     from .models.checkpoints import import_checkpoint
 
-    spec, code = guarded(str(path), lambda: import_checkpoint(path, fmt, out_dir, name))
+    spec, code = guarded(str(path), lambda: import_checkpoint(path, fmt, out_dir, name, half))
     if spec is not None:
         out.print(f"imported {path} -> {out_dir / (spec.name + '.json')} (sha256 {spec.sha256})", markup=False)
     raise typer.Exit(code)

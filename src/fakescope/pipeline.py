@@ -87,6 +87,10 @@ class Analyzer:
             self._detector = get_detector(self.settings.detector)
         return self._detector
 
+    @detector.setter
+    def detector(self, detector) -> None:  # e.g. one tuned for concurrent calls (scan workers)
+        self._detector = detector
+
     def _crop_batches(self, images: list[np.ndarray], boxes: list[tuple], whole: bool) -> dict:
         batches = {}
         for policy in self.ensemble.crop_policies:

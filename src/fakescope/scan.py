@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from rich.text import Text
 
 from .engines import Job, LocalEngine, RayEngine, unordered_map
 from .models.checkpoints import sha256_of
+from .pipeline import Analyzer
 from .store import Row, Store, display
 
 
@@ -126,9 +128,8 @@ class ScanProgress:
         if row.label == "error":
             self.errors += 1
             if new:
-                message = display(row.error or "")
-                self.console.print(f"error: {message if message.startswith(display(row.path)) else f'{display(row.path)}: {message}'}",
-                                   markup=False)
+                message, path = display(row.error or ""), display(row.path)
+                self.console.print(f"error: {message if message.startswith(path) else f'{path}: {message}'}", markup=False)
         if self.bar:
             self.bar.update(self.task, advance=1, errors=self.errors)
         elif time.monotonic() - self.last >= self.every:
@@ -138,11 +139,11 @@ class ScanProgress:
     def status(self) -> str:
         rate = self.done / max(time.monotonic() - self.start, 1e-9)
         total = "?" if self.total is None else self.total
-        eta = f", ETA {(self.total - self.done) / rate:.0f} s" if self.total is not None and rate > 0 else ""
+        eta = f", ETA {timedelta(seconds=round((self.total - self.done) / rate))}" if self.total is not None and rate > 0 else ""
         return f"scan: {self.done}/{total} inputs, {self.errors} errors, {rate:.1f}/s{eta}"
 
 
-def run_scan(analyzer, paths: Iterable[Path], db: Path, out: Path | None = None, *, crops: bool = False,
+def run_scan(analyzer: Analyzer, paths: Iterable[Path], db: Path, out: Path | None = None, *, crops: bool = False,
              engine: str = "local", ray_address: str | None = None, workers: int | None = None,
              retry_errors: bool = False, quiet: bool = False, console: Console | None = None) -> ScanSummary:
     """Score every input into the store at `db`; optionally export its rows to JSON lines at `out`."""

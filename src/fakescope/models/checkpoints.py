@@ -113,22 +113,29 @@ def load_resnext50(path: str | Path) -> nn.Module:
     return _load_strict(get_arch("dfdc-resnext50").build(), state, str(path))
 
 
-def import_checkpoint(path: str | Path, fmt: str, out_dir: str | Path, name: str | None = None) -> ModelSpec:
-    """Convert a published checkpoint into fakescope's format (safetensors + JSON with sha256)."""
+def import_checkpoint(path: str | Path, fmt: str, out_dir: str | Path, name: str | None = None,
+                      half: bool = False) -> ModelSpec:
+    """Convert a checkpoint into fakescope's format (safetensors + JSON with sha256).
+
+    A fakescope checkpoint keeps its crop policy and temperature (re-saving it in fp16 is
+    how the shipped weights are made); published ones take their architecture's defaults.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
     if fmt == "dfdc-b7":
-        model, arch = load_dfdc_b7(path), "dfdc-efficientnet-b7"
+        model, arch = load_dfdc_b7(path), get_arch("dfdc-efficientnet-b7")
+        spec = ModelSpec(name=name or path.stem, arch=arch.name, crop=arch.crop)
     elif fmt == "resnext50":
-        model, arch = load_resnext50(path), "dfdc-resnext50"
+        model, arch = load_resnext50(path), get_arch("dfdc-resnext50")
+        spec = ModelSpec(name=name or path.stem, arch=arch.name, crop=arch.crop)
     elif fmt == "fakescope":
-        spec = read_spec(path)
-        model, arch = load_fakescope(spec), spec.arch
+        source = read_spec(path)
+        model = load_fakescope(source)
+        spec = source.with_(name=name or source.name, weights=None, sha256=None)
     else:
         raise WeightsError(f"unknown checkpoint format {fmt!r}; known: {', '.join(FORMATS)}")
-    spec = ModelSpec(name=name or path.stem, arch=arch, crop=get_arch(arch).crop)
-    return save_fakescope(model, spec, out_dir)
+    return save_fakescope(model, spec, out_dir, half=half)
 
 
 def efficientnet_lite_imagenet(model: nn.Module, variant: int = 0) -> nn.Module:
