@@ -101,7 +101,7 @@ def test_scan_crops_on_a_folder(random_model, shared_data, tmp_path):
         (crops / f"{i}.jpg").write_bytes(path.read_bytes())
     (crops / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     out = tmp_path / "results.jsonl"
-    result = runner.invoke(app, ["scan", str(crops), "--crops", "--model", str(random_model), "--out", str(out)])
+    result = runner.invoke(app, ["scan", str(crops), "--crops", "--model", str(random_model), "--out", str(out), "--db", str(tmp_path / "results.sqlite")])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and result.exit_code == 1
     good = [r for r in rows if r["error"] is None]

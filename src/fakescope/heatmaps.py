@@ -77,7 +77,7 @@ def comparison_image(image: np.ndarray, box: tuple, maps: dict[str, np.ndarray],
     return strip
 
 
-def explain_chosen_frames(analyzer, report, frames_by_index: dict, methods: list[str], out_dir: Path) -> list[dict]:
+def explain_chosen_frames(analyzer, report, images: dict[int, np.ndarray], methods: list[str], out_dir: Path) -> list[dict]:
     """Write heat-map images for the report's chosen frames; returns their index for report.json."""
     methods = check_methods(methods)
     wanted = list(dict.fromkeys(methods + [m for m in COMPARISON]))  # the comparison needs all four
@@ -88,18 +88,18 @@ def explain_chosen_frames(analyzer, report, frames_by_index: dict, methods: list
             faces_by_frame.setdefault(face.frame_index, []).append(face)
     entries = []
     for frame_index in report.verdict.chosen_frames:
-        frame = frames_by_index[frame_index]
+        image = images[frame_index]
         faces = faces_by_frame[frame_index]
-        maps = frame_maps(analyzer.ensemble, frame.image, [f.box for f in faces], wanted)
+        maps = frame_maps(analyzer.ensemble, image, [f.box for f in faces], wanted)
         overlays = {}
         for method in methods:
             name = f"frame{frame_index:05d}_{method.replace('+', 'p')}.png"
-            Image.fromarray(overlay(frame.image, maps[method], alpha=0.5)).save(out_dir / name)
+            Image.fromarray(overlay(image, maps[method], alpha=0.5)).save(out_dir / name, compress_level=1)
             overlays[method] = name
         worst = max(faces, key=lambda f: f.score)
         comparison = f"frame{frame_index:05d}_comparison.png"
-        comparison_image(frame.image, worst.box, maps, worst.score).save(out_dir / comparison)
-        entries.append({"frame_index": frame_index, "timestamp": frame.timestamp, "overlays": overlays,
+        comparison_image(image, worst.box, maps, worst.score).save(out_dir / comparison)
+        entries.append({"frame_index": frame_index, "timestamp": worst.timestamp, "overlays": overlays,
                         "comparison": comparison, "face_box": list(worst.box), "face_score": worst.score})
     return entries
 

@@ -17,11 +17,11 @@ import torch
 
 from .faces import crop_face, for_whole_image, get_detector, link_tracks, to_tensor
 from .heatmaps import check_methods, explain_chosen_frames
-from .media import Limits, iter_frames, probe, read_frames
+from .media import Limits, iter_frames, probe
 from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
 from .models.registry import CropPolicy
 from .report import Report
-from .types import Detection, FaceScore, FakescopeError, Frame, MediaError, MediaInfo, TrackedFace
+from .types import Detection, FaceScore, FakescopeError, MediaError, MediaInfo, TrackedFace
 from .verdict import STRATEGIES, decide
 
 
@@ -55,6 +55,7 @@ class Prepared:
     faces: list[tuple[int, TrackedFace]]  # (track id, face), in crop order
     crops: dict[CropPolicy, list[np.ndarray]]  # size x size RGB uint8 per face, per crop policy
     timings: dict[str, float]
+    images: dict[int, np.ndarray] | None = None  # frame pixels, kept only for heat maps and thumbnails
 
 
 @contextmanager
@@ -110,16 +111,23 @@ class Analyzer:
         boxes = [(0.0, 0.0, float(im.shape[1]), float(im.shape[0])) for im in images]
         return self.score_faces(images, boxes, whole=True)
 
-    def prepare(self, path: str | Path, crop: bool = False) -> Prepared:
+    def prepare(self, path: str | Path, crop: bool = False, keep_images: bool = False,
+                progress: Callable[[str], None] | None = None) -> Prepared:
         """Decode, detect and crop (no model runs, so threads may call this while another
         thread scores). `crop`: the input is an image that already is one face crop."""
         timings: dict[str, float] = {}
-        with _timed(timings, "decode"):
+
+        def stage(name: str):
+            if progress:
+                progress(name)
+            return _timed(timings, name)
+
+        with stage("decode"):
             media = probe(path, self.limits)
             if crop and media.kind != "image":
                 raise MediaError(f"{path}: a video, but face crop images were expected")
             frames = list(iter_frames(path, 1 if crop else self.settings.frames, self.limits, info=media))
-        with _timed(timings, "detect"):
+        with stage("detect"):
             if crop:
                 detections = [[Detection((0.0, 0.0, float(media.width), float(media.height)), 1.0)]]
             else:
@@ -127,13 +135,13 @@ class Analyzer:
             tracks = link_tracks([(f.index, f.timestamp, d) for f, d in zip(frames, detections)])
         by_index = {f.index: f.image for f in frames}
         faces = [(track.track_id, face) for track in tracks for face in track.faces]
-        with _timed(timings, "crop"):
+        with stage("crop"):
             crops = {}
             for policy in self.ensemble.crop_policies:
                 used = for_whole_image(policy) if crop else policy  # as score_crops does
                 crops[policy] = [crop_face(by_index[face.frame_index], face.detection.box, used) for _, face in faces]
         summary = [{"index": f.index, "timestamp": f.timestamp, "faces": len(d)} for f, d in zip(frames, detections)]
-        return Prepared(str(path), media, summary, faces, crops, timings)
+        return Prepared(str(path), media, summary, faces, crops, timings, by_index if keep_images else None)
 
     def score(self, prepared: Sequence[Prepared]) -> list[Report]:
         """Reports (without heat maps) for prepared inputs, all their faces scored in one batch
@@ -169,49 +177,24 @@ class Analyzer:
                 keep_frames: bool = False, progress: Callable[[str], None] | None = None) -> Report:
         """keep_frames: keep the analysed frames' pixels in `report.images` (HTML thumbnails, overlay
         video); progress: called with each stage's name as the stage starts."""
-        timings: dict[str, float] = {}
-        settings = self.settings
-
-        def stage(name: str):
-            if progress:
-                progress(name)
-            return _timed(timings, name)
-
         if explain:
             check_methods(explain)
             if out_dir is None:
                 raise FakescopeError("heat maps need an output folder (out_dir)")
-        with stage("decode"):
-            media, frames = read_frames(path, settings.frames, self.limits)
-        with stage("detect"):
-            detections = self.detector.detect([f.image for f in frames])
-            tracks = link_tracks([(f.index, f.timestamp, d) for f, d in zip(frames, detections)])
-        by_index: dict[int, Frame] = {f.index: f for f in frames}
-        placed = [(track.track_id, face) for track in tracks for face in track.faces]
-        with stage("score"):
-            member, ensemble = self.score_faces(
-                [by_index[face.frame_index].image for _, face in placed], [face.detection.box for _, face in placed])
-        faces = [
-            FaceScore(track_id, face.frame_index, face.timestamp, tuple(float(v) for v in face.detection.box),
-                      float(face.detection.score), {name: float(s[i]) for name, s in member.items()}, float(ensemble[i]))
-            for i, (track_id, face) in enumerate(placed)
-        ]
-        verdict = decide(faces, settings.strategy, settings.threshold, settings.chosen)
-        report = Report(
-            input=str(path),
-            media=media,
-            verdict=verdict,
-            model=self.ensemble.describe(),
-            frames=[{"index": f.index, "timestamp": f.timestamp, "faces": len(d)} for f, d in zip(frames, detections)],
-            settings={**settings.__dict__, "device": self.device, "explain": explain or []},
-            timings=timings,
-        )
-        if explain and verdict.chosen_frames:
-            with stage("explain"):
-                report.explanations = explain_chosen_frames(self, report, by_index, explain, Path(out_dir))
+        prepared = self.prepare(path, keep_images=bool(explain) or keep_frames, progress=progress)
+        if progress:
+            progress("score")
+        report = self.score([prepared])[0]
+        report.settings["explain"] = explain or []
+        if explain and report.verdict.chosen_frames:
+            if progress:
+                progress("explain")
+            start = time.perf_counter()
+            report.explanations = explain_chosen_frames(self, report, prepared.images, explain, Path(out_dir))
+            report.timings["explain"] = time.perf_counter() - start
+            report.timings["total"] += report.timings["explain"]
         if keep_frames:
-            report.images = {index: frame.image for index, frame in by_index.items()}
-        timings["total"] = sum(v for k, v in timings.items() if k != "total")
+            report.images = prepared.images
         return report
 
 

@@ -37,7 +37,7 @@ def write_html(report: Report, out_dir: str | Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "report.html"
     tmp = path.with_name(path.name + ".tmp")  # atomic, like report.json
-    tmp.write_text(render_html(report, out_dir), encoding="utf-8")
+    tmp.write_text(render_html(report, out_dir), encoding="utf-8", errors="replace")  # undecodable file names
     os.replace(tmp, path)
     return path
 
