@@ -320,8 +320,15 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: st
     """RGB uint8 image with the [0, 1] heat map blended in; pixels where the map is 0 stay as they are."""
     if image.shape[:2] != heatmap.shape:
         raise FakescopeError(f"heat map {heatmap.shape} does not match image {image.shape[:2]}")
+    out = image.copy()
+    rows, cols = np.nonzero(np.any(heatmap > 0, axis=1))[0], np.nonzero(np.any(heatmap > 0, axis=0))[0]
+    if not len(rows):
+        return out
+    # Blend only the box around the map's support: faces cover a small part of a frame.
+    window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    heat = np.clip(heatmap[window], 0, 1)
     lut = (matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
-    heat = np.clip(heatmap, 0, 1)
     colour = lut[np.rint(heat * 255).astype(np.uint8)]
     weight = (alpha * (heat > 0))[..., None]
-    return np.rint(image.astype(np.float32) * (1 - weight) + colour * weight).astype(np.uint8)
+    out[window] = np.rint(image[window].astype(np.float32) * (1 - weight) + colour * weight).astype(np.uint8)
+    return out

@@ -28,23 +28,31 @@ def check_methods(methods: list[str]) -> list[str]:
     return methods
 
 
-def frame_maps(ensemble, image: np.ndarray, boxes: list[tuple], methods: list[str], whole: bool = False) -> dict[str, np.ndarray]:
-    """Frame-sized [0, 1] maps per method: each member's map pasted at every face box, faces
-    combined by maximum, members by the ensemble's weights. `whole`: the image is the face crop."""
-    height, width = image.shape[:2]
+def frame_maps(ensemble, frames: list[tuple[np.ndarray, list[tuple]]], methods: list[str],
+               whole: bool = False) -> list[dict[str, np.ndarray]]:
+    """Frame-sized [0, 1] maps per method for each (image, face boxes): each member's map pasted
+    at every face box, faces combined by maximum, members by the ensemble's weights.
+
+    All faces of all frames go through one explanation pass per member: a single backward
+    over a batch costs little more than over one crop. `whole`: each image is the face crop.
+    """
     total = sum(m.weight for m in ensemble.members)
-    combined = {m: np.zeros((height, width), np.float32) for m in methods}
+    combined = [{m: np.zeros(image.shape[:2], np.float32) for m in methods} for image, _ in frames]
+    located = [(i, image, box) for i, (image, boxes) in enumerate(frames) for box in boxes]
+    if not located:
+        return combined
     for member in ensemble.members:
         policy = for_whole_image(member.spec.crop) if whole else member.spec.crop
-        batch = to_tensor([crop_face(image, box, policy) for box in boxes], policy)
+        batch = to_tensor([crop_face(image, box, policy) for _, image, box in located], policy)
         device = next(member.model.parameters()).device
         result = explain(member.model, batch.to(device), methods, member.cam_layers)
         for method in methods:
-            pasted = np.zeros((height, width), np.float32)
-            for i, box in enumerate(boxes):
+            faces_max = [np.zeros(image.shape[:2], np.float32) for image, _ in frames]
+            for j, (i, image, box) in enumerate(located):
                 source, content = crop_geometry(box, policy)
-                pasted = np.maximum(pasted, paste_heatmap((height, width), source, result[method].display[i], content))
-            combined[method] += member.weight / total * pasted
+                np.maximum(faces_max[i], paste_heatmap(image.shape[:2], source, result[method].display[j], content), out=faces_max[i])
+            for maps, member_map in zip(combined, faces_max):
+                maps[method] += member.weight / total * member_map
     return combined
 
 
@@ -86,11 +94,12 @@ def explain_chosen_frames(analyzer, report, images: dict[int, np.ndarray], metho
     for track in report.verdict.tracks:
         for face in track.faces:
             faces_by_frame.setdefault(face.frame_index, []).append(face)
+    chosen = report.verdict.chosen_frames
+    all_maps = frame_maps(analyzer.ensemble, [(images[i], [f.box for f in faces_by_frame[i]]) for i in chosen], wanted)
     entries = []
-    for frame_index in report.verdict.chosen_frames:
+    for frame_index, maps in zip(chosen, all_maps):
         image = images[frame_index]
         faces = faces_by_frame[frame_index]
-        maps = frame_maps(analyzer.ensemble, image, [f.box for f in faces], wanted)
         overlays = {}
         for method in methods:
             name = f"frame{frame_index:05d}_{method.replace('+', 'p')}.png"
@@ -118,7 +127,7 @@ def explain_image(analyzer, path, methods: list[str], out_dir: Path, crops: bool
             raise NoFaceError(f"{path}: no face found")
     _, scores = analyzer.score_faces([image] * len(boxes), boxes, whole=crops)
     wanted = list(dict.fromkeys(methods + list(COMPARISON)))
-    maps = frame_maps(analyzer.ensemble, image, boxes, wanted, whole=crops)
+    maps = frame_maps(analyzer.ensemble, [(image, boxes)], wanted, whole=crops)[0]
     out_dir.mkdir(parents=True, exist_ok=True)
     for method in methods:
         Image.fromarray(overlay(image, maps[method], alpha=0.5)).save(out_dir / f"{method.replace('+', 'p')}.png")

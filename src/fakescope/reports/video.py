@@ -44,7 +44,7 @@ def _frames(analyzer, report: Report) -> Iterator[np.ndarray]:
     for info in report.frames:
         image, faces = report.images[info["index"]], by_frame.get(info["index"], [])
         if faces:
-            heat = frame_maps(analyzer.ensemble, image, [f.box for f in faces], [METHOD])[METHOD]
+            heat = frame_maps(analyzer.ensemble, [(image, [f.box for f in faces])], [METHOD])[0][METHOD]
             image = overlay(image, heat, alpha=0.5)
         scale = min(1.0, MAX_SIDE / max(image.shape[:2]))
         image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image.copy()
