@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fakescope import media
-from fakescope.media import Limits
+from fakescope.media import Limits, iter_frames, make_example_video
 from fakescope.types import MediaError
 
 W, H = 64, 48  # small, so encoding and decoding stay fast
@@ -243,3 +243,28 @@ def test_truncated_but_indexed_video_returns_what_decodes(tmp_path):
     path.write_bytes(data[: int(len(data) * 0.6)])
     info, frames = media.read_frames(path, count=10)
     assert info.frame_count == 50 and 0 < len(frames) < 10
+
+
+def test_read_ahead_gives_the_same_frames_and_stops_cleanly(tmp_path):
+    import threading
+
+    from fakescope.media import read_ahead
+
+    video = make_example_video(tmp_path / "v.mp4", seconds=1, size=(320, 180), fps=10)
+    direct = [f.index for f in iter_frames(video, 6)]
+    assert [f.index for f in read_ahead(iter_frames(video, 6), depth=2)] == direct
+    early = read_ahead(iter_frames(video, 6), depth=1)
+    next(early)
+    early.close()  # a caller that stops early must not leave a decoding thread behind
+    assert not [t for t in threading.enumerate() if t.name == "fakescope-decode"]
+
+
+def test_read_ahead_raises_decoding_errors_in_the_caller():
+    from fakescope.media import read_ahead
+
+    def broken():
+        yield 1
+        raise MediaError("x.mp4: truncated")
+
+    with pytest.raises(MediaError, match="truncated"):
+        list(read_ahead(broken()))

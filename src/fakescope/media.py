@@ -9,6 +9,8 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -373,3 +375,43 @@ def make_example_video(
             yield image
 
     return write_video(path, frames(), fps)
+
+
+def read_ahead(frames: Iterator[Frame], depth: int = 8) -> Iterator[Frame]:
+    """The same frames, decoded in a background thread up to `depth` ahead, so decoding
+    overlaps whatever the caller does with each frame (FFmpeg releases the GIL).
+
+    Errors in decoding are raised in the caller; a caller that stops early stops the thread.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def offer(item) -> bool:
+        while not stop.is_set():  # never block for good: the caller may have gone
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                if not offer(frame):
+                    return
+            offer(done)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            offer(error)
+
+    worker = threading.Thread(target=produce, name="fakescope-decode", daemon=True)
+    worker.start()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()

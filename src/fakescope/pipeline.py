@@ -6,9 +6,10 @@ worker pays for loading once; `analyze()` is the one-call convenience.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 
 from .faces import crop_face, for_whole_image, get_detector, link_tracks, to_tensor
 from .heatmaps import check_methods, explain_chosen_frames
-from .media import Limits, iter_frames, probe
+from .media import Limits, iter_frames, probe, read_ahead
 from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
 from .models.registry import CropPolicy
 from .report import Report
@@ -56,6 +57,9 @@ class Prepared:
     crops: dict[CropPolicy, list[np.ndarray]]  # size x size RGB uint8 per face, per crop policy
     timings: dict[str, float]
     images: dict[int, np.ndarray] | None = None  # frame pixels, kept only for heat maps and thumbnails
+
+
+DETECT_CHUNK = 8  # frames per detector call: big enough to batch, small enough to overlap decoding
 
 
 @contextmanager
@@ -126,12 +130,23 @@ class Analyzer:
             media = probe(path, self.limits)
             if crop and media.kind != "image":
                 raise MediaError(f"{path}: a video, but face crop images were expected")
-            frames = list(iter_frames(path, 1 if crop else self.settings.frames, self.limits, info=media))
+        frames, detections = [], []
+        if crop:
+            with stage("decode"):
+                frames = list(iter_frames(path, 1, self.limits, info=media))
+            detections = [[Detection((0.0, 0.0, float(media.width), float(media.height)), 1.0)]]
+        else:
+            # Detection of one chunk of frames runs while the next chunk decodes.
+            with closing(read_ahead(iter_frames(path, self.settings.frames, self.limits, info=media), DETECT_CHUNK)) as decoded:
+                while True:
+                    with stage("decode"):  # time spent waiting for frames
+                        chunk = list(itertools.islice(decoded, DETECT_CHUNK))
+                    if not chunk:
+                        break
+                    with stage("detect"):
+                        detections += self.detector.detect([f.image for f in chunk])
+                    frames += chunk
         with stage("detect"):
-            if crop:
-                detections = [[Detection((0.0, 0.0, float(media.width), float(media.height)), 1.0)]]
-            else:
-                detections = self.detector.detect([f.image for f in frames])
             tracks = link_tracks([(f.index, f.timestamp, d) for f, d in zip(frames, detections)])
         by_index = {f.index: f.image for f in frames}
         faces = [(track.track_id, face) for track in tracks for face in track.faces]
