@@ -16,7 +16,7 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
 
-from fakescope.explain import METHODS, ensemble_maps, explain, minmax, overlay, paste_heatmap
+from fakescope.explain import METHODS, explain, minmax, overlay, paste_heatmap
 from fakescope.faithfulness import (
     aggregate_table1,
     closest_to_paper,
@@ -319,15 +319,6 @@ def test_overlay():
     shown = overlay(image, heat, alpha=0.5)
     assert shown.dtype == np.uint8 and shown.shape == image.shape
     assert (shown[heat == 0] == 100).all() and (shown[heat > 0] != 100).any()
-
-
-def test_ensemble_maps():
-    maps = [torch.full((2, 4, 4), 0.2), torch.full((2, 8, 8), 1.0)]
-    combined = ensemble_maps(maps, [1.0, 3.0])
-    assert combined.shape == (2, 8, 8)
-    torch.testing.assert_close(combined, torch.full((2, 8, 8), 0.8))
-    with pytest.raises(FakescopeError):
-        ensemble_maps(maps, [1.0])
 
 
 def test_randomisation_check(b0):

@@ -264,23 +264,6 @@ def explain(
     return ExplainResult(logits.detach(), maps, (n, n1))
 
 
-def ensemble_maps(member_maps: Sequence[Tensor], weights: Sequence[float], size: int | Sequence[int] | None = None) -> Tensor:
-    """Weighted mean of the members' B x H x W display maps, weights normalised like the scores.
-
-    Maps are resized bilinearly to `size` (default: the largest member's). Members must share
-    the crop geometry; otherwise paste each map back onto the frame first and combine those.
-    The result stays in [0, 1] when the members' maps are.
-    """
-    if len(member_maps) != len(weights) or not member_maps:
-        raise FakescopeError("ensemble_maps needs one weight per member map")
-    size = size or max((tuple(m.shape[-2:]) for m in member_maps), key=lambda s: s[0] * s[1])
-    w = torch.tensor(weights, dtype=torch.float32)
-    if (w < 0).any() or w.sum() <= 0:
-        raise FakescopeError("ensemble weights must be non-negative with a positive sum")
-    w = w / w.sum()
-    return sum(wi * upsample(m.float(), size) for wi, m in zip(w, member_maps))
-
-
 # --- back onto the frame --------------------------------------------------------------------
 
 

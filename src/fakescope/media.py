@@ -86,10 +86,6 @@ def media_kind(path: str | Path) -> str:
     return probe(path).kind
 
 
-def is_image(path: str | Path) -> bool:
-    return media_kind(path) == "image"
-
-
 def _identify_image(path: Path) -> bool:
     try:
         with Image.open(path, formats=IMAGE_FORMATS):

@@ -6,7 +6,7 @@ crop policy the model was trained on, and how to find its two CAM layers (N, N-1
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import timm
 import torch
@@ -44,13 +44,11 @@ class ArchSpec:
     name: str
     timm_name: str
     crop: CropPolicy
-    family: str  # "efficientnet" or "resnext": decides how CAM layers are found
     description: str = ""
-    timm_kwargs: dict = field(default_factory=dict)
 
     def build(self, **overrides) -> nn.Module:
         """A one-logit classifier with random weights (checkpoints are loaded by the caller)."""
-        kwargs = {"pretrained": False, "num_classes": 1, **self.timm_kwargs, **overrides}
+        kwargs = {"pretrained": False, "num_classes": 1, **overrides}
         return timm.create_model(self.timm_name, **kwargs)
 
 
@@ -72,26 +70,26 @@ def get_arch(name: str) -> ArchSpec:
 
 register(ArchSpec(
     "efficientnet-lite0", "tf_efficientnet_lite0", CropPolicy(224, 0.0, "stretch", TF_MEAN, TF_STD),
-    "efficientnet", "fakescope's default EfficientNet member: tight face box stretched to 224 px",
+    "fakescope's default EfficientNet member: tight face box stretched to 224 px",
 ))
 register(ArchSpec(
     "efficientnet-b0", "tf_efficientnet_b0", CropPolicy(224, 0.0, "stretch", IMAGENET_MEAN, IMAGENET_STD),
-    "efficientnet", "small EfficientNet for experiments",
+    "small EfficientNet for experiments",
 ))
 register(ArchSpec(
     # DFDC 1st place (selimsef): faces with a third of the box added on each side,
     # isotropically resized to 380 px and padded, ImageNet normalisation.
     "dfdc-efficientnet-b7", "tf_efficientnet_b7", CropPolicy(380, 1 / 3, "pad", IMAGENET_MEAN, IMAGENET_STD),
-    "efficientnet", "DFDC 1st-place DeepFakeClassifier (EfficientNet-B7 NS encoder)",
+    "DFDC 1st-place DeepFakeClassifier (EfficientNet-B7 NS encoder)",
 ))
 register(ArchSpec(
     # Public DFDC ResNeXt kernel: BlazeFace boxes, isotropic resize to 224 + pad, ImageNet stats.
     "dfdc-resnext50", "resnext50_32x4d", CropPolicy(224, 0.2, "pad", IMAGENET_MEAN, IMAGENET_STD),
-    "resnext", "torchvision-style ResNeXt-50 32x4d with fc = Linear(2048, 1), as in the public DFDC kernel",
+    "torchvision-style ResNeXt-50 32x4d with fc = Linear(2048, 1), as in the public DFDC kernel",
 ))
 register(ArchSpec(
     "resnext-small", "resnext26ts", CropPolicy(224, 0.0, "stretch", TF_MEAN, TF_STD),
-    "resnext", "small timm ResNeXt for fakescope's own ensemble member",
+    "small timm ResNeXt for fakescope's own ensemble member",
 ))
 
 
