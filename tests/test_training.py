@@ -91,3 +91,15 @@ def test_train_two_tiny_epochs_then_resume(tiny_dataset, tmp_path):
     assert [r["epoch"] for r in log] == [1, 2]
     saved = read_spec(tmp_path / "run" / "tiny.json")
     assert saved.crop.size == 64 and saved.temperature > 0 and saved.sha256 == spec.sha256
+
+
+def test_fine_tuning_starts_from_the_given_model(random_model):
+    from fakescope.models.checkpoints import load_fakescope
+    from fakescope.training.train import TrainConfig, _build
+    from fakescope.types import WeightsError
+
+    start = load_fakescope(read_spec(random_model)).state_dict()
+    built = _build(TrainConfig(dataset="unused", out="unused", init=str(random_model))).state_dict()
+    assert all(torch.equal(start[key], built[key]) for key in start)
+    with pytest.raises(WeightsError, match="not resnext-small"):
+        _build(TrainConfig(dataset="unused", out="unused", arch="resnext-small", init=str(random_model)))

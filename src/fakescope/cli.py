@@ -305,13 +305,14 @@ def train(
     name: str | None = typer.Option(None, "--name", help="name of the exported model (default: the architecture)"),
     freeze: int = typer.Option(3, "--freeze", help="EfficientNet: keep the stem and this many first stages frozen"),
     image_size: int | None = typer.Option(None, "--image-size", help="train (and crop) at this size instead of the architecture's"),
+    init: Path | None = typer.Option(None, "--init", help="fine-tune from this fakescope model config instead of the ImageNet start"),
 ) -> None:
     """Train a one-logit classifier; rerun the same command to resume."""
     from .training.train import TrainConfig, train as run_training
 
     config = TrainConfig(dataset=str(dataset), out=str(out), arch=arch, val=str(val) if val else None, epochs=epochs,
                          epoch_size=epoch_size, batch_size=batch_size, lr=lr, workers=workers, device=device, seed=seed, name=name, freeze=freeze,
-                         image_size=image_size)
+                         image_size=image_size, init=str(init) if init else None)
     _, code = guarded(str(dataset), lambda: run_training(config, progress=sys.stderr.isatty()))
     raise typer.Exit(code)
 

@@ -20,8 +20,9 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
-from ..models.checkpoints import efficientnet_lite_imagenet, save_fakescope
+from ..models.checkpoints import efficientnet_lite_imagenet, load_fakescope, read_spec, save_fakescope
 from ..models.registry import ModelSpec, channels_last, get_arch
+from ..types import WeightsError
 from .data import CropDataset, balanced_epoch, list_samples, split_by_cluster
 from .metrics import fit_temperature, point_metrics
 
@@ -48,6 +49,7 @@ class TrainConfig:
     save_every: int = 100
     pretrained: bool = True
     freeze: int = 3  # stem + first stages kept at ImageNet values: a third less compute per step
+    init: str | None = None  # fakescope model config to start from (fine-tuning; replaces the ImageNet start)
 
 
 def _device(name: str) -> torch.device:
@@ -59,14 +61,20 @@ def _device(name: str) -> torch.device:
 def _build(config: TrainConfig) -> torch.nn.Module:
     arch = get_arch(config.arch)
     model = arch.build(drop_rate=0.2)
-    if config.pretrained and arch.timm_name.startswith("tf_efficientnet_lite"):
+    if config.init:
+        start = read_spec(config.init)
+        if start.arch != config.arch:
+            raise WeightsError(f"--init {config.init} is a {start.arch} model, not {config.arch}")
+        model.load_state_dict(load_fakescope(start).state_dict())
+    elif config.pretrained and arch.timm_name.startswith("tf_efficientnet_lite"):
         model = efficientnet_lite_imagenet(model, int(arch.timm_name[-1]))
     if config.freeze and hasattr(model, "blocks"):
         for module in (model.conv_stem, model.bn1, *model.blocks[: config.freeze]):
             module.requires_grad_(False)
-    # timm's fan-out init gives a 1-output head weights in [-1, 1] and huge first logits.
-    torch.nn.init.normal_(model.get_classifier().weight, std=0.01)
-    torch.nn.init.zeros_(model.get_classifier().bias)
+    if not config.init:
+        # timm's fan-out init gives a 1-output head weights in [-1, 1] and huge first logits.
+        torch.nn.init.normal_(model.get_classifier().weight, std=0.01)
+        torch.nn.init.zeros_(model.get_classifier().bias)
     return model
 
 
