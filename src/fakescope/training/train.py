@@ -66,15 +66,15 @@ def _build(config: TrainConfig) -> torch.nn.Module:
         if start.arch != config.arch:
             raise WeightsError(f"--init {config.init} is a {start.arch} model, not {config.arch}")
         model.load_state_dict(load_fakescope(start).state_dict())
-    elif config.pretrained and arch.timm_name.startswith("tf_efficientnet_lite"):
-        model = efficientnet_lite_imagenet(model, int(arch.timm_name[-1]))
-    if config.freeze and hasattr(model, "blocks"):
-        for module in (model.conv_stem, model.bn1, *model.blocks[: config.freeze]):
-            module.requires_grad_(False)
-    if not config.init:
+    else:
+        if config.pretrained and arch.timm_name.startswith("tf_efficientnet_lite"):
+            model = efficientnet_lite_imagenet(model, int(arch.timm_name[-1]))
         # timm's fan-out init gives a 1-output head weights in [-1, 1] and huge first logits.
         torch.nn.init.normal_(model.get_classifier().weight, std=0.01)
         torch.nn.init.zeros_(model.get_classifier().bias)
+    if config.freeze and hasattr(model, "blocks"):
+        for module in (model.conv_stem, model.bn1, *model.blocks[: config.freeze]):
+            module.requires_grad_(False)
     return model
 
 
