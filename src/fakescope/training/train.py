@@ -64,7 +64,7 @@ def _build(config: TrainConfig) -> torch.nn.Module:
     if config.init:
         start = read_spec(config.init)
         if start.arch != config.arch:
-            raise WeightsError(f"--init {config.init} is a {start.arch} model, not {config.arch}")
+            raise WeightsError(f"--init {config.init} has architecture {start.arch}, not {config.arch}")
         model.load_state_dict(load_fakescope(start).state_dict())
     else:
         if config.pretrained and arch.timm_name.startswith("tf_efficientnet_lite"):
