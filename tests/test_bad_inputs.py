@@ -26,7 +26,7 @@ from fakescope.cli import app
 from fakescope.media import write_video
 
 runner = CliRunner()
-SCORED = ("fake", "real")
+SCORED = ("fake", "real", "inconclusive")  # a face found: any answer but no_face
 
 
 def astronaut() -> Image.Image:

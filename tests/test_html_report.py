@@ -26,7 +26,8 @@ EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:[a-z]+:)?//|url\(\s*["']
 
 @pytest.fixture(scope="module")
 def analyzer(random_model):
-    return Analyzer(random_model, Settings(frames=4))
+    # The 360p clip's face is about 40 px: judged only below the default 48 px floor.
+    return Analyzer(random_model, Settings(frames=4, min_face=24))
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def test_html_is_self_contained_with_verdict_and_images(analyzer, video, tmp_pat
     assert not EXTERNAL.search(html), EXTERNAL.search(html)
     assert report.label.upper() in html and f"{report.fake_probability:.3f}" in html
     assert f"{report.verdict.threshold:.2f}" in html and escape(READING) in html
+    assert escape(report.verdict.reason) in html
     images = DATA_URI.findall(html)
     kinds = [kind for kind, _ in images]
     # One thumbnail per analysed frame and per track, one comparison per chosen frame.
@@ -66,6 +68,15 @@ def test_no_face_report(analyzer, tmp_path):
     assert report.label == "no_face"
     html = write_html(report, tmp_path).read_text()
     assert "NO FACE" in html and not EXTERNAL.search(html)
+
+
+def test_inconclusive_report_says_why_and_shows_unjudged_tracks(random_model, video, tmp_path):
+    report = Analyzer(random_model, Settings(frames=4)).analyze(video, keep_frames=True)  # a 40 px face
+    assert report.label == "inconclusive" and report.fake_probability is None
+    html = write_html(report, tmp_path).read_text()
+    assert "INCONCLUSIVE" in html and "no face can be judged" in html and "not judged</b>: every face too small" in html
+    assert "#4b5b8f" in html  # the inconclusive colour, off the green-red scale
+    assert "INCONCLUSIVE" in report.summary().upper() and "p(fake)" not in report.summary()
 
 
 def test_score_colours_run_green_yellow_red():

@@ -27,9 +27,14 @@ def test_generated_720p_video_gives_one_track_and_a_complete_report(analyzer, ex
     assert len(data["frames_analysed"]) == 8
     assert len(data["tracks"]) == 1 and len(data["tracks"][0]["faces"]) == 8
     face = data["tracks"][0]["faces"][0]
-    assert set(face) == {"frame_index", "timestamp", "box", "detector_score", "member_scores", "score"}
+    assert set(face) == {"frame_index", "timestamp", "box", "detector_score", "member_scores", "score", "size",
+                         "sharpness", "unjudged"}
     assert face["member_scores"]["random-lite0"] == pytest.approx(face["score"])
-    assert 0 <= data["fake_probability"] <= 1 and data["label"] in ("fake", "real")
+    box = face["box"]
+    assert face["size"] == pytest.approx(min(box[2] - box[0], box[3] - box[1])) and face["size"] >= 48
+    assert face["sharpness"] > 6 and face["unjudged"] is None and data["tracks"][0]["unjudged"] is None
+    assert 0 <= data["fake_probability"] <= 1 and data["label"] in ("fake", "real", "inconclusive")
+    assert data["reason"] and data["deciding_track"] == 0 and data["real_below"] <= data["threshold"]
     assert 1 <= len(data["chosen_frames"]) <= 4
     assert data["model"]["members"][0]["sha256"]
     assert {"decode", "detect", "score", "total"} <= set(data["timings"])
@@ -71,7 +76,7 @@ def test_cli_analyze_writes_report_and_summary(random_model, example_video, tmp_
     assert result.exit_code == 0, result.output
     assert "astronaut.mp4:" in result.output and "p(fake)=" in result.output
     data = json.loads((tmp_path / "astronaut" / "report.json").read_text())
-    assert data["schema_version"] == "1.0" and len(data["frames_analysed"]) == 4
+    assert data["schema_version"] == "1.1" and len(data["frames_analysed"]) == 4
 
 
 def test_cli_bad_and_faceless_inputs_get_one_line_and_distinct_codes(random_model, tmp_path):

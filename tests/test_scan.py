@@ -80,7 +80,8 @@ def test_scan_stores_once_and_resumes(random_model, analyzer, tmp_path):
     assert [stored[sha256_of(p)] for p in crops] == pytest.approx(expected.tolist(), abs=1e-6)
     exported = [json.loads(line) for line in out.read_text().splitlines()]
     assert [e["key"] for e in exported] == [r["key"] for r in rows]
-    assert set(exported[0]) == {"path", "key", "content_hash", "label", "fake_probability", "faces", "error", "timings", "created"}
+    assert set(exported[0]) == {"path", "key", "content_hash", "label", "fake_probability", "faces", "error", "timings", "created",
+                                "reason"}
 
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "(0 new, 8 already stored)" in again.stdout

@@ -14,7 +14,7 @@ from fakescope.server.app import create_app
 
 @pytest.fixture(scope="module")
 def client(random_model):
-    with TestClient(create_app(random_model, settings=Settings(frames=4), max_upload_mb=1)) as client:
+    with TestClient(create_app(random_model, settings=Settings(frames=4, min_face=24), max_upload_mb=1)) as client:
         yield client
 
 

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from fakescope.types import FaceScore
-from fakescope.verdict import choose_frames, confident_strategy, decide, mean_strategy
+from fakescope.settings import Settings
+from fakescope.types import Decision, FaceScore, FakescopeError
+from fakescope.verdict import Judging, choose_frames, confident_strategy, decide, fit_decision, mean_strategy
 
 
 def test_confident_majority_of_confident_fakes_uses_their_mean():
@@ -34,22 +35,102 @@ def test_count_threshold_uses_floor_division_by_2_5():
     assert confident_strategy(thirteen) == pytest.approx(0.95)
 
 
-def face(track, frame, score):
-    return FaceScore(track, frame, frame / 10, (0, 0, 10, 10), 0.99, {"m": score}, score)
+def face(track, frame, score, size=100.0, sharpness=50.0):
+    return FaceScore(track, frame, frame / 10, (0, 0, size, size), 0.99, {"m": score}, score, size, sharpness)
 
 
 def test_video_probability_is_the_most_suspicious_track():
     faces = [face(0, i, 0.1) for i in range(20)] + [face(1, i, 0.7) for i in range(20)]
-    verdict = decide(faces, "mean", threshold=0.5)
+    verdict = decide(faces, "mean")
     assert [round(t.probability, 3) for t in verdict.tracks] == [0.1, 0.7]
     assert verdict.probability == pytest.approx(0.7)
-    assert verdict.label == "fake"
+    assert verdict.label == "fake" and verdict.deciding_track == 1
     assert len(verdict.chosen_frames) == 4
+
+
+def test_small_background_face_cannot_decide_but_is_reported():
+    # ffpp_yt_c23_033 in miniature: a real main subject, a 24 px face on a studio wall scoring higher.
+    faces = [face(0, i, 0.3, size=60) for i in range(32)] + [face(1, i, 0.9, size=24) for i in range(7)]
+    verdict = decide(faces, "mean")
+    assert verdict.label == "real" and verdict.probability == pytest.approx(0.3)
+    background = verdict.tracks[1]
+    assert background.probability is None and background.unjudged == "every face too small (largest 24 px < 48 px)"
+    assert all(f.unjudged for f in background.faces)
+    assert "1 other track(s) could not be judged" in verdict.reason
+
+
+def test_swapped_face_among_several_people_is_still_caught():
+    faces = [face(t, i, 0.2, size=80) for t in (0, 1) for i in range(32)] + [face(2, i, 0.95, size=70) for i in range(32)]
+    verdict = decide(faces, "mean")
+    assert verdict.label == "fake" and verdict.deciding_track == 2
+    assert set(verdict.chosen_frames) <= set(range(32))
+
+
+def test_no_face_can_be_judged_is_inconclusive_with_the_reason():
+    faces = [face(0, i, 0.9, size=30) for i in range(20)] + [face(1, i, 0.8, sharpness=2.0) for i in range(20)]
+    verdict = decide(faces, "mean")
+    assert verdict.label == "inconclusive" and verdict.probability is None
+    assert "no face can be judged" in verdict.reason and verdict.deciding_track is None
+    assert "too blurred (sharpness 2.0 < 6.0)" in verdict.tracks[1].faces[0].unjudged
+    assert verdict.chosen_frames  # maps still drawn, for the face the verdict is about
+
+
+def test_briefly_tracked_face_cannot_decide():
+    faces = [face(0, i, 0.1) for i in range(32)] + [face(1, i, 0.99) for i in range(3)]
+    verdict = decide(faces, "mean", frames=32)
+    assert verdict.label == "real" and "seen too briefly (3 judged faces < 4)" in verdict.tracks[1].unjudged
+    # With few analysed frames fewer faces are needed: an image has one.
+    assert decide([face(0, 0, 0.99)], "mean", frames=1).label == "fake"
+    assert Judging().track_faces_needed(16) == 2
+
+
+def test_band_between_thresholds_is_inconclusive():
+    faces = [face(0, i, 0.6) for i in range(10)]
+    band = Decision(threshold=0.8, real_below=0.4)
+    verdict = decide(faces, "mean", band)
+    assert verdict.label == "inconclusive" and verdict.probability == pytest.approx(0.6)
+    assert "between 0.40 and 0.80" in verdict.reason
+    assert decide(faces, "mean", Decision(0.59, 0.4)).label == "fake"
+    assert decide(faces, "mean", Decision(0.8, 0.61)).label == "real"
+
+
+def test_bad_thresholds_are_settings_errors():
+    with pytest.raises(FakescopeError, match="real-below <= threshold"):
+        Decision(threshold=0.4, real_below=0.6)
+    with pytest.raises(FakescopeError):
+        Settings(min_track_faces=0)
+    with pytest.raises(FakescopeError, match="--real-below"):
+        Settings(real_below=1.5)
+
+
+def test_settings_override_the_models_fitted_decision():
+    fitted = Decision(0.8, 0.6)
+    assert Settings().decision(fitted) == fitted
+    assert Settings(threshold=0.5).decision(fitted) == Decision(0.5, 0.5)  # the band cannot pass the threshold
+    assert Settings(threshold=0.9, real_below=0.2).decision(fitted) == Decision(0.9, 0.2)
+
+
+def test_fit_decision_meets_its_targets_on_the_fitting_data():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(40, int), np.ones(60, int)]
+    probs = np.r_[rng.beta(3, 3, 40), rng.beta(6, 2, 60)]  # overlapping: a band is needed
+    d = fit_decision(labels, probs, max_false_alarm=0.1, max_miss=0.1)
+    assert d.real_below < d.threshold
+    assert np.mean(probs[labels == 0] >= d.threshold) <= 0.1
+    assert np.mean(probs[labels == 1] < d.real_below) <= 0.1
+    # The lowest threshold with that false-alarm rate: one step lower lets in one more real.
+    assert np.mean(probs[labels == 0] >= np.sort(probs[labels == 0])[-5]) > 0.1
+
+
+def test_fit_decision_without_overlap_has_no_band():
+    d = fit_decision(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]), 0.0, 0.0)
+    assert d.threshold == d.real_below == pytest.approx((0.2 + 0.8) / 2, abs=1e-6)
 
 
 def test_no_faces_gives_no_face_label():
     verdict = decide([], "confident")
     assert verdict.label == "no_face" and verdict.probability is None and verdict.chosen_frames == []
+    assert verdict.reason == "no face found in 32 frames"
 
 
 def test_chosen_frames_are_the_peaks_of_spread_spans():

@@ -10,11 +10,12 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 
+from .settings import Settings
 from .types import FakescopeError, NoFaceError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -44,6 +45,22 @@ def guarded(source: str, action):
         return None, fail_line(source, error)
 
 
+# The verdict's options, shared by analyze, scan and evaluate (pipeline.Settings documents them).
+Threshold = Annotated[float | None, typer.Option(
+    "--threshold", help="P(fake) at or above which a video is fake (default: the model's fitted decision)")]
+RealBelow = Annotated[float | None, typer.Option(
+    "--real-below", help="P(fake) below which it is real; in between: inconclusive (default: the model's)")]
+MinFace = Annotated[float, typer.Option("--min-face", help="faces with a shorter side under this many px are not judged")]
+MinSharpness = Annotated[float, typer.Option("--min-sharpness", help="blurrier faces are not judged (Laplacian variance at 112 px)")]
+MinTrackFaces = Annotated[int, typer.Option("--min-track-faces", help="judged faces a track needs to decide (capped at frames / 8)")]
+
+
+def _verdict_settings(threshold: float | None, real_below: float | None, min_face: float, min_sharpness: float,
+                      min_track_faces: int) -> dict:
+    return {"threshold": threshold, "real_below": real_below, "min_face": min_face, "min_sharpness": min_sharpness,
+            "min_track_faces": min_track_faces}
+
+
 def _limits(max_pixels: int | None, max_duration: float | None):
     from .media import Limits
 
@@ -69,7 +86,11 @@ def analyze(
     detector: str = typer.Option("retinaface", "--detector", help="retinaface or mtcnn"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     strategy: str = typer.Option("confident", "--strategy", help="per-track aggregation: confident or mean"),
-    threshold: float = typer.Option(0.5, "--threshold", help="P(fake) at or above which the label is fake"),
+    threshold: Threshold = None,
+    real_below: RealBelow = None,
+    min_face: MinFace = Settings.min_face,
+    min_sharpness: MinSharpness = Settings.min_sharpness,
+    min_track_faces: MinTrackFaces = Settings.min_track_faces,
     explain: str | None = typer.Option(None, "--explain", help="heat maps for the chosen frames, e.g. hirescam++,gradcam-n,gradcam-n1,hirescam"),
     fmt: Literal["html", "json", "all"] = typer.Option("all", "--format", help="report.html, report.json or both"),
     overlay_video: bool = typer.Option(False, "--overlay-video", help="also write overlay.mp4: every analysed frame with its HiResCAM++ map, face boxes and the running P(fake)"),
@@ -82,8 +103,9 @@ def analyze(
     from .reports.html import write_html
     from .reports.video import write_overlay_video
 
-    analyzer, code = guarded("setup", lambda: Analyzer(model, Settings(frames, detector, strategy, threshold, backend=backend), device,
-                                                       _limits(max_pixels, max_duration)))
+    verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
+    analyzer, code = guarded("setup", lambda: Analyzer(model, Settings(frames, detector, strategy, backend=backend, **verdict),
+                                                       device, _limits(max_pixels, max_duration)))
     if analyzer is None:
         raise typer.Exit(code)
     worst = 0
@@ -153,7 +175,11 @@ def scan(
     frames: int = typer.Option(32, "--frames"),
     detector: str = typer.Option("retinaface", "--detector"),
     strategy: str = typer.Option("confident", "--strategy"),
-    threshold: float = typer.Option(0.5, "--threshold"),
+    threshold: Threshold = None,
+    real_below: RealBelow = None,
+    min_face: MinFace = Settings.min_face,
+    min_sharpness: MinSharpness = Settings.min_sharpness,
+    min_track_faces: MinTrackFaces = Settings.min_track_faces,
     batch_size: int = typer.Option(32, "--batch-size", help="faces scored together"),
     device: str = typer.Option("cpu", "--device"),
     max_pixels: int | None = typer.Option(None, "--max-pixels", help="largest image or video frame (default 50,000,000)"),
@@ -168,7 +194,8 @@ def scan(
     from .scan import run_scan
 
     def setup():
-        return Analyzer(model, Settings(frames, detector, strategy, threshold, batch_size=batch_size, backend=backend), device,
+        verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
+        return Analyzer(model, Settings(frames, detector, strategy, batch_size=batch_size, backend=backend, **verdict), device,
                         _limits(max_pixels, max_duration))
 
     analyzer, code = guarded("setup", setup)
@@ -185,25 +212,69 @@ def scan(
 
 @app.command()
 def evaluate(
-    dataset: Path = typer.Argument(..., help="folder with real/ and fake/ (videos, images or face crops)"),
-    out_dir: Path = typer.Option(Path("fakescope-eval"), "--out", help="metrics.json, roc.png, reliability.png"),
+    dataset: Path = typer.Argument(..., help="folder with real/ and fake/ (videos, images or face crops); a manifest.csv beside adds groups"),
+    out_dir: Path = typer.Option(Path("fakescope-eval"), "--out", help="metrics.json, videos.csv (not --crops), roc.png, reliability.png"),
     crops: bool = typer.Option(False, "--crops", help="inputs already are face crops: skip detection"),
     model: str = typer.Option("default", "--model"),
     limit: int | None = typer.Option(None, "--limit", help="evaluate an even, spread-out sample of this many files"),
+    group_by: str = typer.Option("manipulation", "--group-by", help="manifest column whose values get their own rows"),
     frames: int = typer.Option(32, "--frames"),
+    detector: str = typer.Option("retinaface", "--detector"),
+    threshold: Threshold = None,
+    real_below: RealBelow = None,
+    min_face: MinFace = Settings.min_face,
+    min_sharpness: MinSharpness = Settings.min_sharpness,
+    min_track_faces: MinTrackFaces = Settings.min_track_faces,
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """AUC, log loss, accuracy, balanced accuracy and EER with 95% bootstrap intervals."""
-    from .pipeline import Analyzer, Settings
-    from .training.evaluate import evaluate as run_evaluation, metrics_line
+    """Crops: AUC, log loss, accuracy, EER with 95% intervals. Videos: the same per file, plus false-alarm,
+    detection, miss and inconclusive rates at the decision, per group and per face size."""
+    from rich.table import Table
+
+    from .evaluate import TABLE_HEADER, evaluate_crops, evaluate_videos, metrics_line, table_rows
+    from .pipeline import Analyzer
+
+    verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
 
     def run():
-        return run_evaluation(Analyzer(model, Settings(frames=frames), device), dataset, out_dir, crops, limit)
+        analyzer = Analyzer(model, Settings(frames, detector, **verdict), device)
+        if crops:
+            return evaluate_crops(analyzer, dataset, out_dir, limit)
+        return evaluate_videos(analyzer, dataset, out_dir, limit, group_by,
+                               progress=lambda line: err.print(line, markup=False))
 
     result, code = guarded(str(dataset), run)
-    if result is not None:
+    if result is not None and crops:
         out.print(metrics_line(result), markup=False)
         out.print(f"wrote {out_dir / 'metrics.json'}, roc.png, reliability.png", markup=False)
+    elif result is not None:
+        d = result["decision"]
+        table = Table(title=f"{dataset}: fake at >= {d['threshold']:.2f}, real below {d['real_below']:.2f} (95% intervals)")
+        for name in TABLE_HEADER:
+            table.add_column(name)
+        for row in table_rows(result):
+            table.add_row(*row)
+        Console(highlight=False, width=max(out.width, 150)).print(table)  # too many columns to wrap well
+        out.print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'videos.csv'}", markup=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def calibrate(
+    scores: Path = typer.Argument(..., help="videos.csv written by `fakescope evaluate` on held-out videos"),
+    config: Path = typer.Option(..., "--out", help="the new ensemble config (.json): the model's members with the fitted decision"),
+    model: str = typer.Option("default", "--model", help="the model that scored them (its members are referenced)"),
+    max_false_alarm: float = typer.Option(0.1, "--max-false-alarm", help="share of reals that may be called fake"),
+    max_miss: float = typer.Option(0.1, "--max-miss", help="share of fakes that may be called real"),
+    note: str = typer.Option("", "--note", help="what the videos are, kept in the config as `fitted_on`"),
+) -> None:
+    """Fit the video decision (threshold, real-below) on held-out videos; between the two the answer is inconclusive.
+    Never fit on videos you then report: evaluate elsewhere, or fit on one part and report on the other."""
+    from .calibrate import write_calibrated
+
+    result, code = guarded(str(scores), lambda: write_calibrated(scores, model, config, max_false_alarm, max_miss, note))
+    if result is not None:
+        out.print(f"fake at >= {result.threshold:.3f}, real below {result.real_below:.3f} -> {config}", markup=False)
     raise typer.Exit(code)
 
 
@@ -306,13 +377,14 @@ def train(
     freeze: int = typer.Option(3, "--freeze", help="EfficientNet: keep the stem and this many first stages frozen"),
     image_size: int | None = typer.Option(None, "--image-size", help="train (and crop) at this size instead of the architecture's"),
     init: Path | None = typer.Option(None, "--init", help="fine-tune from this fakescope model config instead of the ImageNet start"),
+    sbi_share: float = typer.Option(0.25, "--sbi-share", help="share of the fake half that is self-blended from real crops"),
 ) -> None:
     """Train a one-logit classifier; rerun the same command to resume."""
     from .training.train import TrainConfig, train as run_training
 
     config = TrainConfig(dataset=str(dataset), out=str(out), arch=arch, val=str(val) if val else None, epochs=epochs,
                          epoch_size=epoch_size, batch_size=batch_size, lr=lr, workers=workers, device=device, seed=seed, name=name, freeze=freeze,
-                         image_size=image_size, init=str(init) if init else None)
+                         image_size=image_size, init=str(init) if init else None, sbi_share=sbi_share)
     _, code = guarded(str(dataset), lambda: run_training(config, progress=sys.stderr.isatty()))
     raise typer.Exit(code)
 

@@ -78,7 +78,8 @@ def error_row(job: Job, error: BaseException) -> Row:
 
 def report_row(job: Job, report: Report) -> Row:
     faces = sum(len(track.faces) for track in report.verdict.tracks)
-    return Row(job.path, job.key, job.content_hash, report.label, report.fake_probability, faces, None, report.timings)
+    return Row(job.path, job.key, job.content_hash, report.label, report.fake_probability, faces, None, report.timings,
+               reason=report.verdict.reason)
 
 
 def prepare_job(analyzer: Analyzer, crops: bool, job: Job) -> tuple[Job, Prepared | Exception]:

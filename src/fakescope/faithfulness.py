@@ -371,7 +371,7 @@ def run_xai_eval(analyzer, dataset: str | Path, out_dir: str | Path, crops: bool
     """
     from .faces import crop_face, for_whole_image, to_tensor
     from .media import read_image
-    from .training.evaluate import labelled_files
+    from .evaluate import labelled_files
 
     if not 0 <= member < len(analyzer.ensemble.members):
         raise FakescopeError(f"--member must be between 0 and {len(analyzer.ensemble.members) - 1}")
@@ -393,7 +393,7 @@ def run_xai_eval(analyzer, dataset: str | Path, out_dir: str | Path, crops: bool
     def batches():
         files = labelled_files(Path(dataset), limit)
         for start in range(0, len(files), batch):
-            chunk = [(face_crop(p), label) for p, label in files[start:start + batch]]
+            chunk = [(face_crop(f.path), f.label) for f in files[start:start + batch]]
             chunk = [(c, label) for c, label in chunk if c is not None]
             if not chunk:
                 continue

@@ -16,33 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .faces import crop_face, for_whole_image, get_detector, link_tracks, to_tensor
+from .faces import crop_face, for_whole_image, get_detector, link_tracks, sharpness, to_tensor
 from .heatmaps import check_methods, explain_chosen_frames
 from .media import Limits, iter_frames, probe, read_ahead
 from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
 from .models.registry import CropPolicy
 from .report import Report
 from .types import Detection, FaceScore, FakescopeError, MediaError, MediaInfo, TrackedFace
-from .verdict import STRATEGIES, decide
-
-
-@dataclass(frozen=True)
-class Settings:
-    frames: int = 32
-    detector: str = "retinaface"
-    strategy: str = "confident"
-    threshold: float = 0.5
-    chosen: int = 4  # frames whose heat maps are shown
-    batch_size: int = 32
-    backend: str = "auto"  # scoring pass: "onnx" (ONNX Runtime, the CPU default), "torch", or "auto"
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise FakescopeError(f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}")
-        if self.frames < 1:
-            raise FakescopeError("--frames must be at least 1")
-        if not 0 < self.threshold < 1:
-            raise FakescopeError("--threshold must be between 0 and 1")
+from .settings import Settings
+from .verdict import decide
 
 
 @dataclass
@@ -55,6 +37,7 @@ class Prepared:
     frames: list[dict]  # index, timestamp, faces found
     faces: list[tuple[int, TrackedFace]]  # (track id, face), in crop order
     crops: dict[CropPolicy, list[np.ndarray]]  # size x size RGB uint8 per face, per crop policy
+    sharpness: list[float]  # per face, in crop order (faces.sharpness)
     timings: dict[str, float]
     images: dict[int, np.ndarray] | None = None  # frame pixels, kept only for heat maps and thumbnails
 
@@ -67,6 +50,10 @@ def _timed(timings: dict[str, float], stage: str):
     start = time.perf_counter()
     yield
     timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _short_side(box: tuple[float, float, float, float]) -> float:
+    return float(min(box[2] - box[0], box[3] - box[1]))
 
 
 def _device(name: str) -> str:
@@ -84,6 +71,7 @@ class Analyzer:
         self.device = _device(device)
         self.limits = limits or Limits()
         self.ensemble: Ensemble = load_ensemble(model, self.device, self.settings.backend)
+        self.decision = self.settings.decision(self.ensemble.decision)
         self._detector = None
 
     @property
@@ -155,8 +143,9 @@ class Analyzer:
             for policy in self.ensemble.crop_policies:
                 used = for_whole_image(policy) if crop else policy  # as score_crops does
                 crops[policy] = [crop_face(by_index[face.frame_index], face.detection.box, used) for _, face in faces]
+            sharp = [sharpness(by_index[face.frame_index], face.detection.box) for _, face in faces]
         summary = [{"index": f.index, "timestamp": f.timestamp, "faces": len(d)} for f, d in zip(frames, detections)]
-        return Prepared(str(path), media, summary, faces, crops, timings, by_index if keep_images else None)
+        return Prepared(str(path), media, summary, faces, crops, sharp, timings, by_index if keep_images else None)
 
     def score(self, prepared: Sequence[Prepared]) -> list[Report]:
         """Reports (without heat maps) for prepared inputs, all their faces scored in one batch
@@ -175,16 +164,19 @@ class Analyzer:
             faces = [
                 FaceScore(track_id, face.frame_index, face.timestamp, tuple(float(v) for v in face.detection.box),
                           float(face.detection.score), {name: float(s[offset + i]) for name, s in member.items()},
-                          float(ensemble[offset + i]))
+                          float(ensemble[offset + i]), _short_side(face.detection.box), p.sharpness[i])
                 for i, (track_id, face) in enumerate(p.faces)
             ]
             offset += len(faces)
             timings = {**p.timings, "score": elapsed * len(faces) / total if total else 0.0}
             timings["total"] = sum(timings.values())
             reports.append(Report(
-                input=p.path, media=p.media, verdict=decide(faces, settings.strategy, settings.threshold, settings.chosen),
+                input=p.path, media=p.media,
+                verdict=decide(faces, settings.strategy, self.decision, settings.judging, len(p.frames), settings.chosen),
                 model=self.ensemble.describe(), frames=p.frames,
-                settings={**settings.__dict__, "device": self.device, "explain": []}, timings=timings,
+                settings={**settings.__dict__, "threshold": self.decision.threshold,
+                          "real_below": self.decision.real_below, "device": self.device, "explain": []},
+                timings=timings,
             ))
         return reports
 

@@ -12,7 +12,7 @@ import numpy as np
 from . import __version__
 from .types import MediaInfo, Verdict
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: inconclusive label, reason, judged faces and tracks
 
 
 @dataclass
@@ -41,8 +41,9 @@ class Report:
         faces = sum(len(t.faces) for t in self.verdict.tracks)
         if self.label == "no_face":
             return f"{self.input}: no face found in {len(self.frames)} frames"
-        return (f"{self.input}: {self.label.upper()} p(fake)={self.fake_probability:.3f} "
-                f"({len(self.verdict.tracks)} track(s), {faces} faces, {len(self.frames)} frames)")
+        probability = "" if self.fake_probability is None else f" p(fake)={self.fake_probability:.3f}"
+        return (f"{self.input}: {self.label.upper()}{probability} "
+                f"({len(self.verdict.tracks)} track(s), {faces} faces, {len(self.frames)} frames): {self.verdict.reason}")
 
     def to_dict(self) -> dict:
         verdict = self.verdict
@@ -54,7 +55,10 @@ class Report:
             "media": asdict(self.media),
             "fake_probability": verdict.probability,
             "label": verdict.label,
+            "reason": verdict.reason,
             "threshold": verdict.threshold,
+            "real_below": verdict.real_below,
+            "deciding_track": verdict.deciding_track,
             "strategy": verdict.strategy,
             "model": self.model,
             "frames_analysed": self.frames,
@@ -62,9 +66,11 @@ class Report:
                 {
                     "track_id": track.track_id,
                     "probability": track.probability,
+                    "unjudged": track.unjudged,
                     "faces": [
                         {"frame_index": f.frame_index, "timestamp": f.timestamp, "box": list(f.box),
-                         "detector_score": f.detector_score, "member_scores": f.member_scores, "score": f.score}
+                         "detector_score": f.detector_score, "member_scores": f.member_scores, "score": f.score,
+                         "size": f.size, "sharpness": f.sharpness, "unjudged": f.unjudged}
                         for f in track.faces
                     ],
                 }

@@ -151,8 +151,8 @@ def run_scan(analyzer: Analyzer, paths: Iterable[Path], db: Path, out: Path | No
     workers = workers or os.cpu_count() or 1
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
     s = analyzer.settings
-    settings = {"frames": s.frames, "detector": s.detector, "strategy": s.strategy, "threshold": s.threshold,
-                "crops": crops, **asdict(analyzer.limits)}
+    settings = {"frames": s.frames, "detector": s.detector, "strategy": s.strategy, **asdict(analyzer.decision),
+                **asdict(s.judging), "crops": crops, **asdict(analyzer.limits)}
     summary = ScanSummary(str(db), str(out) if out else None)
     with closing(Store(db, analyzer.ensemble.describe()["members"], settings)) as store, \
             ThreadPoolExecutor(workers, thread_name_prefix="fakescope-hash") as pool:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .types import FakescopeError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added `reason`
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     key TEXT PRIMARY KEY,            -- sha256 of content_hash, model_hash, settings_hash
@@ -28,11 +28,12 @@ CREATE TABLE IF NOT EXISTS results (
     model_hash TEXT NOT NULL,
     settings_hash TEXT NOT NULL,
     fake_probability REAL,           -- NULL for no_face and error
-    label TEXT NOT NULL,             -- fake, real, no_face or error
+    label TEXT NOT NULL,             -- fake, real, inconclusive, no_face or error
     faces INTEGER NOT NULL,
     error TEXT,                      -- one line, for label = error
     timings TEXT NOT NULL,           -- JSON: seconds per stage
-    created TEXT NOT NULL            -- ISO 8601, UTC
+    created TEXT NOT NULL,           -- ISO 8601, UTC
+    reason TEXT                      -- one line: why this label (the verdict's reason)
 );
 CREATE INDEX IF NOT EXISTS results_scope ON results (model_hash, settings_hash);
 CREATE TABLE IF NOT EXISTS configs (  -- what model_hash and settings_hash stand for
@@ -42,7 +43,7 @@ CREATE TABLE IF NOT EXISTS configs (  -- what model_hash and settings_hash stand
 );
 """
 COLUMNS = ("key", "path", "content_hash", "model_hash", "settings_hash", "fake_probability", "label", "faces",
-           "error", "timings", "created")
+           "error", "timings", "created", "reason")
 
 
 def digest(data: object) -> str:
@@ -72,6 +73,7 @@ class Row:
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     created: str = field(default_factory=_now)
+    reason: str | None = None  # why this label (inconclusive, no_face, ...)
 
 
 class Store:
@@ -90,6 +92,8 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing committed
             with self._db:
+                if version == 1:  # a store from before `reason`: its rows keep a NULL reason
+                    self._db.execute("ALTER TABLE results ADD COLUMN reason TEXT")
                 self._db.executescript(SCHEMA)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._db.executemany("INSERT OR IGNORE INTO configs VALUES (?, ?, ?)", [
@@ -111,7 +115,7 @@ class Store:
         (by a retry)."""
         values = [
             (r.key, os.fsencode(r.path), r.content_hash, self.model_hash, self.settings_hash, r.fake_probability,
-             r.label, r.faces, None if r.error is None else display(r.error), json.dumps(r.timings), r.created)
+             r.label, r.faces, None if r.error is None else display(r.error), json.dumps(r.timings), r.created, r.reason)
             for r in rows if r.key is not None
         ]
         update = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
@@ -154,4 +158,4 @@ class Store:
 def _row(values: tuple) -> Row:
     data = dict(zip(COLUMNS, values))
     return Row(os.fsdecode(data["path"]), data["key"], data["content_hash"], data["label"], data["fake_probability"],
-               data["faces"], data["error"], json.loads(data["timings"]), data["created"])
+               data["faces"], data["error"], json.loads(data["timings"]), data["created"], data["reason"])

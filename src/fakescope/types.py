@@ -94,20 +94,46 @@ class FaceScore:
     detector_score: float
     member_scores: dict[str, float]
     score: float
+    size: float  # the box's shorter side in source pixels: how much detail the model can see
+    sharpness: float  # variance of the Laplacian of the box at 112 px grey (see faces.sharpness)
+    unjudged: str | None = None  # why this face cannot be judged (too small, too blurred); None if it can
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Video-level thresholds: P(fake) at or above `threshold` is fake, below `real_below`
+    real, in between inconclusive. A model's config carries the ones fitted for it."""
+
+    threshold: float = 0.5
+    real_below: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.real_below <= self.threshold < 1:
+            raise FakescopeError(
+                f"need 0 < real-below <= threshold < 1, got real-below {self.real_below} and threshold {self.threshold}")
+
+    def label(self, probability: float) -> str:
+        if probability >= self.threshold:
+            return "fake"
+        return "real" if probability < self.real_below else "inconclusive"
 
 
 @dataclass
 class TrackVerdict:
     track_id: int
-    probability: float
+    probability: float | None  # aggregated over the judged faces; None when none can be judged
     faces: list[FaceScore]
+    unjudged: str | None = None  # why this track cannot decide the verdict; None if it can
 
 
 @dataclass
 class Verdict:
-    probability: float | None  # None when no face was found
-    label: str  # "fake", "real" or "no_face"
-    threshold: float
+    probability: float | None  # of the deciding track; None when no face was found or none can be judged
+    label: str  # "fake", "real", "inconclusive" or "no_face"
+    threshold: float  # P(fake) at or above which the label is fake
+    real_below: float  # P(fake) below which the label is real; in between it is inconclusive
     strategy: str
     tracks: list[TrackVerdict]
     chosen_frames: list[int]  # frame indices whose heat maps are shown
+    reason: str  # one sentence: why this label
+    deciding_track: int | None = None

@@ -1,8 +1,10 @@
 """Ensembles of registered models: load them by name or path, score face crops per member.
 
 An ensemble config is a JSON file `{"format": "fakescope-ensemble", "name", "members":
-[{"config": "member.json", "weight": 1.0}, ...]}`; a single member's fakescope JSON is an
-ensemble of one. The shipped default lives in `models/weights/default.json`.
+[{"config": "member.json", "weight": 1.0}, ...], "decision": {...}}`; a single member's
+fakescope JSON is an ensemble of one. The optional `decision` holds the video-level
+thresholds fitted for this ensemble on held-out videos (`fakescope calibrate`), with a note
+of the data they were fitted on. The shipped default lives in `models/weights/default.json`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..types import WeightsError
+from ..types import Decision, FakescopeError, WeightsError
 from .checkpoints import load_fakescope, read_spec
 from .onnx_runtime import onnx_scorer
 from .registry import CropPolicy, ModelSpec, channels_last, resolve_cam_layers
@@ -51,6 +53,8 @@ class Ensemble:
     name: str
     members: list[Member]
     config_path: str
+    decision: Decision = Decision()
+    decision_note: str = ""  # what the decision was fitted on
 
     @property
     def crop_policies(self) -> list[CropPolicy]:
@@ -76,6 +80,8 @@ class Ensemble:
         return {
             "name": self.name,
             "config": self.config_path,
+            "decision": {"threshold": self.decision.threshold, "real_below": self.decision.real_below,
+                         "fitted_on": self.decision_note},
             "members": [
                 {"name": m.spec.name, "arch": m.spec.arch, "weight": m.weight, "sha256": m.spec.sha256,
                  "temperature": m.spec.temperature, "crop": m.spec.to_dict()["crop"],
@@ -127,4 +133,11 @@ def load_ensemble(model: str | Path = DEFAULT_MODEL, device: str = "cpu", backen
         model_ = channels_last(load_fakescope(spec)).to(device).eval()
         scorer = onnx_scorer(model_, spec.crop.size, spec.sha256) if use_onnx else None
         members.append(Member(spec, model_, float(entry.get("weight", 1.0)), scorer))
-    return Ensemble(name, members, str(config))
+    decision = data.get("decision") if data.get("format") == "fakescope-ensemble" else None
+    if decision is None:
+        return Ensemble(name, members, str(config))
+    try:
+        return Ensemble(name, members, str(config), Decision(float(decision["threshold"]), float(decision["real_below"])),
+                        str(decision.get("fitted_on", "")))
+    except (KeyError, TypeError, ValueError, FakescopeError) as error:
+        raise WeightsError(f"{config}: bad decision block ({error})") from None

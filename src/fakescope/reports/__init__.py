@@ -6,6 +6,8 @@ from __future__ import annotations
 # Score colours shared by the HTML report, the overlay video and the web page (static/app.js):
 # green at 0, yellow at the decision threshold, red at 1.
 GREEN, YELLOW, RED = (26, 152, 80), (240, 200, 40), (215, 48, 39)
+INCONCLUSIVE = "#4b5b8f"  # the model cannot tell: a colour off the green-red scale
+UNJUDGED = "#9ca3af"  # a track or face too small, blurred or brief to judge
 
 
 def score_colour(score: float, threshold: float = 0.5) -> tuple[int, int, int]:

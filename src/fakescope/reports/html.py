@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from .. import __version__
 from ..report import SCHEMA_VERSION, Report
 from ..types import FaceScore, FakescopeError, TrackVerdict
-from . import hex_colour, score_colour
+from . import INCONCLUSIVE, UNJUDGED, hex_colour, score_colour
 
 READING = ("Warm colours mark the regions that pushed the model toward 'fake'; HiResCAM++ keeps only "
            "what the last layer also marks, at the finer resolution of the layer before.")
@@ -50,8 +50,9 @@ def render_html(report: Report, out_dir: Path) -> str:
             faces_by_frame.setdefault(face.frame_index, []).append(face)
     duration = report.media.duration or max((f["timestamp"] for f in report.frames), default=0.0)
     tracks = [
-        {"id": t.track_id, "probability": t.probability, "colour": hex_colour(score_colour(t.probability, threshold)),
-         "faces": len(t.faces), "thumbnail": _face_thumbnail(report, t),
+        {"id": t.track_id, "probability": t.probability, "unjudged": t.unjudged,
+         "colour": UNJUDGED if t.probability is None else hex_colour(score_colour(t.probability, threshold)),
+         "faces": len(t.faces), "judged": sum(f.unjudged is None for f in t.faces), "thumbnail": _face_thumbnail(report, t),
          "timeline": timeline_svg(t, threshold, duration) if report.media.kind == "video" else None}
         for t in verdict.tracks
     ]
@@ -79,7 +80,8 @@ def reproduce_command(report: Report) -> str:
     s = report.settings
     args = ["fakescope", "analyze", report.input, "--model", report.model.get("config") or report.model["name"],
             "--frames", s["frames"], "--detector", s["detector"], "--strategy", s["strategy"],
-            "--threshold", s["threshold"], "--device", s["device"]]
+            "--threshold", s["threshold"], "--real-below", s["real_below"], "--min-face", s["min_face"],
+            "--min-sharpness", s["min_sharpness"], "--min-track-faces", s["min_track_faces"], "--device", s["device"]]
     if s.get("explain"):
         args += ["--explain", ",".join(s["explain"])]
     return " ".join(shlex.quote(str(a)) for a in args)
@@ -119,6 +121,8 @@ def timeline_svg(track: TrackVerdict, threshold: float, duration: float, width: 
 def _verdict_colour(report: Report) -> str:
     if report.label == "no_face":
         return "#6b7280"
+    if report.label == "inconclusive":
+        return INCONCLUSIVE
     return hex_colour(score_colour(report.fake_probability, report.verdict.threshold))
 
 

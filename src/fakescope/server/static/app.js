@@ -106,13 +106,15 @@ function showResult(url, status) {
   const verdict = $("verdict");
   verdict.replaceChildren(el("div", { class: "label" }, report.label.replace("_", " ").toUpperCase()));
   verdict.dataset.label = report.label;
-  verdict.style.background = report.label === "no_face" ? "#6b7280" : scoreColour(report.fake_probability, threshold);
+  // Same colours as fakescope.reports: grey for no face, slate blue when the model cannot tell.
+  verdict.style.background = { no_face: "#6b7280", inconclusive: "#4b5b8f" }[report.label]
+    ?? scoreColour(report.fake_probability, threshold);
   const numbers = el("div", { class: "numbers" });
   if (report.fake_probability !== null) {
     numbers.append("P(fake) ", el("b", {}, report.fake_probability.toFixed(3)), el("br"));
   }
-  numbers.append(`threshold ${threshold.toFixed(2)} · ${report.strategy} strategy`);
-  verdict.append(numbers);
+  numbers.append(`fake at ≥ ${threshold.toFixed(2)}, real below ${report.real_below.toFixed(2)} · ${report.strategy} strategy`);
+  verdict.append(numbers, el("p", { class: "reason" }, `Why: ${report.reason}.`));
   const faces = report.tracks.reduce((n, t) => n + t.faces.length, 0);
   $("summary").textContent = `${status.name}: ${report.kind}, ${report.frames_analysed.length} frame(s) analysed, ` +
     `${faces} face(s) in ${report.tracks.length} track(s); model ${report.model.name}.`;
@@ -120,7 +122,8 @@ function showResult(url, status) {
   const timelines = $("timelines");
   timelines.replaceChildren();
   for (const track of report.tracks) {
-    timelines.append(el("div", {}, `Track ${track.track_id}: P(fake) ${track.probability.toFixed(3)}`));
+    const judged = track.probability === null ? `not judged: ${track.unjudged}` : `P(fake) ${track.probability.toFixed(3)}`;
+    timelines.append(el("div", {}, `Track ${track.track_id}: ${judged}`));
     if (report.kind === "video") timelines.append(timeline(track, threshold, report.media.duration));
   }
   if (!report.tracks.length) timelines.append(el("p", { class: "muted" }, "No face found."));

@@ -1,0 +1,205 @@
+"""How much do AUC and log loss drop when the input is re-compressed, downscaled or blurred?
+
+    python benchmarks/bench_robustness.py [--model default] [--crops DIR] [--limit N] [--videos DIR]
+        [--video-limit N] [--crf 35] [--seconds 10] [--no-videos] [--out results.json]
+
+Crops (default ../shared/data/dfdc-faces/val/{real,fake}): each decoded crop is perturbed in
+memory (JPEG q30/50/70, WebP q75, x0.5 down and back up, Gaussian blur sigma 1.5, JPEG q90
+then q60) and scored with `Analyzer.score_crops`; AUC has a 95% bootstrap interval.
+Videos (default ../shared/data/ffpp-dev/{real,fake}): video-level AUC of `analyze` on the
+file as is, then on its first --seconds: stream-copied ("clean, first N s"), re-encoded with
+libx264 at --crf, and downscaled x0.5 + re-encoded. The re-encoded rows' AUC change is
+against "clean, first N s", so it measures the encoding, not the shorter clip. Videos whose
+report has no P(fake) (no usable face) are left out of that row and counted, so such a row
+covers fewer videos. --limit / --video-limit take an even share of real and fake, spread
+over the sorted file list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import tempfile
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, ImageFilter
+
+from fakescope.faces import resize_rgb
+from fakescope.media import read_image
+from fakescope.pipeline import Analyzer, Settings
+from fakescope.training.metrics import metrics_with_intervals
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CHUNK = 64
+
+
+def encoded(image: np.ndarray, fmt: str, quality: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, fmt, quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def half_and_back(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    return resize_rgb(resize_rgb(image, w // 2, h // 2), w, h)
+
+
+PERTURBATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "clean": lambda im: im,
+    "jpeg q30": lambda im: encoded(im, "JPEG", 30),
+    "jpeg q50": lambda im: encoded(im, "JPEG", 50),
+    "jpeg q70": lambda im: encoded(im, "JPEG", 70),
+    "webp q75": lambda im: encoded(im, "WEBP", 75),
+    "x0.5 and back": half_and_back,
+    "blur sigma 1.5": lambda im: np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(1.5))),
+    "jpeg-double q90 q60": lambda im: encoded(encoded(im, "JPEG", 90), "JPEG", 60),
+}
+
+
+def labelled(folder: Path, pattern: str, limit: int | None) -> list[tuple[Path, int]]:
+    """(path, label) from real/ (0) and fake/ (1); with a limit, half from each, evenly spaced."""
+    out = []
+    for label, name in enumerate(("real", "fake")):
+        paths = sorted((folder / name).glob(pattern))
+        if limit:
+            paths = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, limit // 2).round().astype(int))]
+        out += [(p, label) for p in paths]
+    return out
+
+
+def row(name: str, labels: list[int], probs: list[float], skipped: int = 0) -> dict:
+    if len(set(labels)) < 2:  # no AUC (nor bootstrap) from one class, e.g. every fake had no face
+        return {"name": name, "n": len(labels), "skipped": skipped, "auc": None, "low": None, "high": None,
+                "log_loss": None}
+    m = metrics_with_intervals(labels, probs)
+    return {"name": name, "n": len(labels), "skipped": skipped, "auc": m["auc"]["value"], "low": m["auc"]["low"],
+            "high": m["auc"]["high"], "log_loss": m["log_loss"]["value"]}
+
+
+def bench_crops(analyzer: Analyzer, folder: Path, limit: int | None) -> list[dict]:
+    files = labelled(folder, "*.jpg", limit)
+    images = [read_image(p, analyzer.limits) for p, _ in files]
+    labels = [label for _, label in files]
+    rows = []
+    for name, perturb in PERTURBATIONS.items():
+        probs = []
+        for start in range(0, len(images), CHUNK):
+            probs += analyzer.score_crops([perturb(im) for im in images[start:start + CHUNK]])[1].tolist()
+        rows.append(row(name, labels, probs))
+    return rows
+
+
+def trimmed(source: Path, target: Path, seconds: float) -> Path:
+    """The first `seconds` without re-encoding: packets in decode order up to that time, so every
+    frame shown before it keeps the (earlier-decoded) frames it refers to."""
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream_from_template(stream)
+        start = stream.start_time or 0
+        for packet in src.demux(stream):
+            if packet.dts is None:  # the demuxer's final flush packet
+                continue
+            if (packet.dts - start) * stream.time_base >= seconds:
+                break
+            packet.stream = out
+            dst.mux(packet)
+    return target
+
+
+def reencoded(source: Path, target: Path, seconds: float, crf: int, scale: float = 1.0) -> Path:
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        stream = src.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = Fraction(stream.average_rate or 25).limit_denominator(1001)
+        out = dst.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
+        out.width, out.height = int(stream.width * scale) // 2 * 2, int(stream.height * scale) // 2 * 2
+        out.pix_fmt = "yuv420p"
+        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        for i, frame in enumerate(src.decode(stream)):
+            if frame.time is not None and frame.time - start >= seconds:
+                break
+            image = frame.reformat(width=out.width, height=out.height, format="yuv420p")
+            image.pts, image.time_base = i, 1 / fps  # a fresh timeline at the source fps
+            dst.mux(out.encode(image))
+        dst.mux(out.encode())
+    return target
+
+
+def bench_videos(analyzer: Analyzer, folder: Path, limit: int | None, seconds: float, crf: int) -> tuple[list, list]:
+    variants: dict[str, Callable[[Path, Path], Path]] = {
+        "clean": lambda src, tmp: src,
+        f"clean, first {seconds:g} s": lambda src, tmp: trimmed(src, tmp / "trim.mp4", seconds),
+        f"h264 crf{crf}": lambda src, tmp: reencoded(src, tmp / "crf.mp4", seconds, crf),
+        f"x0.5 + h264 crf{crf}": lambda src, tmp: reencoded(src, tmp / "half.mp4", seconds, crf, 0.5),
+    }
+    per_video = []
+    for path, label in labelled(folder, "*.mp4", limit):
+        entry: dict = {"file": str(path.relative_to(folder)), "label": label}
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, make in variants.items():
+                entry[name] = analyzer.analyze(make(path, Path(tmp))).fake_probability  # None: no face found
+        print(f"  {entry['file']}: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} no face"
+                                                  for k, v in entry.items() if k in variants))
+        per_video.append(entry)
+    rows = []
+    for name in variants:
+        scored = [e for e in per_video if e[name] is not None]
+        rows.append(row(name, [e["label"] for e in scored], [e[name] for e in scored], len(per_video) - len(scored)))
+    return rows, per_video
+
+
+def print_table(title: str, rows: list[dict], baseline: Callable[[str], dict]) -> None:
+    """Also stores each row's "auc_change" (None for a baseline or a row without AUC)."""
+    print(f"\n{title}\n| perturbation | AUC [95% CI] | log loss | AUC change |\n|---|---|---|---|")
+    for r in rows:
+        base = baseline(r["name"])
+        has_change = base is not r and None not in (r["auc"], base["auc"])
+        r["auc_change"] = r["auc"] - base["auc"] if has_change else None
+        if r["auc"] is None:
+            print(f"| {r['name']} | n/a (one class) | n/a | |")
+            continue
+        change = f"{r['auc_change']:+.3f} vs {base['name']}" if has_change else ""
+        print(f"| {r['name']} | {r['auc']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {r['log_loss']:.3f} | {change} |")
+    skipped = [f"{r['name']} {r['skipped']}" for r in rows if r["skipped"]]
+    if skipped:
+        print("skipped (no face): " + ", ".join(skipped))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help='"default" or a model config .json')
+    parser.add_argument("--crops", type=Path, default=SHARED / "dfdc-faces" / "val")
+    parser.add_argument("--limit", type=int, default=None, help="crops to use, half real, half fake")
+    parser.add_argument("--videos", type=Path, default=SHARED / "ffpp-dev")
+    parser.add_argument("--no-videos", action="store_true")
+    parser.add_argument("--video-limit", type=int, default=None, help="videos to use, half real, half fake")
+    parser.add_argument("--crf", type=int, default=35)
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds of each video to re-encode")
+    parser.add_argument("--out", type=Path, default=None, help="write all results as JSON")
+    args = parser.parse_args()
+
+    analyzer = Analyzer(args.model, Settings(), "cpu")
+    results: dict = {"model": analyzer.ensemble.describe()["name"], "args": {k: str(v) for k, v in vars(args).items()}}
+    crop_rows = bench_crops(analyzer, args.crops, args.limit)
+    results["crops"] = crop_rows
+    print_table(f"crops: {crop_rows[0]['n']} from {args.crops}, model {results['model']}", crop_rows,
+                lambda name: crop_rows[0])
+    if not args.no_videos:
+        print(f"\nvideos from {args.videos} (P(fake) per variant):")
+        video_rows, per_video = bench_videos(analyzer, args.videos, args.video_limit, args.seconds, args.crf)
+        results["videos"], results["per_video"] = video_rows, per_video
+        # re-encodes cover only the first --seconds: compare them with the clean clip of that length
+        print_table(f"videos: {len(per_video)}, {Settings().frames} frames each", video_rows,
+                    lambda name: video_rows[0] if name.startswith("clean") else video_rows[1])
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+        print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

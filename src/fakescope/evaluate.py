@@ -1,0 +1,298 @@
+"""Measure a model on a labelled folder (`real/`, `fake/`), as a user would see it.
+
+Face crops (`--crops`): AUC, log loss, accuracy, balanced accuracy and EER with 95%
+bootstrap intervals, a ROC curve and a reliability diagram, as the paper and DFDC did.
+
+Videos and images: the whole pipeline (decode, detect, track, judge, decide) per file.
+Besides AUC and log loss over the files that got a probability, it reports what the labels
+do at the model's decision: the false-alarm rate (reals called fake), the detection rate
+(fakes called fake), the miss rate (fakes called real) and the inconclusive rate, with
+Wilson 95% intervals; the same per group (a `manifest.csv` column such as `manipulation`)
+and per bucket of the main face's size. `videos.csv` keeps one row per file, so that a
+decision can be fitted on it (`fakescope calibrate`) without analysing again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
+from sklearn.metrics import log_loss, roc_auc_score, roc_curve  # noqa: E402
+
+from .media import read_image  # noqa: E402
+from .pipeline import Analyzer  # noqa: E402
+from .training.metrics import EPS, metrics_with_intervals  # noqa: E402
+from .types import Decision, FakescopeError  # noqa: E402
+
+SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".mp4", ".mov", ".mkv", ".webm", ".avi"}
+SIZE_BUCKETS = ((0, 48), (48, 96), (96, 160), (160, None))  # px, the main face's shorter side
+LABELS = ("fake", "real", "inconclusive", "no_face", "error")
+
+
+@dataclass
+class LabelledFile:
+    path: Path
+    label: int  # 1 = fake
+    columns: dict[str, str] = field(default_factory=dict)  # its manifest row, when there is one
+
+
+def _manifest(dataset: Path) -> dict[Path, dict[str, str]]:
+    """Rows of `manifest.csv` in the folder or its parent, by resolved path (column `file` or `path`)."""
+    for manifest in (dataset / "manifest.csv", dataset.parent / "manifest.csv"):
+        if manifest.is_file():
+            with open(manifest, newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+            key = next((k for k in ("file", "path") if rows and k in rows[0]), None)
+            if key is None:
+                raise FakescopeError(f"{manifest}: needs a `file` or `path` column")
+            return {(manifest.parent / row[key]).resolve(): row for row in rows}
+    return {}
+
+
+def labelled_files(dataset: Path, limit: int | None = None) -> list[LabelledFile]:
+    """Files under real/ (0) and fake/ (1); `limit` takes an even share of each, spread out."""
+    manifest = _manifest(dataset)
+    files = []
+    for label, folder in ((0, "real"), (1, "fake")):
+        found = sorted(p for p in (dataset / folder).rglob("*") if p.suffix.lower() in SUFFIXES)
+        if limit:
+            found = found[:: max(1, len(found) // (limit // 2))][: limit // 2]
+        files += [LabelledFile(p, label, manifest.get(p.resolve(), {})) for p in found]
+    if not files:
+        raise FakescopeError(f"{dataset}: no media under real/ or fake/")
+    return files
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> dict[str, float]:
+    """A rate with its Wilson score interval (sound for small n and rates near 0 or 1)."""
+    if n == 0:
+        return {"value": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return {"value": p, "low": float(max(0.0, centre - half)), "high": float(min(1.0, centre + half)), "n": n}
+
+
+def _auc(labels: np.ndarray, probs: np.ndarray, rounds: int = 1000, seed: int = 0) -> dict[str, float] | None:
+    if len(np.unique(labels)) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(rounds):
+        idx = rng.integers(0, len(labels), len(labels))
+        if len(np.unique(labels[idx])) == 2:
+            samples.append(roc_auc_score(labels[idx], probs[idx]))
+    return {"value": float(roc_auc_score(labels, probs)), "low": float(np.percentile(samples, 2.5)),
+            "high": float(np.percentile(samples, 97.5))}
+
+
+def decision_metrics(rows: list[dict], others: list[dict] | None = None) -> dict:
+    """Rates at the decision over `rows` (dicts with label, predicted, probability); the AUC of
+    `rows` against `others` where `rows` hold one class only (a manipulation against all reals)."""
+    reals = [r for r in rows if r["label"] == 0]
+    fakes = [r for r in rows if r["label"] == 1]
+    scored = [r for r in rows + (others or []) if r["probability"] is not None]
+    labels = np.array([r["label"] for r in scored], dtype=int)
+    probs = np.clip(np.array([r["probability"] for r in scored], dtype=float), EPS, 1 - EPS)
+    unanswered = [r for r in rows if r["predicted"] not in ("fake", "real")]
+    return {
+        "count": {"real": len(reals), "fake": len(fakes), **{k: sum(r["predicted"] == k for r in rows) for k in LABELS}},
+        "auc": _auc(labels, probs),
+        "log_loss": float(log_loss(labels, probs, labels=[0, 1])) if len(scored) else None,
+        "false_alarm": wilson(sum(r["predicted"] == "fake" for r in reals), len(reals)),
+        "detection": wilson(sum(r["predicted"] == "fake" for r in fakes), len(fakes)),
+        "miss": wilson(sum(r["predicted"] == "real" for r in fakes), len(fakes)),
+        "inconclusive": wilson(len(unanswered), len(rows)),
+    }
+
+
+def size_bucket(size: float | None) -> str:
+    if size is None:
+        return "no face"
+    for low, high in SIZE_BUCKETS:
+        if high is None or size < high:
+            return f"{low}+ px" if high is None else f"{low}-{high} px"
+    raise AssertionError("unreachable: the last bucket is open")
+
+
+def video_report(rows: list[dict], group_by: str | None) -> dict:
+    """Metrics overall, per group and per size bucket, from per-file rows."""
+    result = {"overall": decision_metrics(rows), "groups": {}, "sizes": {}}
+    if group_by:
+        for value in sorted({r["group"] for r in rows}):
+            members = [r for r in rows if r["group"] == value]
+            one_class = len({r["label"] for r in members}) == 1
+            others = [r for r in rows if r["label"] != members[0]["label"]] if one_class else None
+            result["groups"][value] = decision_metrics(members, others)
+    for low, high in (*SIZE_BUCKETS, (None, None)):
+        name = "no face" if low is None else size_bucket(low)
+        members = [r for r in rows if size_bucket(r["face_size"]) == name]
+        if members:
+            result["sizes"][name] = decision_metrics(members)
+    return result
+
+
+def main_face_size(report) -> float | None:
+    """Median face size of the deciding track, else of the track seen most (the person the verdict is about)."""
+    tracks = report.verdict.tracks
+    if not tracks:
+        return None
+    chosen = next((t for t in tracks if t.track_id == report.verdict.deciding_track), None)
+    chosen = chosen or max(tracks, key=lambda t: (len(t.faces), max(f.size for f in t.faces)))
+    return float(np.median([f.size for f in chosen.faces]))
+
+
+def analyse_files(analyzer: Analyzer, files: list[LabelledFile], group_by: str | None,
+                  progress: Callable[[str], None] | None = None) -> list[dict]:
+    rows = []
+    for number, item in enumerate(files, 1):
+        row = {"file": str(item.path), "label": item.label, "group": item.columns.get(group_by or "", ""),
+               "probability": None, "predicted": "error", "face_size": None, "reason": ""}
+        try:
+            report = analyzer.analyze(item.path)
+            row.update(probability=report.fake_probability, predicted=report.label, face_size=main_face_size(report),
+                       reason=report.verdict.reason)
+        except FakescopeError as error:
+            row["reason"] = str(error)
+        rows.append(row)
+        if progress:
+            progress(f"{number}/{len(files)} {item.path.name}: {row['predicted']} {row['reason']}")
+    return rows
+
+
+ROW_FIELDS = ("file", "label", "group", "probability", "predicted", "face_size", "reason")
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, ROW_FIELDS)
+        writer.writeheader()
+        writer.writerows({k: ("" if r[k] is None else r[k]) for k in ROW_FIELDS} for r in rows)
+    os.replace(tmp, path)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows written by `write_rows` (an evaluation's videos.csv)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            raw = list(csv.DictReader(handle))
+        return [{**r, "label": int(r["label"]), "probability": float(r["probability"]) if r["probability"] else None,
+                 "face_size": float(r["face_size"]) if r["face_size"] else None} for r in raw]
+    except (OSError, KeyError, ValueError) as error:
+        raise FakescopeError(f"{path}: not an evaluation's videos.csv ({error})") from None
+
+
+def relabel(rows: list[dict], decision: Decision) -> list[dict]:
+    """The same rows under another decision: only files with a probability change label."""
+    return [{**r, "predicted": decision.label(r["probability"])} if r["probability"] is not None else r for r in rows]
+
+
+def plot_roc(labels: np.ndarray, probs: np.ndarray, auc: float, path: Path) -> None:
+    fpr, tpr, _ = roc_curve(labels, probs)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    ax.plot(fpr, tpr, lw=2, label=f"AUC {auc:.3f}")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+    ax.set(xlabel="false positive rate (real called fake)", ylabel="true positive rate", title="ROC")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_reliability(labels: np.ndarray, probs: np.ndarray, path: Path, bins: int = 10) -> None:
+    observed, predicted = calibration_curve(labels, probs, n_bins=bins, strategy="uniform")
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
+    ax.plot(predicted, observed, "o-", lw=2, label="model")
+    ax.hist(probs, bins=bins, range=(0, 1), weights=np.full(len(probs), 1 / len(probs)), alpha=0.25, label="share of images")
+    ax.set(xlabel="predicted P(fake)", ylabel="observed share of fakes", title="Reliability", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _write_json(data: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def evaluate_crops(analyzer: Analyzer, dataset: Path, out_dir: Path, limit: int | None = None) -> dict:
+    files = labelled_files(dataset, limit)
+    probs, size = [], analyzer.settings.batch_size
+    for start in range(0, len(files), size):
+        chunk = files[start:start + size]
+        probs += list(analyzer.score_crops([read_image(f.path, analyzer.limits) for f in chunk])[1])
+    labels = np.array([f.label for f in files], dtype=int)
+    probs_ = np.array(probs, dtype=float)
+    if len(np.unique(labels)) < 2:
+        raise FakescopeError(f"{dataset}: need real and fake examples, got {len(labels)}")
+    metrics = metrics_with_intervals(labels, probs_)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_roc(labels, probs_, metrics["auc"]["value"], out_dir / "roc.png")
+    plot_reliability(labels, probs_, out_dir / "reliability.png")
+    result = {"dataset": str(dataset), "crops": True, "model": analyzer.ensemble.describe(),
+              "count": {"real": int((labels == 0).sum()), "fake": int((labels == 1).sum())}, "metrics": metrics}
+    _write_json(result, out_dir / "metrics.json")
+    np.savez_compressed(out_dir / "scores.npz", probs=probs_, labels=labels)
+    return result
+
+
+def evaluate_videos(analyzer: Analyzer, dataset: Path, out_dir: Path, limit: int | None = None,
+                    group_by: str | None = "manipulation", progress: Callable[[str], None] | None = None) -> dict:
+    files = labelled_files(dataset, limit)
+    if group_by and not any(group_by in f.columns for f in files):
+        group_by = None  # no manifest, or no such column: nothing to group by
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = analyse_files(analyzer, files, group_by, progress)
+    write_rows(rows, out_dir / "videos.csv")
+    result = {"dataset": str(dataset), "crops": False, "model": analyzer.ensemble.describe(),
+              "decision": asdict(analyzer.decision), "settings": analyzer.settings.__dict__, "group_by": group_by,
+              **video_report(rows, group_by)}
+    scored = [r for r in rows if r["probability"] is not None]
+    labels = np.array([r["label"] for r in scored], dtype=int)
+    if len(np.unique(labels)) == 2:
+        probs = np.array([r["probability"] for r in scored], dtype=float)
+        plot_roc(labels, probs, result["overall"]["auc"]["value"], out_dir / "roc.png")
+        plot_reliability(labels, probs, out_dir / "reliability.png")
+    _write_json(result, out_dir / "metrics.json")
+    return result
+
+
+def _interval(m: dict | None) -> str:
+    return "n/a" if not m or m["value"] != m["value"] else f"{m['value']:.2f} [{m['low']:.2f}-{m['high']:.2f}]"
+
+
+def table_rows(result: dict) -> list[list[str]]:
+    """One row per line of the report: name, counts, AUC, log loss, and the four rates."""
+    def line(name: str, m: dict) -> list[str]:
+        c = m["count"]
+        return [name, f"{c['real']}/{c['fake']}", _interval(m["auc"]),
+                "n/a" if m["log_loss"] is None else f"{m['log_loss']:.3f}",
+                *(_interval(m[k]) for k in ("false_alarm", "detection", "miss", "inconclusive"))]
+
+    rows = [line("all", result["overall"])]
+    rows += [line(f"{result['group_by']}={name}", m) for name, m in result["groups"].items()]
+    rows += [line(f"main face {name}", m) for name, m in result["sizes"].items()]
+    return rows
+
+
+TABLE_HEADER = ["subset", "real/fake", "AUC", "log loss", "false alarm", "detected", "missed", "inconclusive"]
+
+
+def metrics_line(result: dict) -> str:
+    m = result["metrics"]
+    parts = [f"{name} {v['value']:.3f} [{v['low']:.3f}, {v['high']:.3f}]" for name, v in m.items()]
+    return f"{result['count']['real']} real, {result['count']['fake']} fake: " + "; ".join(parts)

@@ -1,0 +1,101 @@
+"""Video-level evaluation, fitting a decision and writing it into a model config."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from fakescope.calibrate import write_calibrated
+from fakescope.evaluate import (
+    decision_metrics, labelled_files, read_rows, relabel, size_bucket, video_report, wilson, write_rows,
+)
+from fakescope.models.ensemble import load_ensemble
+from fakescope.types import Decision, FakescopeError
+
+
+def row(label, probability, predicted, group="", face_size=100.0, file="x.mp4"):
+    return {"file": file, "label": label, "group": group, "probability": probability, "predicted": predicted,
+            "face_size": face_size, "reason": ""}
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    # Wilson 95% intervals: 0/10 -> [0, 0.2775]; 5/10 -> [0.2366, 0.7634].
+    assert wilson(0, 10)["high"] == pytest.approx(0.2775, abs=1e-4) and wilson(0, 10)["low"] == 0
+    five = wilson(5, 10)
+    assert (five["low"], five["high"]) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+
+
+def test_rates_count_each_answer_against_its_class():
+    rows = [row(0, 0.1, "real"), row(0, 0.9, "fake"), row(0, 0.6, "inconclusive"), row(0, None, "inconclusive"),
+            row(1, 0.95, "fake"), row(1, 0.97, "fake"), row(1, 0.2, "real"), row(1, None, "no_face")]
+    m = decision_metrics(rows)
+    assert m["false_alarm"]["value"] == pytest.approx(1 / 4)
+    assert m["detection"]["value"] == pytest.approx(2 / 4)
+    assert m["miss"]["value"] == pytest.approx(1 / 4)
+    assert m["inconclusive"]["value"] == pytest.approx(3 / 8)  # no answer: inconclusive or no face
+    scored = [r for r in rows if r["probability"] is not None]
+    expected = roc_auc_score([r["label"] for r in scored], [r["probability"] for r in scored])
+    assert m["auc"]["value"] == pytest.approx(expected)
+    assert m["count"]["inconclusive"] == 2 and m["count"]["no_face"] == 1
+
+
+def test_a_manipulation_is_ranked_against_all_reals():
+    rows = [row(0, 0.1, "real", "original"), row(0, 0.4, "real", "original"),
+            row(1, 0.9, "fake", "Deepfakes"), row(1, 0.3, "real", "NeuralTextures")]
+    report = video_report(rows, "manipulation")
+    assert report["groups"]["Deepfakes"]["auc"]["value"] == 1.0
+    assert report["groups"]["NeuralTextures"]["auc"]["value"] == 0.5  # between the two reals
+    assert report["groups"]["original"]["auc"] is not None
+
+
+def test_face_size_buckets():
+    assert [size_bucket(s) for s in (None, 20, 48, 100, 500)] == ["no face", "0-48 px", "48-96 px", "96-160 px", "160+ px"]
+    rows = [row(0, 0.1, "real", face_size=30), row(1, 0.9, "fake", face_size=200), row(1, None, "no_face", face_size=None)]
+    assert set(video_report(rows, None)["sizes"]) == {"0-48 px", "160+ px", "no face"}
+
+
+def test_rows_round_trip_and_relabel(tmp_path):
+    rows = [row(0, 0.3, "real"), row(1, 0.7, "fake"), row(1, None, "inconclusive", face_size=None)]
+    write_rows(rows, tmp_path / "videos.csv")
+    back = read_rows(tmp_path / "videos.csv")
+    assert back == rows
+    relabelled = relabel(back, Decision(0.75, 0.25))
+    assert [r["predicted"] for r in relabelled] == ["inconclusive", "inconclusive", "inconclusive"]
+    with pytest.raises(FakescopeError, match="videos.csv"):
+        read_rows(tmp_path / "missing.csv")
+
+
+def test_manifest_columns_join_files(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "real" / "a.mp4").write_bytes(b"")
+    (tmp_path / "fake" / "b.mp4").write_bytes(b"")
+    (tmp_path / "manifest.csv").write_text("file,manipulation\nreal/a.mp4,original\nfake/b.mp4,FaceSwap\n")
+    files = labelled_files(tmp_path)
+    assert [(f.path.name, f.label, f.columns["manipulation"]) for f in files] == [("a.mp4", 0, "original"),
+                                                                                  ("b.mp4", 1, "FaceSwap")]
+
+
+def test_calibrated_config_loads_with_its_decision(random_model, tmp_path):
+    rng = np.random.default_rng(1)
+    rows = [row(0, float(p), "real") for p in rng.uniform(0.2, 0.8, 20)]
+    rows += [row(1, float(p), "fake") for p in rng.uniform(0.5, 1.0, 20)] + [row(1, None, "inconclusive")]
+    write_rows(rows, tmp_path / "videos.csv")
+    config = tmp_path / "fitted" / "model.json"
+    decision = write_calibrated(tmp_path / "videos.csv", str(random_model), config, 0.1, 0.1, "test videos")
+    saved = json.loads(config.read_text())
+    assert saved["decision"]["fitted_on"] == "test videos" and saved["decision"]["videos"] == 40
+    ensemble = load_ensemble(config, backend="torch")
+    assert ensemble.decision == decision and decision.real_below < decision.threshold
+    reals = np.array([r["probability"] for r in rows if r["label"] == 0])
+    assert np.mean(reals >= decision.threshold) <= 0.1
+
+
+def test_bad_decision_block_is_a_weights_error(random_model, tmp_path):
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"format": "fakescope-ensemble", "name": "bad", "decision": {"threshold": 0.3, "real_below": 0.7},
+                                  "members": [{"config": str(random_model), "weight": 1.0}]}))
+    with pytest.raises(FakescopeError, match="bad decision block") as error:
+        load_ensemble(config, backend="torch")
+    assert error.value.exit_code == 5
