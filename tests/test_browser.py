@@ -34,7 +34,8 @@ MAX_PNG = 300_000  # bytes: the screenshot is committed
 def server(random_model):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # a free port, held until uvicorn takes the socket over
-    web = uvicorn.Server(uvicorn.Config(create_app(random_model, settings=Settings(frames=6)), log_level="warning"))
+    # The 360p clip's face is about 40 px: judged only below the default 48 px floor.
+    web = uvicorn.Server(uvicorn.Config(create_app(random_model, settings=Settings(frames=6, min_face=24)), log_level="warning"))
     thread = threading.Thread(target=web.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -85,6 +86,7 @@ def test_upload_in_the_page_shows_verdict_timeline_and_heat_maps(server, page, t
                            timeout=90_000)
     assert page.is_hidden("#error"), page.text_content("#error")
     assert page.text_content("#verdict .label") in ("FAKE", "REAL")
+    assert "Why: " in page.text_content("#verdict .reason")  # the verdict's reason, in words
     assert page.locator("#timelines svg circle").count() == 6  # one point per analysed frame with a face
     page.wait_for_function(all_loaded("#heatmaps img"), timeout=10_000)
     assert page.locator("#heatmaps img").count() == 4

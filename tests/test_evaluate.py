@@ -37,7 +37,8 @@ def test_rates_count_each_answer_against_its_class():
     scored = [r for r in rows if r["probability"] is not None]
     expected = roc_auc_score([r["label"] for r in scored], [r["probability"] for r in scored])
     assert m["auc"]["value"] == pytest.approx(expected)
-    assert m["count"]["inconclusive"] == 2 and m["count"]["no_face"] == 1
+    assert m["count"] == {"real": 4, "fake": 4}
+    assert m["answers"] == {"fake": 3, "real": 2, "inconclusive": 2, "no_face": 1, "error": 0}
 
 
 def test_a_manipulation_is_ranked_against_all_reals():

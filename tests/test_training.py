@@ -120,3 +120,18 @@ def test_training_and_inference_preprocess_a_crop_identically(tmp_path):
         sized = replace(policy, size=size)
         served = to_tensor([crop_face(pixels, (0.0, 0.0, 224.0, 224.0), sized)], sized)[0]
         assert torch.equal(trained, served)
+
+
+def test_codec_and_resampling_augmentations_keep_shape_and_change_pixels():
+    import random
+
+    from fakescope.training.augment import Recompress, ResampleChain, training_transform
+
+    random.seed(0)
+    torch.manual_seed(0)
+    image = (torch.rand(3, 64, 64) * 255).to(torch.uint8)
+    for augment in (Recompress(), ResampleChain()):
+        out = augment(image)
+        assert out.shape == image.shape and out.dtype == torch.uint8
+        assert (out.float() - image.float()).abs().mean() > 1  # noise does not survive a codec or a resampler
+    assert training_transform(48)(image).shape == (3, 48, 48)

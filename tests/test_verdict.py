@@ -89,7 +89,7 @@ def test_band_between_thresholds_is_inconclusive():
     band = Decision(threshold=0.8, real_below=0.4)
     verdict = decide(faces, "mean", band)
     assert verdict.label == "inconclusive" and verdict.probability == pytest.approx(0.6)
-    assert "between 0.40 and 0.80" in verdict.reason
+    assert "between 0.400 and 0.800" in verdict.reason
     assert decide(faces, "mean", Decision(0.59, 0.4)).label == "fake"
     assert decide(faces, "mean", Decision(0.8, 0.61)).label == "real"
 

@@ -106,7 +106,8 @@ def decision_metrics(rows: list[dict], others: list[dict] | None = None) -> dict
     probs = np.clip(np.array([r["probability"] for r in scored], dtype=float), EPS, 1 - EPS)
     unanswered = [r for r in rows if r["predicted"] not in ("fake", "real")]
     return {
-        "count": {"real": len(reals), "fake": len(fakes), **{k: sum(r["predicted"] == k for r in rows) for k in LABELS}},
+        "count": {"real": len(reals), "fake": len(fakes)},
+        "answers": {k: sum(r["predicted"] == k for r in rows) for k in LABELS},
         "auc": _auc(labels, probs),
         "log_loss": float(log_loss(labels, probs, labels=[0, 1])) if len(scored) else None,
         "false_alarm": wilson(sum(r["predicted"] == "fake" for r in reals), len(reals)),

@@ -138,11 +138,11 @@ def decide(faces: list[FaceScore], strategy: str = "confident", decision: Decisi
     label = decision.label(worst.probability)
     ignored = f"; {len(tracks) - len(judged)} other track(s) could not be judged" if len(judged) < len(tracks) else ""
     if label == "inconclusive":
-        reason = (f"P(fake) {worst.probability:.2f} lies between {decision.real_below:.2f} and {decision.threshold:.2f}, "
+        reason = (f"P(fake) {worst.probability:.3f} lies between {decision.real_below:.3f} and {decision.threshold:.3f}, "
                   "where this model cannot tell real from fake")
     elif label == "fake":
-        reason = f"track {worst.track_id} scores P(fake) {worst.probability:.2f} >= {decision.threshold:.2f}"
+        reason = f"track {worst.track_id} scores P(fake) {worst.probability:.3f} >= {decision.threshold:.3f}"
     else:
-        reason = f"every judged track scores P(fake) below {decision.real_below:.2f}"
+        reason = f"every judged track scores P(fake) below {decision.real_below:.3f}"
     return Verdict(worst.probability, label, chosen_frames=choose_frames([f for f in worst.faces if f.unjudged is None], k),
                    reason=reason + ignored, deciding_track=worst.track_id, **common)

@@ -14,13 +14,13 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from PIL import Image, ImageDraw
 
 from .. import __version__
 from ..report import SCHEMA_VERSION, Report
 from ..types import FaceScore, FakescopeError, TrackVerdict
-from . import INCONCLUSIVE, UNJUDGED, hex_colour, score_colour
+from . import GREEN, INCONCLUSIVE, RED, UNJUDGED, hex_colour, score_colour
 
 READING = ("Warm colours mark the regions that pushed the model toward 'fake'; HiResCAM++ keeps only "
            "what the last layer also marks, at the finer resolution of the layer before.")
@@ -53,7 +53,7 @@ def render_html(report: Report, out_dir: Path) -> str:
         {"id": t.track_id, "probability": t.probability, "unjudged": t.unjudged,
          "colour": UNJUDGED if t.probability is None else hex_colour(score_colour(t.probability, threshold)),
          "faces": len(t.faces), "judged": sum(f.unjudged is None for f in t.faces), "thumbnail": _face_thumbnail(report, t),
-         "timeline": timeline_svg(t, threshold, duration) if report.media.kind == "video" else None}
+         "timeline": timeline_svg(t, threshold, verdict.real_below, duration) if report.media.kind == "video" else None}
         for t in verdict.tracks
     ]
     frames = [
@@ -87,8 +87,10 @@ def reproduce_command(report: Report) -> str:
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
-def timeline_svg(track: TrackVerdict, threshold: float, duration: float, width: int = 640, height: int = 170) -> Markup:
-    """P(fake) of each face of the track against its timestamp, with the threshold line."""
+def timeline_svg(track: TrackVerdict, threshold: float, real_below: float, duration: float, width: int = 640,
+                 height: int = 170) -> Markup:
+    """P(fake) of each face of the track against its timestamp, with the decision's lines; faces
+    that are not judged are hollow."""
     left, right, top, bottom = 40, 12, 10, 30
     span = max(duration, max((f.timestamp for f in track.faces), default=0.0), 1e-6)
 
@@ -105,25 +107,28 @@ def timeline_svg(track: TrackVerdict, threshold: float, duration: float, width: 
                      f'<text x="{left - 6}" y="{y(p) + 4:.1f}" text-anchor="end">{p:.1f}</text>')
     for t in (0.0, span / 2, span):
         parts.append(f'<text x="{x(t):.1f}" y="{height - 12}" text-anchor="middle">{t:.1f} s</text>')
-    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" class="threshold"/>'
-                 f'<text x="{width - right}" y="{y(threshold) - 4:.1f}" text-anchor="end" class="threshold-label">'
-                 f'threshold {threshold:.2f}</text>')
+    lines = [(threshold, f"fake at ≥ {threshold:.3f}", -4)]
+    if real_below < threshold:
+        lines.append((real_below, f"real below {real_below:.3f}", 12))
+    for value, text, offset in lines:  # labels sit in the band or above it, clear of most points
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(value):.1f}" y2="{y(value):.1f}" class="threshold"/>'
+                     f'<text x="{width - right}" y="{y(value) + offset:.1f}" text-anchor="end" class="threshold-label">'
+                     f'{text}</text>')
     points = " ".join(f"{x(f.timestamp):.1f},{y(f.score):.1f}" for f in track.faces)
     parts.append(f'<polyline points="{points}" class="score"/>')
     for f in track.faces:
-        parts.append(f'<circle cx="{x(f.timestamp):.1f}" cy="{y(f.score):.1f}" r="4" '
-                     f'fill="{hex_colour(score_colour(f.score, threshold))}"><title>t={f.timestamp:.2f} s, '
-                     f'frame {f.frame_index}: p(fake)={f.score:.3f}</title></circle>')
+        colour = hex_colour(score_colour(f.score, threshold))
+        paint = f'fill="{colour}"' if f.unjudged is None else f'fill="white" stroke="{colour}" stroke-width="1.5"'
+        note = "" if f.unjudged is None else f", not judged: {f.unjudged}"
+        parts.append(f'<circle cx="{x(f.timestamp):.1f}" cy="{y(f.score):.1f}" r="4" {paint}><title>t={f.timestamp:.2f} s, '
+                     f'frame {f.frame_index}: p(fake)={f.score:.3f}{escape(note)}</title></circle>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
 def _verdict_colour(report: Report) -> str:
-    if report.label == "no_face":
-        return "#6b7280"
-    if report.label == "inconclusive":
-        return INCONCLUSIVE
-    return hex_colour(score_colour(report.fake_probability, report.verdict.threshold))
+    """By the answer, not the score: with two thresholds a score's shade would not tell it."""
+    return {"no_face": "#6b7280", "inconclusive": INCONCLUSIVE, "real": hex_colour(GREEN)}.get(report.label, hex_colour(RED))
 
 
 def _turbo_gradient() -> str:

@@ -74,7 +74,7 @@ function el(tag, attrs = {}, text = "") {
 }
 
 // P(fake) per face against time, as in the HTML report's timeline.
-function timeline(track, threshold, duration) {
+function timeline(track, threshold, realBelow, duration) {
   const width = 720, height = 170, left = 40, right = 12, top = 10, bottom = 30;
   const span = Math.max(duration, ...track.faces.map((f) => f.timestamp), 1e-6);
   const x = (t) => left + (width - left - right) * t / span;
@@ -88,13 +88,19 @@ function timeline(track, threshold, duration) {
   for (const t of [0, span / 2, span]) {
     svg.append(el("svg:text", { x: x(t), y: height - 12, "text-anchor": "middle" }, `${t.toFixed(1)} s`));
   }
-  svg.append(el("svg:line", { x1: left, x2: width - right, y1: y(threshold), y2: y(threshold), class: "threshold" }));
-  svg.append(el("svg:text", { x: width - right, y: y(threshold) - 4, "text-anchor": "end", class: "threshold-label" },
-                `threshold ${threshold.toFixed(2)}`));
+  const lines = [[threshold, `fake at ≥ ${threshold.toFixed(3)}`, -4]];
+  if (realBelow < threshold) lines.push([realBelow, `real below ${realBelow.toFixed(3)}`, 12]);
+  for (const [value, text, offset] of lines) {
+    svg.append(el("svg:line", { x1: left, x2: width - right, y1: y(value), y2: y(value), class: "threshold" }));
+    svg.append(el("svg:text", { x: width - right, y: y(value) + offset, "text-anchor": "end", class: "threshold-label" }, text));
+  }
   svg.append(el("svg:polyline", { class: "score", points: track.faces.map((f) => `${x(f.timestamp)},${y(f.score)}`).join(" ") }));
   for (const f of track.faces) {
-    const dot = el("svg:circle", { cx: x(f.timestamp), cy: y(f.score), r: 4, fill: scoreColour(f.score, threshold) });
-    dot.append(el("svg:title", {}, `t=${f.timestamp.toFixed(2)} s, frame ${f.frame_index}: p(fake)=${f.score.toFixed(3)}`));
+    const colour = scoreColour(f.score, threshold);  // faces not judged are hollow, as in the HTML report
+    const paint = f.unjudged === null ? { fill: colour } : { fill: "white", stroke: colour, "stroke-width": 1.5 };
+    const dot = el("svg:circle", { cx: x(f.timestamp), cy: y(f.score), r: 4, ...paint });
+    const note = f.unjudged === null ? "" : `, not judged: ${f.unjudged}`;
+    dot.append(el("svg:title", {}, `t=${f.timestamp.toFixed(2)} s, frame ${f.frame_index}: p(fake)=${f.score.toFixed(3)}${note}`));
     svg.append(dot);
   }
   return svg;
@@ -106,14 +112,13 @@ function showResult(url, status) {
   const verdict = $("verdict");
   verdict.replaceChildren(el("div", { class: "label" }, report.label.replace("_", " ").toUpperCase()));
   verdict.dataset.label = report.label;
-  // Same colours as fakescope.reports: grey for no face, slate blue when the model cannot tell.
-  verdict.style.background = { no_face: "#6b7280", inconclusive: "#4b5b8f" }[report.label]
-    ?? scoreColour(report.fake_probability, threshold);
+  // By the answer, as in fakescope.reports: grey for no face, slate blue when the model cannot tell.
+  verdict.style.background = { no_face: "#6b7280", inconclusive: "#4b5b8f", real: `rgb(${GREEN})`, fake: `rgb(${RED})` }[report.label];
   const numbers = el("div", { class: "numbers" });
   if (report.fake_probability !== null) {
     numbers.append("P(fake) ", el("b", {}, report.fake_probability.toFixed(3)), el("br"));
   }
-  numbers.append(`fake at ≥ ${threshold.toFixed(2)}, real below ${report.real_below.toFixed(2)} · ${report.strategy} strategy`);
+  numbers.append(`fake at ≥ ${threshold.toFixed(3)}, real below ${report.real_below.toFixed(3)} · ${report.strategy} strategy`);
   verdict.append(numbers, el("p", { class: "reason" }, `Why: ${report.reason}.`));
   const faces = report.tracks.reduce((n, t) => n + t.faces.length, 0);
   $("summary").textContent = `${status.name}: ${report.kind}, ${report.frames_analysed.length} frame(s) analysed, ` +
@@ -124,7 +129,7 @@ function showResult(url, status) {
   for (const track of report.tracks) {
     const judged = track.probability === null ? `not judged: ${track.unjudged}` : `P(fake) ${track.probability.toFixed(3)}`;
     timelines.append(el("div", {}, `Track ${track.track_id}: ${judged}`));
-    if (report.kind === "video") timelines.append(timeline(track, threshold, report.media.duration));
+    if (report.kind === "video") timelines.append(timeline(track, threshold, report.real_below, report.media.duration));
   }
   if (!report.tracks.length) timelines.append(el("p", { class: "muted" }, "No face found."));
 
