@@ -73,7 +73,7 @@ def labelled(folder: Path, pattern: str, limit: int | None) -> list[tuple[Path, 
 
 
 def row(name: str, labels: list[int], probs: list[float], skipped: int = 0) -> dict:
-    if len(set(labels)) < 2:  # no AUC (nor bootstrap) from one class, e.g. every fake had no face
+    if len(set(labels)) < 2:  # no AUC (nor bootstrap) from one class, e.g. no fake had a face to judge
         return {"name": name, "n": len(labels), "skipped": skipped, "auc": None, "low": None, "high": None,
                 "log_loss": None}
     m = metrics_with_intervals(labels, probs)
@@ -142,8 +142,9 @@ def bench_videos(analyzer: Analyzer, folder: Path, limit: int | None, seconds: f
         entry: dict = {"file": str(path.relative_to(folder)), "label": label}
         with tempfile.TemporaryDirectory() as tmp:
             for name, make in variants.items():
-                entry[name] = analyzer.analyze(make(path, Path(tmp))).fake_probability  # None: no face found
-        print(f"  {entry['file']}: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} no face"
+                # None: no face found, or none large and sharp enough to judge.
+                entry[name] = analyzer.analyze(make(path, Path(tmp))).fake_probability
+        print(f"  {entry['file']}: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} no verdict"
                                                   for k, v in entry.items() if k in variants))
         per_video.append(entry)
     rows = []
@@ -167,7 +168,7 @@ def print_table(title: str, rows: list[dict], baseline: Callable[[str], dict]) -
         print(f"| {r['name']} | {r['auc']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {r['log_loss']:.3f} | {change} |")
     skipped = [f"{r['name']} {r['skipped']}" for r in rows if r["skipped"]]
     if skipped:
-        print("skipped (no face): " + ", ".join(skipped))
+        print("skipped (no face that can be judged): " + ", ".join(skipped))
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("videos", type=Path, help="videos.csv from `fakescope evaluate`")
     parser.add_argument("--folds", type=int, default=2)
-    parser.add_argument("--max-false-alarm", type=float, default=0.1)
+    parser.add_argument("--max-false-alarm", type=float, default=0.15)
     parser.add_argument("--max-miss", type=float, default=0.1)
     args = parser.parse_args()
 

@@ -73,7 +73,8 @@ def test_scan_stores_once_and_resumes(random_model, analyzer, tmp_path):
     assert "bad.png" in error
     rows = table(db)
     assert len(rows) == 7 and len({r["key"] for r in rows}) == 7
-    assert {r["label"] for r in rows} <= {"fake", "real", "error"}
+    assert {r["label"] for r in rows} <= {"fake", "real", "inconclusive", "error"}
+    assert all(r["reason"] for r in rows if r["label"] != "error")  # why each answer, as in report.json
     # The same probabilities as scoring the crops one call at a time through the API.
     _, expected = analyzer.score_crops([read_image(p) for p in crops])
     stored = {r["content_hash"]: r["fake_probability"] for r in rows}
@@ -185,3 +186,22 @@ def test_ray_engine_gives_the_local_scores(random_model, tmp_path):
     expected, got = table(tmp_path / "local.sqlite"), table(tmp_path / "ray.sqlite")
     assert [(r["path"], r["key"], r["label"]) for r in got] == [(r["path"], r["key"], r["label"]) for r in expected]
     assert [r["fake_probability"] or 0 for r in got] == pytest.approx([r["fake_probability"] or 0 for r in expected], abs=1e-6)
+
+
+def test_a_store_from_before_reasons_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    from fakescope.store import COLUMNS, Row, Store, digest
+
+    db = tmp_path / "old.sqlite"
+    columns = ", ".join(f"{c} {'BLOB' if c == 'path' else 'TEXT'}" for c in COLUMNS[:-1])  # schema 1: no reason
+    with sqlite3.connect(db) as old:
+        old.execute(f"CREATE TABLE results ({columns}, PRIMARY KEY (key))")
+        store_row = ("k1", b"a.png", "h1", digest({"m": 1}), digest({"s": 1}), 0.2, "real", 1, None, "{}", "2026-01-01")
+        old.execute(f"INSERT INTO results VALUES ({', '.join('?' * len(store_row))})", store_row)
+        old.execute("PRAGMA user_version=1")
+    store = Store(db, {"m": 1}, {"s": 1})
+    store = Store(db, {"m": 1}, {"s": 1})
+    store.put([Row("b.png", "k2", "h2", "inconclusive", 0.7, 1, None, {}, reason="between")])
+    assert [(r.path, r.label, r.reason) for r in store.rows()] == [("a.png", "real", None), ("b.png", "inconclusive", "between")]
+    store.close()

@@ -264,7 +264,7 @@ def calibrate(
     scores: Path = typer.Argument(..., help="videos.csv written by `fakescope evaluate` on held-out videos"),
     config: Path = typer.Option(..., "--out", help="the new ensemble config (.json): the model's members with the fitted decision"),
     model: str = typer.Option("default", "--model", help="the model that scored them (its members are referenced)"),
-    max_false_alarm: float = typer.Option(0.1, "--max-false-alarm", help="share of reals that may be called fake"),
+    max_false_alarm: float = typer.Option(0.15, "--max-false-alarm", help="share of reals that may be called fake"),
     max_miss: float = typer.Option(0.1, "--max-miss", help="share of fakes that may be called real"),
     note: str = typer.Option("", "--note", help="what the videos are, kept in the config as `fitted_on`"),
 ) -> None:

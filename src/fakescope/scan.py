@@ -63,7 +63,7 @@ class ScanSummary:
             self.stored_errors += not new
 
     def line(self) -> str:
-        labels = "".join(f"{self.labels[label]} {label}, " for label in ("fake", "real", "no_face"))
+        labels = "".join(f"{self.labels[label]} {label}, " for label in ("fake", "real", "inconclusive", "no_face"))
         retry = f" ({self.stored_errors} stored earlier: --retry-errors retries them)" if self.stored_errors else ""
         export = f", exported to {self.out}" if self.out else ""
         return (f"scanned {self.new + self.stored} inputs ({self.new} new, {self.stored} already stored): "
