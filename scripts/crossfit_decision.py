@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
-from fakescope.evaluate import TABLE_HEADER, read_rows, relabel, table_rows, video_report
+from fakescope.evaluate import read_rows, relabel, results_table, video_report
 from fakescope.verdict import fit_decision
 
 
@@ -68,11 +67,7 @@ def main() -> None:
     for r in labelled:  # the manifest's manipulation, read back from the evaluation's group column
         r["group"] = r["group"] or "-"
     result = {"group_by": "group", **video_report(labelled, "group")}
-    table = Table(title=f"{args.videos}: {args.folds}-fold cross-fitted decision, 95% intervals")
-    for name in TABLE_HEADER:
-        table.add_column(name)
-    for line in table_rows(result):
-        table.add_row(*line)
+    table = results_table(result, f"{args.videos}: {args.folds}-fold cross-fitted decision, 95% intervals")
     Console(width=160).print(table)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import read_rows
+from .evaluate import read_rows, write_atomic
 from .models.ensemble import resolve_config
 from .types import Decision, FakescopeError
 from .verdict import fit_decision
@@ -38,7 +38,5 @@ def write_calibrated(scores: Path, model: str, out: Path, max_false_alarm: float
     fitted = {"threshold": math.ceil(decision.threshold * 1e4) / 1e4, "real_below": math.floor(decision.real_below * 1e4) / 1e4,
               "max_false_alarm": max_false_alarm, "max_miss": max_miss, "videos": len(rows),
               "fitted_on": note or str(scores)}
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps({**data, "members": members, "decision": fitted}, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_atomic(out, json.dumps({**data, "members": members, "decision": fitted}, indent=2) + "\n")
     return Decision(fitted["threshold"], fitted["real_below"])

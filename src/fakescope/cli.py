@@ -229,9 +229,7 @@ def evaluate(
 ) -> None:
     """Crops: AUC, log loss, accuracy, EER with 95% intervals. Videos: the same per file, plus false-alarm,
     detection, miss and inconclusive rates at the decision, per group and per face size."""
-    from rich.table import Table
-
-    from .evaluate import TABLE_HEADER, evaluate_crops, evaluate_videos, metrics_line, table_rows
+    from .evaluate import evaluate_crops, evaluate_videos, metrics_line, results_table
     from .pipeline import Analyzer
 
     verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
@@ -249,11 +247,7 @@ def evaluate(
         out.print(f"wrote {out_dir / 'metrics.json'}, roc.png, reliability.png", markup=False)
     elif result is not None:
         d = result["decision"]
-        table = Table(title=f"{dataset}: fake at >= {d['threshold']:.2f}, real below {d['real_below']:.2f} (95% intervals)")
-        for name in TABLE_HEADER:
-            table.add_column(name)
-        for row in table_rows(result):
-            table.add_row(*row)
+        table = results_table(result, f"{dataset}: fake at >= {d['threshold']:.3f}, real below {d['real_below']:.3f} (95% intervals)")
         Console(highlight=False, width=max(out.width, 150)).print(table)  # too many columns to wrap well
         out.print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'videos.csv'}", markup=False)
     raise typer.Exit(code)

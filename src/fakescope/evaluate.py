@@ -15,6 +15,7 @@ decision can be fitted on it (`fakescope calibrate`) without analysing again.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Callable
@@ -27,6 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
+from rich.table import Table  # noqa: E402
 from sklearn.metrics import log_loss, roc_auc_score, roc_curve  # noqa: E402
 
 from .media import read_image  # noqa: E402
@@ -83,17 +85,10 @@ def wilson(hits: int, n: int, z: float = 1.96) -> dict[str, float]:
     return {"value": p, "low": float(max(0.0, centre - half)), "high": float(min(1.0, centre + half)), "n": n}
 
 
-def _auc(labels: np.ndarray, probs: np.ndarray, rounds: int = 1000, seed: int = 0) -> dict[str, float] | None:
+def _auc(labels: np.ndarray, probs: np.ndarray) -> dict[str, float] | None:
     if len(np.unique(labels)) < 2:
         return None
-    rng = np.random.default_rng(seed)
-    samples = []
-    for _ in range(rounds):
-        idx = rng.integers(0, len(labels), len(labels))
-        if len(np.unique(labels[idx])) == 2:
-            samples.append(roc_auc_score(labels[idx], probs[idx]))
-    return {"value": float(roc_auc_score(labels, probs)), "low": float(np.percentile(samples, 2.5)),
-            "high": float(np.percentile(samples, 97.5))}
+    return metrics_with_intervals(labels, probs, metrics=lambda y, p: {"auc": float(roc_auc_score(y, p))})["auc"]
 
 
 def decision_metrics(rows: list[dict], others: list[dict] | None = None) -> dict:
@@ -174,13 +169,19 @@ def analyse_files(analyzer: Analyzer, files: list[LabelledFile], group_by: str |
 ROW_FIELDS = ("file", "label", "group", "probability", "predicted", "face_size", "reason")
 
 
-def write_rows(rows: list[dict], path: Path) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file, so an interrupted run never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, ROW_FIELDS)
-        writer.writeheader()
-        writer.writerows({k: ("" if r[k] is None else r[k]) for k in ROW_FIELDS} for r in rows)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, ROW_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if r[k] is None else r[k]) for k in ROW_FIELDS} for r in rows)
+    write_atomic(path, text.getvalue())
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -224,12 +225,6 @@ def plot_reliability(labels: np.ndarray, probs: np.ndarray, path: Path, bins: in
     plt.close(fig)
 
 
-def _write_json(data: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def evaluate_crops(analyzer: Analyzer, dataset: Path, out_dir: Path, limit: int | None = None) -> dict:
     files = labelled_files(dataset, limit)
     probs, size = [], analyzer.settings.batch_size
@@ -246,7 +241,7 @@ def evaluate_crops(analyzer: Analyzer, dataset: Path, out_dir: Path, limit: int 
     plot_reliability(labels, probs_, out_dir / "reliability.png")
     result = {"dataset": str(dataset), "crops": True, "model": analyzer.ensemble.describe(),
               "count": {"real": int((labels == 0).sum()), "fake": int((labels == 1).sum())}, "metrics": metrics}
-    _write_json(result, out_dir / "metrics.json")
+    write_atomic(out_dir / "metrics.json", json.dumps(result, indent=2))
     np.savez_compressed(out_dir / "scores.npz", probs=probs_, labels=labels)
     return result
 
@@ -268,7 +263,7 @@ def evaluate_videos(analyzer: Analyzer, dataset: Path, out_dir: Path, limit: int
         probs = np.array([r["probability"] for r in scored], dtype=float)
         plot_roc(labels, probs, result["overall"]["auc"]["value"], out_dir / "roc.png")
         plot_reliability(labels, probs, out_dir / "reliability.png")
-    _write_json(result, out_dir / "metrics.json")
+    write_atomic(out_dir / "metrics.json", json.dumps(result, indent=2))
     return result
 
 
@@ -276,21 +271,24 @@ def _interval(m: dict | None) -> str:
     return "n/a" if not m or m["value"] != m["value"] else f"{m['value']:.2f} [{m['low']:.2f}-{m['high']:.2f}]"
 
 
-def table_rows(result: dict) -> list[list[str]]:
-    """One row per line of the report: name, counts, AUC, log loss, and the four rates."""
-    def line(name: str, m: dict) -> list[str]:
+def results_table(result: dict, title: str) -> Table:
+    """One row per subset: counts, AUC, log loss and the four rates at the decision."""
+    table = Table(title=title)
+    for name in ("subset", "real/fake", "AUC", "log loss", "false alarm", "detected", "missed", "inconclusive"):
+        table.add_column(name)
+
+    def add(name: str, m: dict) -> None:
         c = m["count"]
-        return [name, f"{c['real']}/{c['fake']}", _interval(m["auc"]),
-                "n/a" if m["log_loss"] is None else f"{m['log_loss']:.3f}",
-                *(_interval(m[k]) for k in ("false_alarm", "detection", "miss", "inconclusive"))]
+        table.add_row(name, f"{c['real']}/{c['fake']}", _interval(m["auc"]),
+                      "n/a" if m["log_loss"] is None else f"{m['log_loss']:.3f}",
+                      *(_interval(m[k]) for k in ("false_alarm", "detection", "miss", "inconclusive")))
 
-    rows = [line("all", result["overall"])]
-    rows += [line(f"{result['group_by']}={name}", m) for name, m in result["groups"].items()]
-    rows += [line(f"main face {name}", m) for name, m in result["sizes"].items()]
-    return rows
-
-
-TABLE_HEADER = ["subset", "real/fake", "AUC", "log loss", "false alarm", "detected", "missed", "inconclusive"]
+    add("all", result["overall"])
+    for name, m in result["groups"].items():
+        add(f"{result['group_by']}={name}", m)
+    for name, m in result["sizes"].items():
+        add(f"main face {name}", m)
+    return table
 
 
 def metrics_line(result: dict) -> str:

@@ -32,17 +32,19 @@ def point_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     }
 
 
-def metrics_with_intervals(labels, probs, rounds: int = 1000, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Each metric with a 95% percentile bootstrap interval (resampling images)."""
+def metrics_with_intervals(labels, probs, rounds: int = 1000, seed: int = 0,
+                           metrics=point_metrics) -> dict[str, dict[str, float]]:
+    """Each metric with a 95% percentile bootstrap interval (resampling images); `metrics`
+    maps (labels, probs) to named values (default: all of point_metrics)."""
     labels, probs = np.asarray(labels, dtype=int), np.asarray(probs, dtype=float)
-    point = point_metrics(labels, probs)
+    point = metrics(labels, probs)
     rng = np.random.default_rng(seed)
     samples = {name: [] for name in point}
     for _ in range(rounds):
         idx = rng.integers(0, len(labels), len(labels))
         if len(np.unique(labels[idx])) < 2:
             continue
-        for name, value in point_metrics(labels[idx], probs[idx]).items():
+        for name, value in metrics(labels[idx], probs[idx]).items():
             samples[name].append(value)
     return {
         name: {"value": point[name], "low": float(np.percentile(s, 2.5)), "high": float(np.percentile(s, 97.5))}
