@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,25 +49,28 @@ def list_samples(root: str | Path) -> list[Sample]:
     return samples
 
 
+def held_out(cluster: str, holdout: float, seed: int = 0) -> bool:
+    """Whether a cluster (identity) is in the held-out share: a deterministic hash draw, so a
+    folder and a pack of it split alike and no cluster is on both sides."""
+    digest = hashlib.sha256(f"{seed}:{cluster}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < holdout
+
+
 def split_by_cluster(samples: list[Sample], holdout: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
     """Deterministic split in which no cluster (identity) is on both sides."""
-    def bucket(cluster: str) -> float:
-        digest = hashlib.sha256(f"{seed}:{cluster}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
-
-    train = [s for s in samples if bucket(s.cluster) >= holdout]
-    held = [s for s in samples if bucket(s.cluster) < holdout]
+    train = [s for s in samples if not held_out(s.cluster, holdout, seed)]
+    held = [s for s in samples if held_out(s.cluster, holdout, seed)]
     return train, held
 
 
-def balanced_epoch(samples: list[Sample], size: int, sbi_share: float, epoch: int, seed: int) -> list[tuple[int, bool]]:
+def balanced_epoch(labels: Sequence[int], size: int, sbi_share: float, epoch: int, seed: int) -> list[tuple[int, bool]]:
     """Indices for one epoch: half real, half fake, a share of the fakes self-blended from reals.
 
     Deterministic in (seed, epoch), so a resumed run sees the same order.
     """
     rng = random.Random(seed * 100003 + epoch)
-    reals = [i for i, s in enumerate(samples) if s.label == 0]
-    fakes = [i for i, s in enumerate(samples) if s.label == 1]
+    reals = [i for i, label in enumerate(labels) if label == 0]
+    fakes = [i for i, label in enumerate(labels) if label == 1]
     half = size // 2
     n_sbi = int(half * sbi_share) if reals else 0
 

@@ -158,7 +158,7 @@ def train(config: TrainConfig, progress: bool = True) -> ModelSpec:
     with Progress(*columns, disable=not progress) as bar:
         while state["epoch"] < config.epochs:
             epoch = state["epoch"]
-            items = balanced_epoch(train_samples, steps_per_epoch * config.batch_size, config.sbi_share, epoch, config.seed)
+            items = balanced_epoch([s.label for s in train_samples], steps_per_epoch * config.batch_size, config.sbi_share, epoch, config.seed)
             items = items[state["step_in_epoch"] * config.batch_size:]
             data = CropDataset(train_samples, items, size, arch.crop.mean, arch.crop.std, train=True, seed=config.seed * 1000 + epoch)
             loader = DataLoader(data, batch_size=config.batch_size, shuffle=False, num_workers=config.workers, drop_last=True)

@@ -1,0 +1,242 @@
+"""Augmentation and self-blending of whole batches on the training device.
+
+The per-image pipeline in `augment.py` decodes and augments each crop in a loader worker,
+which caps a GPU at the speed of the CPU cores. Here a batch of cached uint8 crops is
+augmented where the model runs, with kornia's batched random transforms (each image gets
+its own parameters), and self-blended with masks shaped by each face's landmarks, as the
+SBI paper shapes them by a face's landmark hull.
+
+All randomness comes from torch's global generator: seed it per batch for a run that
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
+from torchvision.io import decode_jpeg, encode_jpeg
+
+# The face outline in a frame set by the landmarks: u across the face in inter-ocular
+# distances from the eyes' midpoint, v down in eye-to-mouth distances. Forehead to chin and
+# cheek to cheek, roughly the convex hull of a 68-point landmark model.
+FACE_OUTLINE = torch.tensor([
+    (-0.95, -0.75), (0.0, -1.0), (0.95, -0.75), (1.1, 0.3), (0.9, 1.25),
+    (0.4, 1.8), (0.0, 1.9), (-0.4, 1.8), (-0.9, 1.25), (-1.1, 0.3),
+])
+MASK_STRENGTHS = torch.tensor([0.5, 0.75, 1.0, 1.0, 1.0])
+
+
+def outline_points(landmarks: torch.Tensor, scale: torch.Tensor, jitter: torch.Tensor) -> torch.Tensor:
+    """B x K x 2 outline vertices (fractions of the crop) from B x 5 x 2 landmarks.
+
+    `scale` (B) shrinks or grows the outline about the nose; `jitter` (B x K x 2) moves each
+    vertex, in the face frame's units.
+    """
+    left_eye, right_eye, nose, mouth_left, mouth_right = landmarks.unbind(1)
+    eyes = (left_eye + right_eye) / 2
+    across = right_eye - left_eye
+    down = (mouth_left + mouth_right) / 2 - eyes
+    uv = FACE_OUTLINE.to(landmarks)[None] + jitter
+    points = eyes[:, None] + uv[..., :1] * across[:, None] + uv[..., 1:] * down[:, None]
+    return nose[:, None] + scale[:, None, None] * (points - nose[:, None])
+
+
+def fill_polygons(points: torch.Tensor, size: int) -> torch.Tensor:
+    """B x 1 x size x size masks, 1 inside each convex polygon (B x K x 2, crop fractions)."""
+    centres = (torch.arange(size, device=points.device, dtype=points.dtype) + 0.5) / size
+    gy, gx = torch.meshgrid(centres, centres, indexing="ij")
+    gx, gy = gx.flatten()[None], gy.flatten()[None]
+    edges = points.roll(-1, dims=1) - points
+    positive = torch.ones(points.shape[0], size * size, dtype=torch.bool, device=points.device)
+    negative = positive.clone()
+    # Inside a convex polygon, the point is on the same side of every edge (either winding).
+    for k in range(points.shape[1]):
+        ex, ey = edges[:, k, :1], edges[:, k, 1:]
+        px, py = points[:, k, :1], points[:, k, 1:]
+        side = ex * (gy - py) - ey * (gx - px)
+        positive &= side >= 0
+        negative &= side <= 0
+    return (positive | negative).to(points.dtype).view(-1, 1, size, size)
+
+
+def face_masks(landmarks: torch.Tensor, size: int) -> torch.Tensor:
+    """Soft blending masks (B x 1 x size x size in [0, 1]), each a randomly scaled, deformed and
+    blurred landmark outline, at a random strength."""
+    batch, device = landmarks.shape[0], landmarks.device
+    scale = torch.empty(batch, device=device).uniform_(0.7, 1.05)
+    jitter = torch.empty(batch, len(FACE_OUTLINE), 2, device=device).uniform_(-0.08, 0.08)
+    # Drawn and blurred at a quarter of the size: the blur hides the coarser raster, at a
+    # sixteenth of the cost.
+    small = max(8, size // 4)
+    masks = fill_polygons(outline_points(landmarks.float(), scale, jitter), small)
+    sigma = torch.empty(batch, 1, device=device).uniform_(0.012, 0.045) * small
+    masks = gaussian_blur2d(masks, int(small * 0.14) | 1, torch.cat([sigma, sigma], 1))
+    masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
+    strength = MASK_STRENGTHS.to(device)[torch.randint(len(MASK_STRENGTHS), (batch,), device=device)]
+    return masks * strength.view(-1, 1, 1, 1)
+
+
+def _uniform(batch: int, low: float, high: float, device: torch.device) -> torch.Tensor:
+    return torch.empty(batch, 1, 1, 1, device=device).uniform_(low, high)
+
+
+_GREY = torch.tensor([0.299, 0.587, 0.114])  # torchvision's rgb_to_grayscale weights
+
+
+def hue_rotation(turns: torch.Tensor) -> torch.Tensor:
+    """B x 3 x 3 rotations of RGB about the grey axis: a hue change that keeps each pixel's
+    mean of R, G and B (HSV's hue shift, which torchvision does per image, keeps max and min)."""
+    angle = turns.flatten() * 2 * torch.pi
+    cos, sin = angle.cos()[:, None, None], angle.sin()[:, None, None]
+    third = torch.full((3, 3), 1 / 3, device=turns.device, dtype=turns.dtype)
+    cross = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], device=turns.device, dtype=turns.dtype)
+    eye = torch.eye(3, device=turns.device, dtype=turns.dtype)
+    return cos * eye + (1 - cos) * third + sin * cross / 3**0.5
+
+
+def adjust_colour(images: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor,
+                  saturation: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
+    """Per-image colour changes on float B x 3 x H x W in [0, 1]; factors are B x 1 x 1 x 1, with
+    1 (0 for hue, in turns) leaving an image unchanged. Brightness, contrast and saturation
+    blend as torchvision's adjust_* do; hue is a `hue_rotation`."""
+    weights = _GREY.to(images).view(1, 3, 1, 1)
+    out = (images * brightness).clamp(0, 1)
+    grey_mean = (out * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    out = ((out - grey_mean) * contrast + grey_mean).clamp(0, 1)
+    grey = (out * weights).sum(1, keepdim=True)
+    out = ((out - grey) * saturation + grey).clamp(0, 1)
+    return torch.einsum("bij,bjhw->bihw", hue_rotation(hue), out).clamp(0, 1)
+
+
+class ColourJitter(torch.nn.Module):
+    """Random per-image brightness, contrast, saturation and hue, on a random share `p`."""
+
+    def __init__(self, brightness: float, contrast: float, saturation: float, hue: float, p: float = 1.0):
+        super().__init__()
+        self.ranges = (brightness, contrast, saturation)
+        self.hue, self.p = hue, p
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        chosen = (torch.rand(images.shape[0], device=images.device) < self.p).nonzero().flatten()
+        if not len(chosen):
+            return images
+        batch, device = len(chosen), images.device
+        b, c, s = (_uniform(batch, 1 - r, 1 + r, device) for r in self.ranges)
+        h = _uniform(batch, -self.hue, self.hue, device)
+        out = images.clone()
+        out[chosen] = adjust_colour(images[chosen], b, c, s, h)
+        return out
+
+
+def resized_crop_flip(images: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float],
+                      size: int) -> torch.Tensor:
+    """torchvision's RandomResizedCrop then RandomHorizontalFlip, each image with its own crop
+    (area share in `scale`, aspect in `ratio`) and coin, as one batched bilinear resampling."""
+    batch, device = images.shape[0], images.device
+    area = torch.empty(batch, device=device).uniform_(*scale)
+    aspect = torch.empty(batch, device=device).uniform_(*ratio).log().mul(0.5).exp()
+    width, height = (area.sqrt() * aspect).clamp(max=1), (area.sqrt() / aspect).clamp(max=1)
+    # Crop centres anywhere the crop stays inside the image (normalised coordinates, -1..1).
+    cx = (torch.rand(batch, device=device) * 2 - 1) * (1 - width)
+    cy = (torch.rand(batch, device=device) * 2 - 1) * (1 - height)
+    flip = torch.where(torch.rand(batch, device=device) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(batch, 2, 3, device=device, dtype=images.dtype)
+    theta[:, 0, 0], theta[:, 0, 2] = width * flip, cx
+    theta[:, 1, 1], theta[:, 1, 2] = height, cy
+    grid = F.affine_grid(theta, [batch, 3, size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class SelfBlend(torch.nn.Module):
+    """Pseudo-fakes from real faces: each face blended into a slightly altered copy of itself
+    (colour, blur or sharpening, a small shift and scale) through a landmark-shaped mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.colour = ColourJitter(brightness=0.15, contrast=0.0, saturation=0.2, hue=0.03)
+        self.blur = K.RandomGaussianBlur((5, 5), (0.5, 1.5), p=1)
+        self.sharpen = K.RandomSharpness((1.2, 2.0), p=1)  # 1 is the image itself
+        self.shift = K.RandomAffine(degrees=0, translate=(0.03, 0.03), scale=(0.95, 1.05), p=1)
+
+    def forward(self, images: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(blended, masks) for float B x 3 x H x W images in [0, 1]."""
+        target = self.colour(images)
+        blurred = torch.rand(images.shape[0], device=images.device) < 0.5
+        target = torch.where(blurred.view(-1, 1, 1, 1), self.blur(target), self.sharpen(target))
+        target = self.shift(target)
+        masks = face_masks(landmarks, images.shape[-1])
+        return (masks * target + (1 - masks) * images).clamp(0, 1), masks
+
+
+class ResampleBatch(torch.nn.Module):
+    """Shrink then enlarge back a random share of the batch, each image at its own scale and
+    with its own filters, as a small source face or a platform's scaler loses detail."""
+
+    MODES = ("bilinear", "bicubic", "nearest", "area")
+
+    def __init__(self, p: float = 0.3, low: float = 0.3, high: float = 0.9):
+        super().__init__()
+        self.p, self.low, self.high = p, low, high
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        chosen = (torch.rand(images.shape[0]) < self.p).nonzero().flatten().tolist()
+        if not chosen:
+            return images
+        out = images.clone()
+        size = images.shape[-2:]
+        for i in chosen:
+            scale = float(torch.empty(1).uniform_(self.low, self.high))
+            down, up = (self.MODES[int(j)] for j in torch.randint(len(self.MODES), (2,)))
+            small = _interpolate(images[i : i + 1], down, scale_factor=scale)
+            out[i] = _interpolate(small, up, size=size)[0].clamp(0, 1)
+        return out
+
+
+def _interpolate(x: torch.Tensor, mode: str, **where) -> torch.Tensor:
+    options = {"antialias": True, "align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    return F.interpolate(x, mode=mode, **where, **options)
+
+
+class JpegRounds(torch.nn.Module):
+    """One or two rounds of real JPEG (libjpeg on the CPU, nvJPEG on a GPU) at random
+    qualities, on uint8 images. Qualities are drawn in steps of 5 so that each step is one
+    batched codec call."""
+
+    def __init__(self, p: float = 0.7, low: int = 30, high: int = 95):
+        super().__init__()
+        self.p, self.qualities = p, torch.arange(low, high + 1, 5)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = images.clone()
+        rounds = (torch.rand(images.shape[0]) < self.p).long()
+        rounds += (rounds > 0) & (torch.rand(images.shape[0]) < 1 / 3)
+        for _ in range(2):
+            quality = self.qualities[torch.randint(len(self.qualities), (images.shape[0],))]
+            for q in quality[rounds > 0].unique().tolist():
+                rows = ((rounds > 0) & (quality == q)).nonzero().flatten().tolist()
+                encoded = encode_jpeg([out[i] for i in rows], quality=q)
+                decoded = decode_jpeg(encoded, device=images.device)
+                out[rows] = torch.stack(decoded)
+            rounds -= (rounds > 0).long()
+        return out
+
+
+class BatchAugment(torch.nn.Module):
+    """The degradations of `augment.training_transform`, batched: crop and flip, colour, blur,
+    resampling, then JPEG rounds, on reals and fakes alike."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+        self.colour = ColourJitter(0.2, 0.2, 0.2, 0.03, p=0.5)
+        self.blur = K.RandomGaussianBlur((5, 5), (0.3, 1.5), p=0.2)
+        self.resample = ResampleBatch()
+        self.jpeg = JpegRounds()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Float B x 3 x H x W in [0, 1] in; uint8 out, as a codec leaves it."""
+        images = resized_crop_flip(images, (0.8, 1.0), (0.9, 1.1), self.size)
+        images = self.resample(self.blur(self.colour(images)))
+        return self.jpeg(images.mul(255).round_().clamp_(0, 255).to(torch.uint8))

@@ -1,0 +1,79 @@
+"""Batches from decoded crops held in memory, self-blended and augmented as whole batches.
+
+No decoding and no per-image Python work: a batch is gathered from the uint8 cache and
+transformed at once. On a GPU that happens on the card, in the training process; on a CPU,
+loader processes each make whole batches, so the augmentation runs beside the model's step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .batch_augment import BatchAugment, SelfBlend
+from .pack import CropSet
+
+
+def _normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    mean_t = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
+    out = (images.float() / 255 - mean_t) / std_t
+    return out.contiguous(memory_format=torch.channels_last)
+
+
+class TrainingBatches:
+    """An epoch's (images, targets) batches for `items` = (index, self-blend?) pairs."""
+
+    def __init__(self, crops: CropSet, mean: Sequence[float], std: Sequence[float],
+                 device: torch.device, seed: int):
+        self.crops, self.mean, self.std, self.device, self.seed = crops, mean, std, device, seed
+        self.augment = BatchAugment(crops.images.shape[-1])
+        self.blend = SelfBlend()
+
+    def batch(self, items: Sequence[tuple[int, bool]], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # Seeded per step: a resumed run draws the same augmentations as an unbroken one.
+        torch.manual_seed(self.seed * 1_000_003 + step)
+        rows = torch.tensor([index for index, _ in items])
+        images = self.crops.images[rows].to(self.device, non_blocking=True).float() / 255
+        targets = self.crops.labels[rows].to(self.device)
+        blend = torch.tensor([flag for _, flag in items], device=self.device)
+        if blend.any():
+            landmarks = self.crops.landmarks[rows].to(self.device)[blend]
+            images[blend], _ = self.blend(images[blend], landmarks)
+            targets = torch.where(blend, torch.ones_like(targets), targets)
+        return _normalise(self.augment(images), self.mean, self.std), targets
+
+    def epoch(self, items: Sequence[tuple[int, bool]], batch_size: int, first_step: int = 0,
+              workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Full batches of `items` from step `first_step` on (a resumed epoch's position),
+        made by `workers` loader processes when the device is a CPU."""
+        steps = _Steps(self, items, batch_size, first_step)
+        if workers and self.device.type == "cpu":
+            yield from DataLoader(steps, batch_size=None, num_workers=workers, prefetch_factor=2)
+        else:
+            yield from (steps[i] for i in range(len(steps)))
+
+
+class _Steps(Dataset):
+    """An epoch's batches by step, for loader processes."""
+
+    def __init__(self, batches: TrainingBatches, items: Sequence[tuple[int, bool]], batch_size: int,
+                 first_step: int):
+        self.batches, self.items, self.batch_size, self.first = batches, items, batch_size, first_step
+
+    def __len__(self) -> int:
+        return max(0, len(self.items) // self.batch_size - self.first)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        step = self.first + position
+        return self.batches.batch(self.items[step * self.batch_size : (step + 1) * self.batch_size], step)
+
+
+def eval_batches(crops: CropSet, batch_size: int, mean: Sequence[float], std: Sequence[float],
+                 device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every crop once, unaugmented, in order."""
+    for start in range(0, len(crops), batch_size):
+        images = crops.images[start : start + batch_size].to(device)
+        yield _normalise(images, mean, std), crops.labels[start : start + batch_size]

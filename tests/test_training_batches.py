@@ -1,0 +1,235 @@
+"""The training pack, the decoded crop cache, and batched augmentation and self-blending."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.draw import polygon as draw_polygon
+
+from fakescope.faces import get_detector
+import torchvision.transforms.v2.functional as TF
+
+from fakescope.training.batch_augment import (
+    BatchAugment, JpegRounds, SelfBlend, adjust_colour, face_masks, fill_polygons, outline_points,
+    resized_crop_flip,
+)
+from fakescope.training.batches import TrainingBatches
+from fakescope.training.data import list_samples
+from fakescope.training.pack import (
+    MEAN_LANDMARKS, build_pack, choose_within_budget, load_folder, load_pack,
+)
+from fakescope.types import FakescopeError
+
+
+def _mean_landmarks(batch: int) -> torch.Tensor:
+    return torch.from_numpy(MEAN_LANDMARKS)[None].repeat(batch, 1, 1)
+
+
+def test_polygon_fill_matches_scikit_image():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        angles = np.sort(rng.uniform(0, 2 * np.pi, 9))
+        radius = rng.uniform(0.2, 0.45)
+        xs = 0.5 + radius * np.cos(angles)
+        ys = 0.5 + radius * 0.8 * np.sin(angles)
+        ours = fill_polygons(torch.tensor(np.stack([xs, ys], 1))[None].float(), 96)[0, 0].bool().numpy()
+        expected = np.zeros((96, 96), bool)
+        # scikit-image fills pixel centres at integer coordinates; ours at (i + 0.5) / size.
+        rr, cc = draw_polygon(ys * 96 - 0.5, xs * 96 - 0.5, (96, 96))
+        expected[rr, cc] = True
+        iou = (ours & expected).sum() / (ours | expected).sum()
+        assert iou > 0.97
+
+
+def test_masks_cover_the_landmarks_and_follow_them():
+    torch.manual_seed(0)
+    landmarks = _mean_landmarks(8)
+    masks = face_masks(landmarks, 112)
+    assert masks.shape == (8, 1, 112, 112) and masks.min() >= 0 and masks.max() <= 1
+    for x, y in MEAN_LANDMARKS:  # the outline never shrinks below 0.7 of the face
+        assert (masks[:, 0, int(y * 112), int(x * 112)] > 0.4).all()
+    assert masks[:, 0, 2, 2].max() < 0.05  # a corner of the crop is background
+    shifted = landmarks + torch.tensor([0.12, 0.05])
+    torch.manual_seed(0)
+    moved = face_masks(shifted, 112)
+    xs = torch.arange(112.0)
+
+    def centroid_x(m: torch.Tensor) -> torch.Tensor:
+        return (m[:, 0].sum(1) * xs).sum(1) / m[:, 0].sum((1, 2))
+
+    assert torch.allclose(centroid_x(moved) - centroid_x(masks), torch.full((8,), 0.12 * 112), atol=3)
+
+
+def test_outline_scales_about_the_nose():
+    landmarks = _mean_landmarks(1)
+    big = outline_points(landmarks, torch.ones(1), torch.zeros(1, 10, 2))
+    small = outline_points(landmarks, torch.full((1,), 0.5), torch.zeros(1, 10, 2))
+    nose = landmarks[:, 2:3]
+    assert torch.allclose(small - nose, (big - nose) / 2)
+
+
+def test_self_blend_changes_pixels_only_inside_the_mask():
+    torch.manual_seed(1)
+    images = torch.rand(4, 3, 64, 64)
+    torch.manual_seed(2)
+    blended, masks = SelfBlend()(images, _mean_landmarks(4))
+    outside = (masks == 0).expand_as(images)
+    assert torch.equal(blended[outside], images[outside])
+    assert (blended - images).abs().amax() > 0.02
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = (a.float() - b.float()).pow(2).mean().item()
+    return 10 * np.log10(255**2 / max(mse, 1e-12))
+
+
+def test_jpeg_rounds_are_libjpeg():
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(3, 3, 8, 8), size=(64, 64), mode="bicubic")
+    images = (smooth.clamp(0, 1) * 255).to(torch.uint8)
+    assert torch.equal(JpegRounds(p=0)(images), images)
+    out = JpegRounds(p=1, low=50, high=50)(images)
+    for image, ours in zip(images, out, strict=True):
+        buffer = io.BytesIO()
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="JPEG", quality=50)
+        reference = torch.from_numpy(np.array(Image.open(buffer))).permute(2, 0, 1)
+        # One or two rounds at q50: close to Pillow's single round, far from lossless.
+        assert _psnr(ours, reference) > 33
+        assert 0 < (ours.float() - image.float()).abs().mean() < 8
+
+
+def test_colour_changes_match_torchvision_per_image():
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, 16, 16)
+    factors = torch.tensor([0.8, 1.0, 1.2]).view(3, 1, 1, 1)
+    one, zero = torch.ones(3, 1, 1, 1), torch.zeros(3, 1, 1, 1)
+    cases = (
+        (adjust_colour(images, factors, one, one, zero), TF.adjust_brightness),
+        (adjust_colour(images, one, factors, one, zero), TF.adjust_contrast),
+        (adjust_colour(images, one, one, factors, zero), TF.adjust_saturation),
+    )
+    for ours, reference in cases:
+        for i in range(3):
+            expected = reference(images[i], float(factors[i]))
+            assert torch.allclose(ours[i], expected, atol=2e-3)
+    assert torch.allclose(adjust_colour(images, one, one, one, zero), images, atol=1e-5)
+    # Hue turns about the grey axis: each pixel's RGB mean stays, and turning back restores it.
+    muted = images * 0.5 + 0.25
+    turn = torch.full((3, 1, 1, 1), 0.05)
+    shifted = adjust_colour(muted, one, one, one, turn)
+    assert torch.allclose(shifted.mean(1), muted.mean(1), atol=1e-5)
+    assert (shifted - muted).abs().mean() > 0.01
+    assert torch.allclose(adjust_colour(shifted, one, one, one, -turn), muted, atol=1e-5)
+
+
+def test_full_crop_is_the_image_or_its_mirror():
+    torch.manual_seed(0)
+    images = torch.rand(8, 3, 12, 12)
+    out = resized_crop_flip(images, (1.0, 1.0), (1.0, 1.0), 12)
+    for image, result in zip(images, out, strict=True):
+        assert torch.allclose(result, image, atol=1e-5) or torch.allclose(result, image.flip(-1), atol=1e-5)
+    smaller = resized_crop_flip(images, (0.5, 0.5), (1.0, 1.0), 12)
+    assert not torch.allclose(smaller, out)
+
+
+def test_batch_augment_is_seeded_and_keeps_shapes():
+    images = torch.rand(6, 3, 64, 64)
+    augment = BatchAugment(64)
+    torch.manual_seed(5)
+    first = augment(images)
+    torch.manual_seed(5)
+    again = augment(images)
+    assert first.dtype == torch.uint8 and first.shape == (6, 3, 64, 64)
+    assert torch.equal(first, again)
+    assert (first.float() / 255 - images).abs().mean() > 0.01
+
+
+def _write_folder(root: Path, clusters: int) -> None:
+    rng = np.random.default_rng(0)
+    lines = ["path,label,cluster"]
+    for c in range(clusters):
+        for label, count in (("real", 1), ("fake", 2)):
+            for k in range(count):
+                path = root / label / f"c{c}_{k}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 255, (40, 40, 3), np.uint8)).save(path, quality=90)
+                lines.append(f"{label}/{path.name},{label},cluster{c}")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_budget_keeps_whole_clusters_real_first(tmp_path):
+    _write_folder(tmp_path, clusters=6)
+    samples = list_samples(tmp_path)
+    sizes = [1000] * len(samples)
+    chosen = choose_within_budget(samples, sizes, budget=7000, seed=0)
+    # Three clusters fit as real + one fake (6000 bytes), then one more fake.
+    assert len(chosen) == 7
+    picked = [samples[i] for i in chosen]
+    by_cluster: dict[str, list[int]] = {}
+    for s in picked:
+        by_cluster.setdefault(s.cluster, []).append(s.label)
+    assert sorted(len(v) for v in by_cluster.values()) == [2, 2, 3]
+    assert all(0 in labels for labels in by_cluster.values())
+
+
+class _NoFaces:
+    def detect(self, images):
+        return [[] for _ in images]
+
+
+def test_pack_keeps_the_original_bytes(tmp_path):
+    _write_folder(tmp_path / "data", clusters=3)
+    counts = build_pack(tmp_path / "data", tmp_path / "p.safetensors", _NoFaces(), budget_mb=None)
+    assert counts["crops"] == 9 and counts["real"] == 3 and counts["fake"] == 6
+    packed = load_pack(tmp_path / "p.safetensors", 32)
+    folder = load_folder(list_samples(tmp_path / "data"), 32)
+    order = sorted(range(9), key=lambda i: (folder.labels[i].item(), folder.clusters[i]))
+    packed_order = sorted(range(9), key=lambda i: (packed.labels[i].item(), packed.clusters[i]))
+    # Decoded from the same bytes, by the same resize: pixel-identical.
+    assert torch.equal(packed.images[packed_order], folder.images[order])
+    assert torch.allclose(packed.landmarks, torch.from_numpy(MEAN_LANDMARKS).expand(9, 5, 2))
+
+
+def test_a_broken_pack_is_one_clear_error(tmp_path):
+    _write_folder(tmp_path / "data", clusters=2)
+    build_pack(tmp_path / "data", tmp_path / "p.safetensors", _NoFaces(), budget_mb=None)
+    data = (tmp_path / "p.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FakescopeError, match="not a training pack"):
+        load_pack(tmp_path / "cut.safetensors", 32)
+
+
+def test_blended_items_become_fakes_and_resume_draws_the_same_batch(tmp_path):
+    _write_folder(tmp_path, clusters=4)
+    crops = load_folder(list_samples(tmp_path), 32)
+    reals = [i for i in range(len(crops)) if crops.labels[i] == 0]
+    items = [(reals[0], True), (reals[1], False), (reals[2], True), (reals[3], False)] * 2
+    batches = TrainingBatches(crops, (0.5,) * 3, (0.5,) * 3, torch.device("cpu"), seed=3)
+    full = list(batches.epoch(items, batch_size=4))
+    assert full[0][1].tolist() == [1.0, 0.0, 1.0, 0.0]
+    resumed = list(batches.epoch(items, batch_size=4, first_step=1))
+    assert len(resumed) == 1 and torch.equal(resumed[0][0], full[1][0])
+    # Loader processes make the same batches as the training process.
+    parallel = list(batches.epoch(items, batch_size=4, workers=2))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(parallel, full, strict=True))
+
+
+@pytest.mark.slow
+def test_pack_landmarks_come_from_the_detector(shared_data, tmp_path):
+    """On real DFDC crops the detector finds each face: eyes above nose above mouth."""
+    root = tmp_path / "dfdc"
+    for label in ("real", "fake"):
+        (root / label).mkdir(parents=True)
+        for path in sorted((shared_data / "dfdc-faces" / "val" / label).glob("*.jpg"))[:6]:
+            (root / label / path.name).symlink_to(path)
+    build_pack(root, tmp_path / "p.safetensors", get_detector("retinaface", score_threshold=0.5))
+    landmarks = load_pack(tmp_path / "p.safetensors", 64).landmarks
+    assert not torch.allclose(landmarks, torch.from_numpy(MEAN_LANDMARKS).expand_as(landmarks))
+    eyes_y, nose_y, mouth_y = landmarks[:, :2, 1].mean(1), landmarks[:, 2, 1], landmarks[:, 3:, 1].mean(1)
+    assert ((eyes_y < nose_y) & (nose_y < mouth_y)).all()
+    assert (landmarks[:, 0, 0] < landmarks[:, 1, 0]).all()  # left eye on the left of the crop
