@@ -10,6 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss, roc_auc_score
 
+from fakescope.faces import get_detector
 from fakescope.models.checkpoints import efficientnet_lite_imagenet, read_spec
 from fakescope.models.registry import get_arch
 from fakescope.training.data import balanced_epoch, list_samples, split_by_cluster
@@ -78,11 +79,18 @@ def tiny_dataset(shared_data, tmp_path):
     return tmp_path / "data"
 
 
-def test_train_two_tiny_epochs_then_resume(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("source", ["cache", "stream", "pack"])
+def test_train_two_tiny_epochs_then_resume(tiny_dataset, tmp_path, source):
+    from fakescope.training.pack import build_pack
     from fakescope.training.train import TrainConfig, train
 
-    config = TrainConfig(dataset=str(tiny_dataset), out=str(tmp_path / "run"), epochs=1, epoch_size=16, batch_size=8,
-                         holdout=0.3, image_size=64, workers=0, save_every=1, name="tiny")
+    dataset = str(tiny_dataset)
+    if source == "pack":
+        dataset = str(tmp_path / "tiny.safetensors")
+        build_pack(tiny_dataset, dataset, get_detector("retinaface", score_threshold=0.5))
+    config = TrainConfig(dataset=dataset, out=str(tmp_path / "run"), epochs=1, epoch_size=16, batch_size=8,
+                         holdout=0.3, image_size=64, workers=0, save_every=1, name="tiny",
+                         input="stream" if source == "stream" else "cache")
     train(config, progress=False)
     first = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in first] == [1]
@@ -130,6 +138,10 @@ def test_an_interrupted_epoch_resumes_at_its_step(tiny_dataset, tmp_path, monkey
     assert done["scheduler"]["last_epoch"] == 3 and done["state"]["epoch"] == 1
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1] and (tmp_path / "run" / "tiny.json").is_file()
+    # Batches are seeded by step: the interrupted run ends where an unbroken one does.
+    training.train(replace(config, out=str(tmp_path / "straight")), progress=False)
+    straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    assert all(torch.allclose(v, straight["model"][k]) for k, v in done["model"].items())
 
 
 def test_fine_tuning_starts_from_the_given_model(random_model):

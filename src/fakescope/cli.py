@@ -356,7 +356,7 @@ def models_import(
 
 @app.command()
 def train(
-    dataset: Path = typer.Argument(..., help="folder with real/ and fake/ face crops (manifest.csv beside keeps clusters together)"),
+    dataset: Path = typer.Argument(..., help="folder with real/ and fake/ face crops (manifest.csv beside keeps clusters together), or a pack from `fakescope pack`"),
     out: Path = typer.Option(..., "--out", help="run folder: checkpoints, logs, the exported model"),
     arch: str = typer.Option("efficientnet-lite0", "--arch", help="architecture name (see `fakescope models list`)"),
     val: Path | None = typer.Option(None, "--val", help="a separate split to report each epoch"),
@@ -372,13 +372,15 @@ def train(
     image_size: int | None = typer.Option(None, "--image-size", help="train (and crop) at this size instead of the architecture's"),
     init: Path | None = typer.Option(None, "--init", help="fine-tune from this fakescope model config instead of the ImageNet start"),
     sbi_share: float = typer.Option(0.25, "--sbi-share", help="share of the fake half that is self-blended from real crops"),
+    input_mode: str = typer.Option("cache", "--input", help="cache: decode once, augment whole batches (on the GPU); stream: per image, for data larger than memory"),
 ) -> None:
     """Train a one-logit classifier; rerun the same command to resume."""
     from .training.train import TrainConfig, train as run_training
 
     config = TrainConfig(dataset=str(dataset), out=str(out), arch=arch, val=str(val) if val else None, epochs=epochs,
                          epoch_size=epoch_size, batch_size=batch_size, lr=lr, workers=workers, device=device, seed=seed, name=name, freeze=freeze,
-                         image_size=image_size, init=str(init) if init else None, sbi_share=sbi_share)
+                         image_size=image_size, init=str(init) if init else None, sbi_share=sbi_share,
+                         input=input_mode)
     _, code = guarded(str(dataset), lambda: run_training(config, progress=sys.stderr.isatty()))
     raise typer.Exit(code)
 

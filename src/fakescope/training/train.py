@@ -12,6 +12,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -27,8 +28,10 @@ from ..models.checkpoints import (
     save_fakescope,
 )
 from ..models.registry import ModelSpec, channels_last, get_arch
-from ..types import WeightsError
-from .data import CropDataset, balanced_epoch, list_samples, split_by_cluster
+from ..types import FakescopeError, WeightsError
+from .batches import TrainingBatches, eval_batches
+from .data import CropDataset, balanced_epoch, held_out, list_samples, split_by_cluster
+from .pack import CropSet, is_pack, load_folder, load_pack
 from .metrics import fit_temperature, point_metrics
 
 
@@ -56,6 +59,10 @@ class TrainConfig:
     freeze: int = 3  # stem + first stages kept at ImageNet values: a third less compute per step
     # A fakescope model config to start from (fine-tuning; replaces the ImageNet start).
     init: str | None = None
+    # "cache": crops decoded once into memory, batches augmented as wholes (on the GPU when
+    # there is one); "stream": decoded and augmented image by image in loader processes, for
+    # data sets larger than memory. A pack is always cached.
+    input: str = "cache"
 
 
 def _device(name: str) -> torch.device:
@@ -107,6 +114,78 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class Inputs:
+    """Where a run's images come from: the training crops' labels, each epoch's batches, and
+    the held-out (model choice, calibration) and val images."""
+
+    labels: list[int]
+    epoch: Callable[[int, list[tuple[int, bool]], int], Batches]  # (epoch, items, first step)
+    held: Callable[[], Batches]
+    val: Callable[[], Batches] | None
+
+
+def _limited(crops: CropSet, limit: int | None, rng: random.Random) -> CropSet:
+    if not limit or limit >= len(crops):
+        return crops
+    return crops.subset(sorted(rng.sample(range(len(crops)), limit)))
+
+
+def cached_inputs(config: TrainConfig, size: int, device: torch.device) -> Inputs:
+    """Crops decoded once; batches self-blended and augmented as wholes."""
+    crop, rng = get_arch(config.arch).crop, random.Random(config.seed)
+    if is_pack(config.dataset):
+        crops = load_pack(config.dataset, size)
+    else:
+        crops = load_folder(list_samples(config.dataset), size)
+    held = [held_out(c, config.holdout, config.seed) for c in crops.clusters]
+    train_crops = crops.subset([i for i, h in enumerate(held) if not h])
+    held_crops = _limited(crops.subset([i for i, h in enumerate(held) if h]), config.limit_eval, rng)
+    val_crops = None
+    if config.val:
+        val_crops = _limited(load_folder(list_samples(config.val), size), config.limit_eval, rng)
+    batch = config.batch_size
+
+    def epoch(number: int, items: list[tuple[int, bool]], first_step: int) -> Batches:
+        source = TrainingBatches(train_crops, crop.mean, crop.std, device, config.seed * 1000 + number)
+        return source.epoch(items, batch, first_step, workers=config.workers)
+
+    def scored(crops: CropSet) -> Callable[[], Batches]:
+        return lambda: eval_batches(crops, batch * 2, crop.mean, crop.std, device)
+
+    return Inputs([int(v) for v in train_crops.labels.tolist()], epoch, scored(held_crops),
+                  scored(val_crops) if val_crops is not None else None)
+
+
+def streamed_inputs(config: TrainConfig, size: int) -> Inputs:
+    """Crops read, decoded and augmented one by one in loader processes."""
+    if is_pack(config.dataset):
+        raise FakescopeError(f"{config.dataset}: a pack is decoded into memory; use --input cache")
+    crop, rng = get_arch(config.arch).crop, random.Random(config.seed)
+    train_samples, held_samples = split_by_cluster(list_samples(config.dataset), config.holdout,
+                                                   config.seed)
+
+    def epoch(number: int, items: list[tuple[int, bool]], first_step: int) -> Batches:
+        rest = items[first_step * config.batch_size:]
+        data = CropDataset(train_samples, rest, size, crop.mean, crop.std, train=True,
+                           seed=config.seed * 1000 + number)
+        return DataLoader(data, batch_size=config.batch_size, shuffle=False,
+                          num_workers=config.workers, drop_last=True)
+
+    def scored(pool: list) -> Callable[[], Batches]:
+        items = [(i, False) for i in range(len(pool))]
+        if config.limit_eval:
+            items = rng.sample(items, min(config.limit_eval, len(items)))
+        data = CropDataset(pool, items, size, crop.mean, crop.std, train=False)
+        return lambda: DataLoader(data, batch_size=config.batch_size * 2, num_workers=config.workers)
+
+    val = scored(list_samples(config.val)) if config.val else None
+    return Inputs([s.label for s in train_samples], epoch, scored(held_samples), val)
 
 
 @dataclass
@@ -169,17 +248,14 @@ def resume(run: Run, path: Path) -> bool:
     return True
 
 
-def train_epoch(run: Run, samples: list, size: int, device: torch.device, checkpoint: Path,
+def train_epoch(run: Run, inputs: Inputs, device: torch.device, checkpoint: Path,
                 bar: Progress, progress: bool) -> float | None:
     """The rest of the current epoch from its saved step; returns the smoothed training loss."""
-    config, state, arch = run.config, run.state, get_arch(run.config.arch)
+    config, state = run.config, run.state
     epoch, steps = state["epoch"], run.steps_per_epoch
-    items = balanced_epoch(samples, steps * config.batch_size, config.sbi_share, epoch, config.seed)
-    items = items[state["step_in_epoch"] * config.batch_size:]
-    data = CropDataset(samples, items, size, arch.crop.mean, arch.crop.std, train=True,
-                       seed=config.seed * 1000 + epoch)
-    loader = DataLoader(data, batch_size=config.batch_size, shuffle=False,
-                        num_workers=config.workers, drop_last=True)
+    items = balanced_epoch(inputs.labels, steps * config.batch_size, config.sbi_share, epoch,
+                           config.seed)
+    batches = inputs.epoch(epoch, items, state["step_in_epoch"])
     task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps,
                         completed=state["step_in_epoch"], info="")
     model = run.model
@@ -190,7 +266,7 @@ def train_epoch(run: Run, samples: list, size: int, device: torch.device, checkp
             module.eval()
     loss_fn = torch.nn.BCEWithLogitsLoss()
     running, started = None, time.time()
-    for images, targets in loader:
+    for images, targets in batches:
         images = images.to(device, memory_format=torch.channels_last, non_blocking=True)
         targets = targets.to(device)
         with torch.autocast(device.type, enabled=device.type == "cuda"):
@@ -214,15 +290,15 @@ def train_epoch(run: Run, samples: list, size: int, device: torch.device, checkp
     return running
 
 
-def evaluate_epoch(run: Run, train_loss: float | None, held_loader: DataLoader,
-                   val_loader: DataLoader | None, device: torch.device, out: Path) -> dict:
+def evaluate_epoch(run: Run, train_loss: float | None, inputs: Inputs, device: torch.device,
+                   out: Path) -> dict:
     """Score the held-out (and val) images, log the epoch, keep the best weights, move on."""
     state = run.state
-    logits, labels = predict_logits(run.model, held_loader, device)
+    logits, labels = predict_logits(run.model, inputs.held(), device)
     record = {"epoch": state["epoch"] + 1, "train_loss": train_loss,
               "holdout": point_metrics(labels, 1 / (1 + np.exp(-logits)))}
-    if val_loader is not None:
-        val_logits, val_labels = predict_logits(run.model, val_loader, device)
+    if inputs.val is not None:
+        val_logits, val_labels = predict_logits(run.model, inputs.val(), device)
         record["val"] = point_metrics(val_labels, 1 / (1 + np.exp(-val_logits)))
     with open(out / "log.jsonl", "a") as log:
         log.write(json.dumps(record) + "\n")
@@ -237,14 +313,13 @@ def evaluate_epoch(run: Run, train_loss: float | None, held_loader: DataLoader,
     return record
 
 
-def export(run: Run, held_loader: DataLoader, size: int, device: torch.device,
-           out: Path) -> ModelSpec:
+def export(run: Run, inputs: Inputs, size: int, device: torch.device, out: Path) -> ModelSpec:
     """Calibrate the best epoch's model on the held-out clusters and save it with a summary."""
     config = run.config
     name = config.name or config.arch
     model = run.model
     model.load_state_dict(run.best_model)
-    logits, labels = predict_logits(model, held_loader, device)
+    logits, labels = predict_logits(model, inputs.held(), device)
     temperature = fit_temperature(logits, labels)
     crop = replace(get_arch(config.arch).crop, size=size)
     spec = ModelSpec(name=name, arch=config.arch, crop=crop, temperature=temperature)
@@ -265,19 +340,12 @@ def train(config: TrainConfig, progress: bool = True) -> ModelSpec:
     arch = get_arch(config.arch)
     size = config.image_size or arch.crop.size
 
-    samples = list_samples(config.dataset)
-    train_samples, held_samples = split_by_cluster(samples, config.holdout, config.seed)
-    eval_rng = random.Random(config.seed)
-
-    def eval_loader(pool):
-        items = [(i, False) for i in range(len(pool))]
-        if config.limit_eval:
-            items = eval_rng.sample(items, min(config.limit_eval, len(items)))
-        data = CropDataset(pool, items, size, arch.crop.mean, arch.crop.std, train=False)
-        return DataLoader(data, batch_size=config.batch_size * 2, num_workers=config.workers)
-
-    held_loader = eval_loader(held_samples)
-    val_loader = eval_loader(list_samples(config.val)) if config.val else None
+    if config.input not in ("cache", "stream"):
+        raise FakescopeError(f"--input {config.input}: expected cache or stream")
+    if config.input == "cache":
+        inputs = cached_inputs(config, size, device)
+    else:
+        inputs = streamed_inputs(config, size)
 
     run = build_run(config, device)
     checkpoint = out / "checkpoint.pt"
@@ -286,7 +354,7 @@ def train(config: TrainConfig, progress: bool = True) -> ModelSpec:
                TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress) as bar:
         while run.state["epoch"] < config.epochs:
-            loss = train_epoch(run, train_samples, size, device, checkpoint, bar, progress)
-            evaluate_epoch(run, loss, held_loader, val_loader, device, out)
+            loss = train_epoch(run, inputs, device, checkpoint, bar, progress)
+            evaluate_epoch(run, loss, inputs, device, out)
             save_checkpoint(run, checkpoint)
-    return export(run, held_loader, size, device, out)
+    return export(run, inputs, size, device, out)
