@@ -94,6 +94,43 @@ def test_train_two_tiny_epochs_then_resume(tiny_dataset, tmp_path):
     assert saved.crop.size == 64 and saved.temperature > 0 and saved.sha256 == spec.sha256
 
 
+def test_an_interrupted_epoch_resumes_at_its_step(tiny_dataset, tmp_path, monkeypatch, capsys):
+    import fakescope.training.train as training
+
+    config = training.TrainConfig(dataset=str(tiny_dataset), out=str(tmp_path / "run"), epochs=1,
+                                  epoch_size=24, batch_size=8, holdout=0.3, image_size=64,
+                                  workers=0, save_every=1, name="tiny")
+    save = training.save_checkpoint
+    saved_at = []
+
+    def save_then_stop(run, path):  # the process dies right after the second step's save
+        save(run, path)
+        saved_at.append(run.state["step_in_epoch"])
+        if len(saved_at) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, progress=False)
+    assert not (tmp_path / "run" / "log.jsonl").exists()
+    stopped = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    monkeypatch.setattr(training, "save_checkpoint", save)
+    capsys.readouterr()
+
+    run = training.build_run(config, torch.device("cpu"))
+    assert training.resume(run, tmp_path / "run" / "checkpoint.pt")
+    assert run.state["step_in_epoch"] == 2 and run.scheduler.last_epoch == 2
+    assert all(torch.equal(v, stopped["model"][k]) for k, v in run.model.state_dict().items())
+
+    training.train(config, progress=False)
+    assert "resumed from epoch 0 step 2" in capsys.readouterr().out
+    done = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    # Three steps in all: one after the restart, none repeated, the schedule where it was.
+    assert done["scheduler"]["last_epoch"] == 3 and done["state"]["epoch"] == 1
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1] and (tmp_path / "run" / "tiny.json").is_file()
+
+
 def test_fine_tuning_starts_from_the_given_model(random_model):
     from fakescope.models.checkpoints import load_fakescope
     from fakescope.training.train import TrainConfig, _build

@@ -12,7 +12,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,12 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
-from ..models.checkpoints import efficientnet_lite_imagenet, load_fakescope, read_spec, save_fakescope
+from ..models.checkpoints import (
+    efficientnet_lite_imagenet,
+    load_fakescope,
+    read_spec,
+    save_fakescope,
+)
 from ..models.registry import ModelSpec, channels_last, get_arch
 from ..types import WeightsError
 from .data import CropDataset, balanced_epoch, list_samples, split_by_cluster
@@ -49,7 +54,8 @@ class TrainConfig:
     save_every: int = 100
     pretrained: bool = True
     freeze: int = 3  # stem + first stages kept at ImageNet values: a third less compute per step
-    init: str | None = None  # fakescope model config to start from (fine-tuning; replaces the ImageNet start)
+    # A fakescope model config to start from (fine-tuning; replaces the ImageNet start).
+    init: str | None = None
 
 
 def _device(name: str) -> torch.device:
@@ -64,7 +70,9 @@ def _build(config: TrainConfig) -> torch.nn.Module:
     if config.init:
         start = read_spec(config.init)
         if start.arch != config.arch:
-            raise WeightsError(f"--init {config.init} has architecture {start.arch}, not {config.arch}")
+            raise WeightsError(
+                f"--init {config.init} has architecture {start.arch}, not {config.arch}"
+            )
         model.load_state_dict(load_fakescope(start).state_dict())
     else:
         if config.pretrained and arch.timm_name.startswith("tf_efficientnet_lite"):
@@ -95,16 +103,167 @@ def _save_atomic(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Run:
+    """What a run carries from step to step; `checkpoint.pt` holds all of it."""
+
+    config: TrainConfig
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    state: dict = field(
+        default_factory=lambda: {"epoch": 0, "step_in_epoch": 0, "best": None, "history": []}
+    )
+    best_model: dict | None = None  # the weights of the epoch with the lowest held-out log loss
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.config.epoch_size // self.config.batch_size
+
+
+def build_run(config: TrainConfig, device: torch.device) -> Run:
+    """The model, an AdamW over its trainable weights and a warm-up + cosine schedule."""
+    model = channels_last(_build(config)).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # The fused kernel is about twice as fast as the default per-tensor loop on CPU.
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=True)
+    total = config.epoch_size // config.batch_size * config.epochs
+    warmup = min(200, total // 10)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+    return Run(config, model, optimizer, scheduler, scaler)
+
+
+def save_checkpoint(run: Run, path: Path) -> None:
+    _save_atomic({
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "state": run.state,
+        "config": asdict(run.config), "best_model": run.best_model,
+    }, path)
+
+
+def resume(run: Run, path: Path) -> bool:
+    """Continue from `path` if it exists: weights, optimiser, schedule and position."""
+    if not path.exists():
+        return False
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    run.state, run.best_model = saved["state"], saved["best_model"]
+    print(f"resumed from epoch {run.state['epoch']} step {run.state['step_in_epoch']}", flush=True)
+    return True
+
+
+def train_epoch(run: Run, samples: list, size: int, device: torch.device, checkpoint: Path,
+                bar: Progress, progress: bool) -> float | None:
+    """The rest of the current epoch from its saved step; returns the smoothed training loss."""
+    config, state, arch = run.config, run.state, get_arch(run.config.arch)
+    epoch, steps = state["epoch"], run.steps_per_epoch
+    items = balanced_epoch(samples, steps * config.batch_size, config.sbi_share, epoch, config.seed)
+    items = items[state["step_in_epoch"] * config.batch_size:]
+    data = CropDataset(samples, items, size, arch.crop.mean, arch.crop.std, train=True,
+                       seed=config.seed * 1000 + epoch)
+    loader = DataLoader(data, batch_size=config.batch_size, shuffle=False,
+                        num_workers=config.workers, drop_last=True)
+    task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps,
+                        completed=state["step_in_epoch"], info="")
+    model = run.model
+    model.train()
+    for module in model.modules():  # frozen batch norms keep their ImageNet statistics
+        batch_norm = isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+        if batch_norm and not module.weight.requires_grad:
+            module.eval()
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    running, started = None, time.time()
+    for images, targets in loader:
+        images = images.to(device, memory_format=torch.channels_last, non_blocking=True)
+        targets = targets.to(device)
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            loss = loss_fn(model(images).flatten().float(), targets)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        state["step_in_epoch"] += 1
+        bar.update(task, advance=1, info=f"loss {running:.4f}")
+        if state["step_in_epoch"] % config.save_every == 0:
+            save_checkpoint(run, checkpoint)
+            if not progress:
+                rate = config.batch_size * config.save_every / (time.time() - started)
+                print(f"epoch {epoch + 1} step {state['step_in_epoch']}/{steps} "
+                      f"loss {running:.4f} {rate:.1f} img/s", flush=True)
+                started = time.time()
+    bar.remove_task(task)
+    return running
+
+
+def evaluate_epoch(run: Run, train_loss: float | None, held_loader: DataLoader,
+                   val_loader: DataLoader | None, device: torch.device, out: Path) -> dict:
+    """Score the held-out (and val) images, log the epoch, keep the best weights, move on."""
+    state = run.state
+    logits, labels = predict_logits(run.model, held_loader, device)
+    record = {"epoch": state["epoch"] + 1, "train_loss": train_loss,
+              "holdout": point_metrics(labels, 1 / (1 + np.exp(-logits)))}
+    if val_loader is not None:
+        val_logits, val_labels = predict_logits(run.model, val_loader, device)
+        record["val"] = point_metrics(val_labels, 1 / (1 + np.exp(-val_logits)))
+    with open(out / "log.jsonl", "a") as log:
+        log.write(json.dumps(record) + "\n")
+    print(json.dumps(record), flush=True)
+    best = state["best"]
+    improved = best is None or record["holdout"]["log_loss"] < best["holdout"]["log_loss"]
+    state["history"].append(record)
+    state["epoch"], state["step_in_epoch"] = state["epoch"] + 1, 0
+    if improved:
+        state["best"] = record
+        run.best_model = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
+    return record
+
+
+def export(run: Run, held_loader: DataLoader, size: int, device: torch.device,
+           out: Path) -> ModelSpec:
+    """Calibrate the best epoch's model on the held-out clusters and save it with a summary."""
+    config = run.config
+    name = config.name or config.arch
+    model = run.model
+    model.load_state_dict(run.best_model)
+    logits, labels = predict_logits(model, held_loader, device)
+    temperature = fit_temperature(logits, labels)
+    crop = replace(get_arch(config.arch).crop, size=size)
+    spec = ModelSpec(name=name, arch=config.arch, crop=crop, temperature=temperature)
+    spec = save_fakescope(model.cpu().to(memory_format=torch.contiguous_format), spec, out)
+    best_epoch = run.state["best"]["epoch"]
+    summary = {"model": spec.to_dict(), "best_epoch": best_epoch, "temperature": temperature}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"saved {out / (name + '.json')} (best epoch {best_epoch}, "
+          f"temperature {temperature:.3f})", flush=True)
+    return spec
+
+
 def train(config: TrainConfig, progress: bool = True) -> ModelSpec:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    _seed_everything(config.seed)
     device = _device(config.device)
     arch = get_arch(config.arch)
     size = config.image_size or arch.crop.size
-    name = config.name or config.arch
 
     samples = list_samples(config.dataset)
     train_samples, held_samples = split_by_cluster(samples, config.holdout, config.seed)
@@ -120,98 +279,14 @@ def train(config: TrainConfig, progress: bool = True) -> ModelSpec:
     held_loader = eval_loader(held_samples)
     val_loader = eval_loader(list_samples(config.val)) if config.val else None
 
-    model = channels_last(_build(config)).to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    # The fused kernel is about twice as fast as the default per-tensor loop on CPU.
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, fused=True)
-    steps_per_epoch = config.epoch_size // config.batch_size
-    total = steps_per_epoch * config.epochs
-    warmup = min(200, total // 10)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-
-    state = {"epoch": 0, "step_in_epoch": 0, "best": None, "history": []}
-    best_model: dict | None = None
+    run = build_run(config, device)
     checkpoint = out / "checkpoint.pt"
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state, best_model = saved["state"], saved["best_model"]
-        print(f"resumed from epoch {state['epoch']} step {state['step_in_epoch']}", flush=True)
-
-    def save() -> None:
-        _save_atomic({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "state": state, "config": asdict(config), "best_model": best_model,
-        }, checkpoint)
-
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+    resume(run, checkpoint)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress) as bar:
-        while state["epoch"] < config.epochs:
-            epoch = state["epoch"]
-            items = balanced_epoch(train_samples, steps_per_epoch * config.batch_size, config.sbi_share, epoch, config.seed)
-            items = items[state["step_in_epoch"] * config.batch_size:]
-            data = CropDataset(train_samples, items, size, arch.crop.mean, arch.crop.std, train=True, seed=config.seed * 1000 + epoch)
-            loader = DataLoader(data, batch_size=config.batch_size, shuffle=False, num_workers=config.workers, drop_last=True)
-            task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps_per_epoch, completed=state["step_in_epoch"], info="")
-            model.train()
-            for module in model.modules():  # frozen batch norms keep their ImageNet statistics
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not module.weight.requires_grad:
-                    module.eval()
-            running, started = None, time.time()
-            for images, targets in loader:
-                images = images.to(device, memory_format=torch.channels_last, non_blocking=True)
-                targets = targets.to(device)
-                with torch.autocast(device.type, enabled=device.type == "cuda"):
-                    loss = loss_fn(model(images).flatten().float(), targets)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-                state["step_in_epoch"] += 1
-                bar.update(task, advance=1, info=f"loss {running:.4f}")
-                if state["step_in_epoch"] % config.save_every == 0:
-                    save()
-                    if not progress:
-                        rate = config.batch_size * config.save_every / (time.time() - started)
-                        print(f"epoch {epoch + 1} step {state['step_in_epoch']}/{steps_per_epoch} loss {running:.4f} {rate:.1f} img/s", flush=True)
-                        started = time.time()
-
-            logits, labels = predict_logits(model, held_loader, device)
-            record = {"epoch": epoch + 1, "train_loss": running, "holdout": point_metrics(labels, 1 / (1 + np.exp(-logits)))}
-            if val_loader is not None:
-                val_logits, val_labels = predict_logits(model, val_loader, device)
-                record["val"] = point_metrics(val_labels, 1 / (1 + np.exp(-val_logits)))
-            with open(out / "log.jsonl", "a") as log:
-                log.write(json.dumps(record) + "\n")
-            print(json.dumps(record), flush=True)
-            improved = state["best"] is None or record["holdout"]["log_loss"] < state["best"]["holdout"]["log_loss"]
-            state["history"].append(record)
-            state["epoch"], state["step_in_epoch"] = epoch + 1, 0
-            if improved:
-                state["best"] = record
-                best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            save()
-            bar.remove_task(task)
-
-    # Calibrate the best epoch's model on the held-out clusters and export it.
-    model.load_state_dict(best_model)
-    logits, labels = predict_logits(model, held_loader, device)
-    temperature = fit_temperature(logits, labels)
-    spec = ModelSpec(name=name, arch=config.arch, crop=replace(arch.crop, size=size), temperature=temperature)
-    spec = save_fakescope(model.cpu().to(memory_format=torch.contiguous_format), spec, out)
-    summary = {"model": spec.to_dict(), "best_epoch": state["best"]["epoch"], "temperature": temperature}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"saved {out / (name + '.json')} (best epoch {state['best']['epoch']}, temperature {temperature:.3f})", flush=True)
-    return spec
+        while run.state["epoch"] < config.epochs:
+            loss = train_epoch(run, train_samples, size, device, checkpoint, bar, progress)
+            evaluate_epoch(run, loss, held_loader, val_loader, device, out)
+            save_checkpoint(run, checkpoint)
+    return export(run, held_loader, size, device, out)
