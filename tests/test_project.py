@@ -31,4 +31,6 @@ def test_every_docs_file_named_in_the_code_and_readme_exists():
         for path in [*SRC.rglob("*.py"), ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
         for match in re.findall(r"docs/[\w./-]+\.md", path.read_text())
     }
-    assert named and not {(p.relative_to(ROOT).as_posix(), m) for p, m in named if not (ROOT / m).is_file()}
+    assert named and not {
+        (p.relative_to(ROOT).as_posix(), m) for p, m in named if not (ROOT / m).is_file()
+    }
