@@ -1,4 +1,5 @@
-"""Shared fixtures: generated media, a small random-weights model, the shared data folder."""
+"""Shared fixtures: generated media, a small random-weights model, the shared data folder
+(plain helpers are in helpers.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 # Tests run beside other work on small machines: one intra-op thread keeps them predictable.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
+from helpers import shared_data_dir  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -19,14 +21,9 @@ def _private_cache(tmp_path_factory):
     os.environ["FAKESCOPE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
-    return SHARED_DATA.resolve()
+    return shared_data_dir()
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +45,11 @@ def example_video(tmp_path_factory) -> Path:
     from fakescope.media import make_example_video
 
     return make_example_video(tmp_path_factory.mktemp("video") / "astronaut.mp4", seconds=2)
+
+
+@pytest.fixture(scope="session")
+def small_video(tmp_path_factory) -> Path:
+    """A 2 s 640x360 H.264 video of the astronaut: a face about 40 px wide."""
+    from fakescope.media import make_example_video
+
+    return make_example_video(tmp_path_factory.mktemp("media") / "clip.mp4", seconds=2, size=(640, 360))

@@ -9,10 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import struct
-import zlib
 from fractions import Fraction
-from importlib import resources
 from pathlib import Path
 
 import av
@@ -23,15 +20,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from helpers import astronaut, audio_only, png_header
 from fakescope.media import write_video
 
 runner = CliRunner()
 SCORED = ("fake", "real", "inconclusive")  # a face found: any answer but no_face
-
-
-def astronaut() -> Image.Image:
-    with resources.files("fakescope").joinpath("assets", "astronaut.jpg").open("rb") as f:
-        return Image.open(f).convert("RGB")
 
 
 def face_frame(width: int = 192, height: int = 144) -> np.ndarray:
@@ -41,26 +34,6 @@ def face_frame(width: int = 192, height: int = 144) -> np.ndarray:
     x, y = (width - side) // 2, (height - side) // 2
     frame[y : y + side, x : x + side] = cv2.resize(np.asarray(astronaut()), (side, side), interpolation=cv2.INTER_AREA)
     return frame
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A valid PNG signature and IHDR declaring a size, with almost no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
-def audio_only(path: Path) -> None:
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("aac" if "aac" in av.codecs_available else "mp2", rate=44100)
-        for i in range(20):
-            frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts = 44100, i * 1024
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
 
 
 def variable_frame_rate(path: Path) -> None:

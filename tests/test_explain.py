@@ -343,10 +343,46 @@ def test_xai_eval_and_report(tmp_path):
     assert results["table1"]["hirescam++gate"]["pixel_weighted"]["outside_share"] == 0
     assert all(0 <= results["deletion"][m]["all"] <= 1 for m in methods)
     json_path, md_path = write_xai_report(results, tmp_path)
-    assert json.loads(json_path.read_text())["images"] == 4
-    text = md_path.read_text()
-    assert "3.0%" in text and "0.090" in text and "63.0%" in text and "hirescam++gate" in text
-    assert "random up to classifier" in text
+    assert json.loads(json_path.read_text()) == json.loads(json.dumps(results).replace("NaN", "null"))
+    # The report shows what was computed, row by row (the paper's column is printed whatever).
+    tables = markdown_tables(md_path.read_text())
+    table1 = tables["Table 1: HiResCAM++ inside HiResCAM's region at N"]
+    for k in ("outside_share", "mean_outside", "mean_inside", "coincidence"):
+        pct = k in ("outside_share", "coincidence")
+        computed = [shown(results["table1"][v][agg][k], pct)
+                    for v in ("hirescam++", "hirescam++gate") for agg in ("pixel_weighted", "per_image")]
+        assert table1[k][1:] == computed
+    faithfulness = next(rows for title, rows in tables.items() if title.startswith("Faithfulness"))
+    assert set(faithfulness) == {"method", *methods}
+    for m in methods:
+        assert faithfulness[m] == [
+            shown(results["deletion"][m]["all"]), shown(results["deletion"][m]["fake"]),
+            shown(results["insertion"][m]["all"]), shown(results["insertion"][m]["fake"]),
+            shown(results["pointing_game"][m], True), shown(results["mass_inside_mask"][m], True)]
+    sanity = next(rows for title, rows in tables.items() if title.startswith("Sanity check"))
+    assert sanity["method"] == ["random up to classifier", "random up to bn2"]
+    assert {m: row for m, row in sanity.items() if m != "method"} == {
+        m: [shown(c) for c in cs] for m, cs in results["sanity"]["spearman"].items()}
+
+
+def shown(value: float, percent: bool = False) -> str:
+    """How the xai report writes a number (a dash for a missing one)."""
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{100 * value:.1f}%" if percent else f"{value:.3f}"
+
+
+def markdown_tables(text: str) -> dict[str, dict[str, list[str]]]:
+    """Each `## title` section's table as {first cell: the other cells}, header row included."""
+    tables: dict[str, dict[str, list[str]]] = {}
+    title = ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            title = line[3:]
+        elif line.startswith("| ") and not line.startswith("| ---"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            tables.setdefault(title, {})[cells[0]] = cells[1:]
+    return tables
 
 
 def test_closest_to_paper():

@@ -13,8 +13,7 @@ from fakescope import faces, media
 from fakescope.faces import crop_face, link_tracks, to_tensor
 from fakescope.models.registry import IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD, CropPolicy
 from fakescope.types import Detection, FakescopeError
-
-PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos"
+from helpers import shared_data_dir
 
 torch.set_num_threads(1)  # MTCNN runs in torch; keep the tests light on a shared machine
 
@@ -31,9 +30,7 @@ def mtcnn() -> faces.FaceDetector:
 
 
 def photo(name: str) -> np.ndarray:
-    if not PHOTOS.is_dir():
-        pytest.skip(f"shared photos not found at {PHOTOS}")
-    return media.read_image(PHOTOS / f"{name}.png")
+    return media.read_image(shared_data_dir() / "photos" / f"{name}.png")
 
 
 @pytest.mark.parametrize(("name", "count"), [("1face", 1), ("3faces", 3), ("4faces", 4)])

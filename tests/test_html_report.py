@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.media import make_example_video, probe, write_video
+from fakescope.media import probe, write_video
 from fakescope.pipeline import Analyzer, Settings
 from fakescope.reports import score_colour
 from fakescope.reports.html import READING, write_html
@@ -30,13 +30,8 @@ def analyzer(random_model):
     return Analyzer(random_model, Settings(frames=4, min_face=24))
 
 
-@pytest.fixture(scope="module")
-def video(tmp_path_factory):
-    return make_example_video(tmp_path_factory.mktemp("media") / "clip.mp4", seconds=2, size=(640, 360))
-
-
-def test_html_is_self_contained_with_verdict_and_images(analyzer, video, tmp_path):
-    report = analyzer.analyze(video, tmp_path, ["hirescam++"], keep_frames=True)
+def test_html_is_self_contained_with_verdict_and_images(analyzer, small_video, tmp_path):
+    report = analyzer.analyze(small_video, tmp_path, ["hirescam++"], keep_frames=True)
     report.write_json(tmp_path / "report.json")
     html = write_html(report, tmp_path).read_text()
     assert not EXTERNAL.search(html), EXTERNAL.search(html)
@@ -55,8 +50,8 @@ def test_html_is_self_contained_with_verdict_and_images(analyzer, video, tmp_pat
     assert 'href="report.json"' in html
 
 
-def test_html_without_frames_or_heat_maps(analyzer, video, tmp_path):
-    report = analyzer.analyze(video)
+def test_html_without_frames_or_heat_maps(analyzer, small_video, tmp_path):
+    report = analyzer.analyze(small_video)
     html = write_html(report, tmp_path).read_text()
     assert "data:image" not in html and "--explain hirescam++" in html
     assert report.label.upper() in html
@@ -70,8 +65,8 @@ def test_no_face_report(analyzer, tmp_path):
     assert "NO FACE" in html and not EXTERNAL.search(html)
 
 
-def test_inconclusive_report_says_why_and_shows_unjudged_tracks(random_model, video, tmp_path):
-    report = Analyzer(random_model, Settings(frames=4)).analyze(video, keep_frames=True)  # a 40 px face
+def test_inconclusive_report_says_why_and_shows_unjudged_tracks(random_model, small_video, tmp_path):
+    report = Analyzer(random_model, Settings(frames=4)).analyze(small_video, keep_frames=True)  # a 40 px face
     assert report.label == "inconclusive" and report.fake_probability is None
     html = write_html(report, tmp_path).read_text()
     assert "INCONCLUSIVE" in html and "no face can be judged" in html and "not judged</b>: every face too small" in html
@@ -84,12 +79,12 @@ def test_score_colours_run_green_yellow_red():
     assert score_colour(0.8, threshold=0.8) == score_colour(0.5) == (240, 200, 40)
 
 
-def test_cli_formats_and_overlay_video(random_model, video, tmp_path):
+def test_cli_formats_and_overlay_video(random_model, small_video, tmp_path):
     runner = CliRunner()
-    args = ["analyze", str(video), "--model", str(random_model), "--frames", "4", "--explain", "hirescam++"]
+    args = ["analyze", str(small_video), "--model", str(random_model), "--frames", "4", "--explain", "hirescam++"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "all"), "--overlay-video"])
     assert result.exit_code == 0, result.output
-    folder = tmp_path / "all" / video.stem
+    folder = tmp_path / "all" / small_video.stem
     report = json.loads((folder / "report.json").read_text())
     assert report["files"] == {"overlay_video": "overlay.mp4", "html": "report.html"}
     assert (folder / "report.html").is_file()
@@ -98,5 +93,13 @@ def test_cli_formats_and_overlay_video(random_model, video, tmp_path):
 
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "json"), "--format", "json"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.suffix for p in (tmp_path / "json" / video.stem).iterdir()) == [".json", ".png", ".png", ".png", ".png"]
+    folder = tmp_path / "json" / small_video.stem
+    report = json.loads((folder / "report.json").read_text())
+    # One overlay per method and one comparison per chosen frame, nothing else. (Here 2 chosen
+    # frames: sampled 0.5 s apart, this 40 px face moves more than its size between the 2nd
+    # and 3rd frames, and the tracker makes two tracks of two faces.)
+    assert report["chosen_frames"]
+    pngs = [name for e in report["explanations"] for name in (e["overlays"]["hirescam++"], e["comparison"])]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["report.json", *pngs])
+    assert len(set(pngs)) == 2 * len(report["chosen_frames"])
     assert runner.invoke(app, [*args, "--format", "pdf"]).exit_code == 2

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import av
 import numpy as np
 import pytest
@@ -13,6 +10,7 @@ from PIL import Image
 from fakescope import media
 from fakescope.media import Limits, iter_frames, make_example_video
 from fakescope.types import MediaError
+from helpers import audio_only, png_header
 
 W, H = 64, 48  # small, so encoding and decoding stay fast
 ENCODERS = [  # (extension, encoder, decoded codec name)
@@ -172,29 +170,6 @@ def test_kind_is_decided_by_content(tmp_path):
     assert media.media_kind(tmp_path / "image.mp4") == "image"
     assert media.media_kind(tmp_path / "video.jpg") == "video"
     assert len(media.read_frames(tmp_path / "video.jpg", count=3)[1]) == 3
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A valid PNG signature and IHDR that declares a size, with almost no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
-def audio_only(path) -> None:
-    with av.open(str(path), "w", format="mp4") as container:
-        encoder = "aac" if "aac" in av.codecs_available else "mp2"
-        stream = container.add_stream(encoder, rate=44100)
-        for i in range(20):
-            silence = np.zeros((2, 1024), np.float32)
-            frame = av.AudioFrame.from_ndarray(silence, format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts = 44100, i * 1024
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
 
 
 def truncated_mp4(path) -> None:

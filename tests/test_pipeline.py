@@ -6,11 +6,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.pipeline import Analyzer, Settings
+from helpers import copy_first
 
 runner = CliRunner()
 
@@ -64,11 +66,57 @@ def test_two_people_stay_two_tracks(analyzer, tmp_path):
     assert all(len(t.faces) == 8 for t in report.verdict.tracks)
 
 
-def test_celebdf_clip_end_to_end(analyzer, shared_data):
+def test_celebdf_clip_end_to_end(shared_data, tmp_path):
+    """The shipped model on a real deepfake clip: each number traced back to its source."""
+    MTCNN = pytest.importorskip("facenet_pytorch").MTCNN
+    from fakescope.faces import crop_face, iou, to_tensor
+    from fakescope.types import Decision
+    from fakescope.verdict import confident_strategy
+
     clip = sorted((shared_data / "celebdf-clips" / "fake").glob("*.mp4"))[0]
-    report = analyzer.analyze(clip)
-    assert report.media.kind == "video" and len(report.verdict.tracks) >= 1
-    assert report.fake_probability is not None
+    analyzer = Analyzer(settings=Settings(frames=8))
+    report = analyzer.analyze(clip, tmp_path, ["hirescam++"], keep_frames=True)
+    assert report.media.kind == "video" and len(report.frames) == 8
+    judged = [t for t in report.verdict.tracks if t.unjudged is None]
+    assert judged and report.verdict.deciding_track is not None
+
+    # Faces where an independent detector (facenet-pytorch's MTCNN) finds them.
+    mtcnn = MTCNN(keep_all=True, device="cpu")
+    main = max(report.verdict.tracks, key=lambda t: len(t.faces))
+    for face in main.faces:
+        boxes, _ = mtcnn.detect(Image.fromarray(report.images[face.frame_index]))
+        assert boxes is not None and max(iou(face.box, tuple(b)) for b in boxes) > 0.5
+
+    # Each face's score is the shipped model's calibrated P(fake) of that face's crop.
+    member = analyzer.ensemble.members[0]
+    faces = [f for t in report.verdict.tracks for f in t.faces]
+    crops = [crop_face(report.images[f.frame_index], f.box, member.spec.crop) for f in faces]
+    with torch.inference_mode():
+        logits = member.model(to_tensor(crops, member.spec.crop)).flatten()
+    expected = torch.sigmoid(logits / member.spec.temperature).numpy()
+    np.testing.assert_allclose([f.score for f in faces], expected, atol=1e-4)
+    assert np.ptp(expected) > 0.01  # the faces differ, so the scores do
+
+    # The video's probability is the confident aggregate of its worst judged track.
+    per_track = [confident_strategy(np.array([f.score for f in t.faces if f.unjudged is None]), 8)
+                 for t in judged]
+    assert [t.probability for t in judged] == pytest.approx(per_track)
+    assert report.fake_probability == pytest.approx(max(per_track))
+    decision = Decision(report.verdict.threshold, report.verdict.real_below)
+    assert report.label == decision.label(report.fake_probability)
+
+    # Heat maps: blended in around the chosen faces only, and not flat there.
+    assert [e["frame_index"] for e in report.explanations] == report.verdict.chosen_frames
+    for entry in report.explanations:
+        frame = report.images[entry["frame_index"]].astype(int)
+        shown = np.asarray(Image.open(tmp_path / entry["overlays"]["hirescam++"])).astype(int)
+        changed = np.abs(shown - frame).sum(axis=2) > 0
+        x1, y1, x2, y2 = (round(v) for v in entry["face_box"])
+        rows, cols = np.nonzero(changed.any(axis=1))[0], np.nonzero(changed.any(axis=0))[0]
+        side = max(x2 - x1, y2 - y1)
+        assert rows[0] <= y1 and rows[-1] >= y2 - 1 and cols[0] <= x1 and cols[-1] >= x2 - 1
+        assert rows[-1] - rows[0] < 3 * side and cols[-1] - cols[0] < 3 * side
+        assert np.abs(shown - frame)[y1:y2, x1:x2].sum(axis=2).std() > 5
 
 
 def test_cli_analyze_writes_report_and_summary(random_model, example_video, tmp_path):
@@ -101,9 +149,7 @@ def test_cli_without_weights_says_so(monkeypatch, tmp_path, example_video):
 
 def test_scan_crops_on_a_folder(random_model, shared_data, tmp_path):
     crops = tmp_path / "crops"
-    crops.mkdir()
-    for i, path in enumerate(sorted((shared_data / "dfdc-faces" / "val" / "fake").glob("*.jpg"))[:3]):
-        (crops / f"{i}.jpg").write_bytes(path.read_bytes())
+    copy_first(shared_data / "dfdc-faces" / "val" / "fake", crops, 3)
     (crops / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     out = tmp_path / "results.jsonl"
     result = runner.invoke(app, ["scan", str(crops), "--crops", "--model", str(random_model), "--out", str(out), "--db", str(tmp_path / "results.sqlite")])

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from fakescope.media import make_example_video, read_image
 from fakescope.models.checkpoints import sha256_of
 from fakescope.pipeline import Analyzer, Settings
 from fakescope.scan import run_scan
+from helpers import astronaut
 
 runner = CliRunner()
 
@@ -30,8 +30,7 @@ runner = CliRunner()
 def make_crops(folder: Path, count: int, seed: int = 0, size: int = 96) -> list[Path]:
     """Distinct face crops: jittered boxes around the astronaut's face, some mirrored."""
     folder.mkdir(parents=True, exist_ok=True)
-    with resources.files("fakescope").joinpath("assets", "astronaut.jpg").open("rb") as f:
-        photo = Image.open(f).convert("RGB")
+    photo = astronaut()
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(count):

@@ -7,7 +7,6 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from fakescope.media import make_example_video
 from fakescope.pipeline import Settings
 from fakescope.server.app import create_app
 
@@ -16,11 +15,6 @@ from fakescope.server.app import create_app
 def client(random_model):
     with TestClient(create_app(random_model, settings=Settings(frames=4, min_face=24), max_upload_mb=1)) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory):
-    return make_example_video(tmp_path_factory.mktemp("media") / "clip.mp4", seconds=2, size=(640, 360))
 
 
 def wait(client: TestClient, url: str, timeout: float = 60) -> dict:
@@ -34,8 +28,8 @@ def wait(client: TestClient, url: str, timeout: float = 60) -> dict:
     raise AssertionError(f"analysis not finished after {timeout} s: {status}")
 
 
-def test_upload_poll_and_read_the_report(client, video):
-    with open(video, "rb") as handle:
+def test_upload_poll_and_read_the_report(client, small_video):
+    with open(small_video, "rb") as handle:
         response = client.post("/api/analyses", files={"file": ("clip.mp4", handle, "video/mp4")})
     assert response.status_code == 202, response.text
     created = response.json()

@@ -15,6 +15,7 @@ from fakescope.models.checkpoints import efficientnet_lite_imagenet, read_spec
 from fakescope.models.registry import get_arch
 from fakescope.training.data import balanced_epoch, list_samples, split_by_cluster
 from fakescope.training.metrics import fit_temperature, metrics_with_intervals, point_metrics
+from helpers import copy_first
 
 
 def test_lite0_key_mapping_gives_the_reference_imagenet_logits():
@@ -73,9 +74,7 @@ def test_clusters_never_straddle_the_split(shared_data):
 def tiny_dataset(shared_data, tmp_path):
     """A handful of real DFDC crops in a temporary real/ fake/ layout (never in the project)."""
     for label in ("real", "fake"):
-        (tmp_path / "data" / label).mkdir(parents=True)
-        for path in sorted((shared_data / "dfdc-faces" / "val" / label).glob("*.jpg"))[:12]:
-            (tmp_path / "data" / label / path.name).write_bytes(path.read_bytes())
+        copy_first(shared_data / "dfdc-faces" / "val" / label, tmp_path / "data" / label, 12)
     return tmp_path / "data"
 
 

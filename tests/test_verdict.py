@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from fakescope.settings import Settings
 from fakescope.types import Decision, FaceScore, FakescopeError
@@ -8,31 +10,75 @@ from fakescope.verdict import Judging, choose_frames, confident_strategy, decide
 
 def test_confident_majority_of_confident_fakes_uses_their_mean():
     p = np.array([0.9] * 12 + [0.1] * 8)  # 12 > 20 // 2.5 = 8 and 12 > 11
-    assert confident_strategy(p) == pytest.approx(0.9)
+    assert confident_strategy(p, 32) == pytest.approx(0.9)
 
 
-def test_confident_needs_more_than_eleven_fakes():
+def test_confident_needs_more_than_eleven_fakes_in_32_frames():
     p = np.array([0.9] * 11 + [0.5] * 2)  # 11 fakes is not > 11
-    assert confident_strategy(p) == pytest.approx(p.mean())
+    assert confident_strategy(p, 32) == pytest.approx(p.mean())
 
 
 def test_confident_nearly_all_real_uses_mean_of_low_scores():
     p = np.array([0.1] * 19 + [0.05] * 10 + [0.7])  # 29 < 0.2 > 0.9 * 30 = 27
-    assert confident_strategy(p) == pytest.approx(np.mean(p[p < 0.2]))
+    assert confident_strategy(p, 32) == pytest.approx(np.mean(p[p < 0.2]))
 
 
 def test_confident_otherwise_plain_mean():
     p = np.array([0.1, 0.5, 0.9, 0.3])
-    assert confident_strategy(p) == pytest.approx(0.45)
-    assert mean_strategy(p) == pytest.approx(0.45)
+    assert confident_strategy(p, 32) == pytest.approx(0.45)
+    assert mean_strategy(p, 32) == pytest.approx(0.45)
 
 
 def test_count_threshold_uses_floor_division_by_2_5():
     # n = 30: n // 2.5 = 12.0; 12 fakes is not > 12, 13 is.
     twelve = np.array([0.95] * 12 + [0.5] * 18)
     thirteen = np.array([0.95] * 13 + [0.5] * 17)
-    assert confident_strategy(twelve) == pytest.approx(twelve.mean())
-    assert confident_strategy(thirteen) == pytest.approx(0.95)
+    assert confident_strategy(twelve, 32) == pytest.approx(twelve.mean())
+    assert confident_strategy(thirteen, 32) == pytest.approx(0.95)
+
+
+def dfdc_winner_confident_strategy(pred, t=0.8):
+    """The DFDC 1st place solution's code (selimsef/dfdc_deepfake_challenge), 32 frames a video."""
+    pred = np.array(pred)
+    sz = len(pred)
+    fakes = np.count_nonzero(pred > t)
+    if fakes > sz // 2.5 and fakes > 11:
+        return np.mean(pred[pred > t])
+    elif np.count_nonzero(pred < 0.2) > 0.9 * sz:
+        return np.mean(pred[pred < 0.2])
+    else:
+        return np.mean(pred)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([0.02, 0.1, 0.19, 0.2, 0.5, 0.8, 0.81, 0.9, 0.99]) | st.floats(0, 1),
+                min_size=1, max_size=32))
+@example([0.9] * 13 + [0.5] * 19)  # the confident branch fires
+@example([0.9] * 12 + [0.1] * 8)  # fires with 20 of 32 frames judged
+@example([0.9] * 11 + [0.1] * 8)  # 11 is not > 11
+@example([0.1] * 29 + [0.5] * 3)  # nearly all real
+def test_at_32_frames_confident_is_the_winners_code_exactly(scores):
+    # Any track of up to 32 judged faces (a track may miss frames or have unjudged faces).
+    p = np.array(scores)
+    assert confident_strategy(p, 32) == dfdc_winner_confident_strategy(p)
+
+
+@pytest.mark.parametrize(("frames", "needed"), [(1, 1), (4, 2), (8, 4), (11, 5), (16, 7), (64, 26)])
+def test_confident_fakes_needed_scale_with_the_frames(frames, needed):
+    # A track seen in every frame: `needed` confident fakes fire the branch, one fewer does not.
+    def track(fakes):
+        return np.array([0.9] * fakes + [0.5] * (frames - fakes))
+
+    assert confident_strategy(track(needed), frames) == pytest.approx(0.9)
+    if needed > 1:
+        assert confident_strategy(track(needed - 1), frames) == pytest.approx(track(needed - 1).mean())
+
+
+def test_with_eleven_frames_or_fewer_a_confident_majority_still_counts():
+    # `fakes > 11` could never fire here: 8 frames, 5 confident fakes and 3 clean frames.
+    faces = [face(0, i, 0.95 if i < 5 else 0.1) for i in range(8)]
+    assert decide(faces, "confident", frames=8).probability == pytest.approx(0.95)
+    assert decide(faces, "mean", frames=8).probability == pytest.approx((5 * 0.95 + 3 * 0.1) / 8)
 
 
 def face(track, frame, score, size=100.0, sharpness=50.0):

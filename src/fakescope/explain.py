@@ -1,6 +1,6 @@
 """CAM explanations of fakescope's one-logit classifiers (judged in faithfulness.py).
 
-Definitions follow `docs/xai-methods.md`: every map explains the fake logit (also for real
+Definitions follow `docs/explanations.md`: every map explains the fake logit (also for real
 faces) at layer N (the pooled feature map) and N-1 (the last stride-16 feature map). All
 methods of one batch come from one forward pass and one `torch.autograd.grad` call (plus one
 more for `hirescam++filtered`), through `CamCapture`.

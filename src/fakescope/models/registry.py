@@ -94,7 +94,7 @@ register(ArchSpec(
 
 
 def resolve_cam_layers(model: nn.Module) -> tuple[str, str]:
-    """(N, N-1) module names from the model's structure, per `docs/xai-methods.md`.
+    """(N, N-1) module names from the model's structure, per `docs/explanations.md`.
 
     N is the feature map that feeds global pooling (stride 32); N-1 the last feature map
     at stride 16. timm's feature_info records the stride of every stage.

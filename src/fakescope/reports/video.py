@@ -35,7 +35,7 @@ def write_overlay_video(analyzer, report: Report, path: str | Path) -> Path:
 
 def _frames(analyzer, report: Report) -> Iterator[np.ndarray]:
     threshold = report.verdict.threshold
-    aggregate = STRATEGIES[report.verdict.strategy]
+    aggregate, frames = STRATEGIES[report.verdict.strategy], len(report.frames)
     by_frame: dict[int, list[FaceScore]] = {}
     for track in report.verdict.tracks:
         for face in track.faces:
@@ -55,7 +55,8 @@ def _frames(analyzer, report: Report) -> Iterator[np.ndarray]:
             colour = score_colour(face.score, threshold)
             cv2.rectangle(image, (x1, y1), (x2, y2), colour, max(2, round(3 * unit)))
             _text(image, f"{face.score:.2f}", (x1, max(y1 - round(8 * unit), round(20 * unit))), unit, colour)
-        running = max((aggregate(np.array(scores)) for scores in seen.values()), default=None)
+        running = max((aggregate(np.array(scores), frames) for scores in seen.values()),
+                      default=None)
         line = f"{info['timestamp']:.2f} s  P(fake) so far: " + ("no face yet" if running is None else f"{running:.3f}")
         colour = (255, 255, 255) if running is None else score_colour(running, threshold)
         _text(image, line, (round(12 * unit), round(40 * unit)), unit, colour)

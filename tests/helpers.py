@@ -1,0 +1,69 @@
+"""Helpers shared by the tests: the shared data folder, the bundled photo, odd media files."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from importlib import resources
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+# Set by .ci/run: where the shared data is, a test that needs it must not skip.
+REQUIRE_SHARED = "FAKESCOPE_REQUIRE_SHARED"
+
+
+def shared_data_dir() -> Path:
+    """../shared/data; skips the test where it is missing, unless FAKESCOPE_REQUIRE_SHARED=1."""
+    if not SHARED_DATA.is_dir():
+        if os.environ.get(REQUIRE_SHARED) == "1":
+            pytest.fail(f"shared data not found at {SHARED_DATA} and {REQUIRE_SHARED}=1")
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def astronaut() -> Image.Image:
+    """The public-domain photo that ships in the package."""
+    with resources.files("fakescope").joinpath("assets", "astronaut.jpg").open("rb") as f:
+        return Image.open(f).convert("RGB")
+
+
+def copy_first(source: Path, dest: Path, count: int, pattern: str = "*.jpg") -> list[Path]:
+    """The first `count` files of a shared folder, copied (never linked) into a temporary one."""
+    dest.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for path in sorted(source.glob(pattern))[:count]:
+        copies.append(dest / path.name)
+        copies[-1].write_bytes(path.read_bytes())
+    return copies
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A valid PNG signature and IHDR that declares a size, with almost no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def audio_only(path: Path) -> None:
+    """An mp4 with half a second of silence and no video stream."""
+    with av.open(str(path), "w", format="mp4") as container:
+        encoder = "aac" if "aac" in av.codecs_available else "mp2"
+        stream = container.add_stream(encoder, rate=44100)
+        for i in range(20):
+            silence = np.zeros((2, 1024), np.float32)
+            frame = av.AudioFrame.from_ndarray(silence, format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = 44100, i * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
