@@ -8,13 +8,14 @@ each loading the models once.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .faces import get_detector
 from .media import Limits
@@ -161,10 +162,10 @@ class RayEngine:
         self._ray = ray
         if not ray.is_initialized():
             ray.init(address=address, num_cpus=None if address else os.cpu_count(), include_dashboard=False,
-                     log_to_driver=False, logging_level="ERROR")
+                     log_to_driver=False, logging_level=logging.ERROR)
         actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
         # max_restarts: a worker killed by a crashing decoder comes back; its batch becomes error rows.
-        worker = ray.remote(num_cpus=1, max_restarts=-1)(ScanWorker)
+        worker: Any = ray.remote(num_cpus=1, max_restarts=-1)(ScanWorker)
         config = Path(analyzer.ensemble.config_path).resolve()
         model = config.stem if config.parent == WEIGHTS_DIR.resolve() else str(config)  # shipped: by name
         self._actors = [worker.remote(model, analyzer.settings, analyzer.device, analyzer.limits, crops)

@@ -148,13 +148,14 @@ class MTCNNDetector(FaceDetector):
 
     def _detect_batch(self, batch: np.ndarray) -> list[list[Detection]]:
         boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
-        results = []
-        for image_boxes, image_probs, image_points in zip(boxes, probs, points):
+        results: list[list[Detection]] = []
+        for image_boxes, image_probs, image_points in zip(boxes, probs, points, strict=True):
             if image_boxes is None:
                 results.append([])
                 continue
             results.append([
-                Detection(tuple(float(v) for v in box), float(p), np.asarray(pts, np.float32))
+                Detection((float(box[0]), float(box[1]), float(box[2]), float(box[3])), float(p),
+                          np.asarray(pts, np.float32))
                 for box, p, pts in zip(image_boxes, image_probs, image_points)
             ])
         return results

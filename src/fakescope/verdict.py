@@ -15,6 +15,8 @@ videos: `fit_decision`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
@@ -143,7 +145,7 @@ def decide(faces: list[FaceScore], strategy: str = "confident", decision: Decisi
     aggregate = STRATEGIES[strategy]
     tracks = [_judge_track(i, track, aggregate, judging, needed, frames)
               for i, track in sorted(by_track.items())]
-    common = {"threshold": decision.threshold, "real_below": decision.real_below, "strategy": strategy, "tracks": tracks}
+    common: dict[str, Any] = {"threshold": decision.threshold, "real_below": decision.real_below, "strategy": strategy, "tracks": tracks}
     if not tracks:
         return Verdict(None, "no_face", chosen_frames=[], reason=f"no face found in {frames} frames", **common)
     judged = [t for t in tracks if t.unjudged is None]
@@ -151,7 +153,8 @@ def decide(faces: list[FaceScore], strategy: str = "confident", decision: Decisi
         shown = max(tracks, key=lambda t: (len(t.faces), max(f.size for f in t.faces)))
         return Verdict(None, "inconclusive", chosen_frames=choose_frames(shown.faces, k),
                        reason=f"no face can be judged: {len(tracks)} track(s), the main one {shown.unjudged}", **common)
-    worst = max(judged, key=lambda t: t.probability)
+    worst = max(judged, key=lambda t: t.probability or 0.0)
+    assert worst.probability is not None  # judged tracks have one
     label = decision.label(worst.probability)
     ignored = f"; {len(tracks) - len(judged)} other track(s) could not be judged" if len(judged) < len(tracks) else ""
     if label == "inconclusive":

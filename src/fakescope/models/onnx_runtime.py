@@ -30,7 +30,7 @@ def _export(model: nn.Module, size: int) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            model.eval(), example, buffer, dynamo=False, input_names=["crops"], output_names=["logits"],
+            model.eval(), (example,), buffer,  # type: ignore[arg-type]  # a file object works too dynamo=False, input_names=["crops"], output_names=["logits"],
             dynamic_axes={"crops": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
         )
     return buffer.getvalue()

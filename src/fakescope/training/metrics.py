@@ -39,7 +39,7 @@ def metrics_with_intervals(labels, probs, rounds: int = 1000, seed: int = 0,
     labels, probs = np.asarray(labels, dtype=int), np.asarray(probs, dtype=float)
     point = metrics(labels, probs)
     rng = np.random.default_rng(seed)
-    samples = {name: [] for name in point}
+    samples: dict[str, list[float]] = {name: [] for name in point}
     for _ in range(rounds):
         idx = rng.integers(0, len(labels), len(labels))
         if len(np.unique(labels[idx])) < 2:

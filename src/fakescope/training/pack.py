@@ -135,7 +135,7 @@ def build_pack(
         landmarks.append(crop_landmarks(detector, crops))
         blobs += data
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
-    tensors = {
+    tensors: dict[str, np.ndarray] = {
         "bytes": np.frombuffer(b"".join(blobs), np.uint8),
         "offsets": offsets,
         "labels": np.array([samples[i].label for i in chosen], np.uint8),

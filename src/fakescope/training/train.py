@@ -12,6 +12,7 @@ import math
 import os
 import random
 import time
+from typing import Any
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -73,7 +74,7 @@ def _device(name: str) -> torch.device:
 
 def _build(config: TrainConfig) -> torch.nn.Module:
     arch = get_arch(config.arch)
-    model = arch.build(drop_rate=0.2)
+    model: Any = arch.build(drop_rate=0.2)  # a timm model: its parts are found by name
     if config.init:
         start = read_spec(config.init)
         if start.arch != config.arch:
@@ -318,6 +319,7 @@ def export(run: Run, inputs: Inputs, size: int, device: torch.device, out: Path)
     config = run.config
     name = config.name or config.arch
     model = run.model
+    assert run.best_model is not None  # set by the first evaluated epoch
     model.load_state_dict(run.best_model)
     logits, labels = predict_logits(model, inputs.held(), device)
     temperature = fit_temperature(logits, labels)
