@@ -3,8 +3,10 @@ processes) against the decoded cache augmented and self-blended in batches on th
 
     python benchmarks/bench_train.py [--device cpu|cuda] [--workers 2] [--count 2000]
                                      [--batch-size 32] [--steps 20] [--model-steps 4]
+                                     [--pack PACK.safetensors]
 
-Crops come from ../shared/data/dfdc-faces/train (the first --count of each class). Two
+Crops come from ../shared/data/dfdc-faces/train, or from a pack (`fakescope pack`; its crops
+are written out as files for the per-image loader), the first --count of each class. Two
 measures, each as images per second for both paths:
 - input: the batches alone, as the training loop receives them (normalised, on the device),
   both with --workers loader processes on a CPU (the batched path uses none on a GPU);
@@ -16,6 +18,8 @@ The cache's one-off decode time is printed beside. The last line is new/old for 
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +32,19 @@ from fakescope.training.data import CropDataset, balanced_epoch, list_samples
 from fakescope.training.pack import load_folder
 
 SHARED_TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dfdc-faces" / "train"
+
+
+def unpack(pack: Path, folder: Path) -> Path:
+    """The pack's crops as files (their original bytes) under folder/{real,fake}."""
+    from safetensors import safe_open
+
+    with safe_open(str(pack), "np") as handle:
+        names = json.loads(handle.metadata()["names"])
+        data, offsets = handle.get_tensor("bytes"), handle.get_tensor("offsets")
+    for i, name in enumerate(names):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data[offsets[i] : offsets[i + 1]].tobytes())
+    return folder
 
 
 def _loader_batches(samples, items, size, crop, batch_size, workers, device):
@@ -64,13 +81,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--model-steps", type=int, default=4)
+    parser.add_argument("--pack", type=Path, help="read the crops from this pack")
     args = parser.parse_args()
-    if not SHARED_TRAIN.is_dir():
-        raise SystemExit(f"error: the DFDC training crops are not at {SHARED_TRAIN}")
     device = torch.device(args.device)
     arch = get_arch("efficientnet-lite0")
     size, crop = arch.crop.size, arch.crop
-    all_samples = list_samples(SHARED_TRAIN)
+    scratch = tempfile.TemporaryDirectory()
+    if args.pack:
+        root = unpack(args.pack, Path(scratch.name))
+    elif SHARED_TRAIN.is_dir():
+        root = SHARED_TRAIN
+    else:
+        raise SystemExit(f"error: no --pack, and the DFDC training crops are not at {SHARED_TRAIN}")
+    all_samples = list_samples(root)
     samples = [s for s in all_samples if s.label == 0][: args.count]
     samples += [s for s in all_samples if s.label == 1][: args.count]
     needed = args.batch_size * (args.steps + args.model_steps + 2)

@@ -232,3 +232,21 @@ def test_pack_landmarks_come_from_the_detector(shared_data, tmp_path):
     eyes_y, nose_y, mouth_y = landmarks[:, :2, 1].mean(1), landmarks[:, 2, 1], landmarks[:, 3:, 1].mean(1)
     assert ((eyes_y < nose_y) & (nose_y < mouth_y)).all()
     assert (landmarks[:, 0, 0] < landmarks[:, 1, 0]).all()  # left eye on the left of the crop
+
+
+def test_pack_command_writes_a_pack_and_refuses_bad_options(tmp_path):
+    from typer.testing import CliRunner
+
+    from fakescope.cli import app
+
+    _write_folder(tmp_path / "data", clusters=2)
+    runner = CliRunner()
+    done = runner.invoke(app, ["pack", str(tmp_path / "data"), "--out", str(tmp_path / "p.safetensors")])
+    assert done.exit_code == 0 and "6 crops (2 real, 4 fake)" in done.output
+    assert len(load_pack(tmp_path / "p.safetensors", 16)) == 6
+    wrong = runner.invoke(app, ["pack", str(tmp_path / "data"), "--out", str(tmp_path / "p.npz")])
+    assert wrong.exit_code == 2 and "a pack is a .safetensors file" in wrong.output
+    assert not (tmp_path / "p.npz").exists()
+    negative = runner.invoke(app, ["pack", str(tmp_path / "data"), "--out", str(tmp_path / "q.safetensors"),
+                                   "--budget-mb", "-1"])
+    assert negative.exit_code == 2 and len(negative.output.strip().splitlines()) == 1

@@ -395,16 +395,22 @@ def pack(
     """Pack face crops into one file for `train`: original bytes (never re-encoded) and landmarks."""
 
     def action() -> dict[str, int]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
         from .faces import get_detector
         from .training.pack import build_pack
 
-        if destination.suffix != ".safetensors":
-            raise FakescopeError(f"--out {destination}: a pack is a .safetensors file")
-        if not budget_mb >= 0:
-            raise FakescopeError(f"--budget-mb {budget_mb}: must be 0 (no limit) or more")
         detector = get_detector("retinaface", score_threshold=0.5)
-        return build_pack(dataset, destination, detector, budget_mb or None, seed)
+        with Progress(TextColumn("landmarks"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=err, disable=not sys.stderr.isatty()) as bar:
+            task = bar.add_task("", total=None)
+            return build_pack(dataset, destination, detector, budget_mb or None, seed,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
 
+    if destination.suffix != ".safetensors":
+        raise typer.Exit(fail_line(str(destination), FakescopeError("--out: a pack is a .safetensors file")))
+    if not budget_mb >= 0:
+        raise typer.Exit(fail_line("--budget-mb", FakescopeError(f"{budget_mb}: must be 0 (no limit) or more")))
     counts, code = guarded(str(dataset), action)
     if counts:
         out.print(f"{destination}: {counts['crops']} crops ({counts['real']} real, {counts['fake']} fake), "

@@ -217,7 +217,8 @@ class JpegRounds(torch.nn.Module):
             for q in quality[rounds > 0].unique().tolist():
                 rows = ((rounds > 0) & (quality == q)).nonzero().flatten().tolist()
                 encoded = encode_jpeg([out[i] for i in rows], quality=q)
-                decoded = decode_jpeg(encoded, device=images.device)
+                # nvJPEG encodes on the card but decodes from host memory.
+                decoded = decode_jpeg([e.cpu() for e in encoded], device=images.device)
                 out[rows] = torch.stack(decoded)
             rounds -= (rounds > 0).long()
         return out

@@ -14,6 +14,7 @@ import io
 import json
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,9 +116,10 @@ def choose_within_budget(samples: list[Sample], sizes: list[int], budget: int, s
 
 def build_pack(
     root: str | Path, out: str | Path, detector: FaceDetector, budget_mb: float | None = 60,
-    seed: int = 0, batch: int = 64,
+    seed: int = 0, batch: int = 64, progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
-    """Write `root/{real,fake}` (clusters from its manifest) as one pack file; returns counts."""
+    """Write `root/{real,fake}` (clusters from its manifest) as one pack file; returns counts.
+    `progress(done, total)` is called after each batch of crops."""
     samples = list_samples(root)
     sizes = [s.path.stat().st_size for s in samples]
     budget = sum(sizes) if budget_mb is None else int(budget_mb * 2**20)
@@ -134,6 +136,8 @@ def build_pack(
                 crops.append(np.array(image.convert("RGB")))
         landmarks.append(crop_landmarks(detector, crops))
         blobs += data
+        if progress is not None:
+            progress(len(blobs), len(chosen))
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
     tensors: dict[str, np.ndarray] = {
         "bytes": np.frombuffer(b"".join(blobs), np.uint8),

@@ -12,10 +12,10 @@ import math
 import os
 import random
 import time
-from typing import Any
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,8 +32,8 @@ from ..models.registry import ModelSpec, channels_last, get_arch
 from ..types import FakescopeError, WeightsError
 from .batches import TrainingBatches, eval_batches
 from .data import CropDataset, balanced_epoch, held_out, list_samples, split_by_cluster
-from .pack import CropSet, is_pack, load_folder, load_pack
 from .metrics import fit_temperature, point_metrics
+from .pack import CropSet, is_pack, load_folder, load_pack
 
 
 @dataclass
