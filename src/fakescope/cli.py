@@ -389,7 +389,7 @@ def train(
 def pack(
     dataset: Path = typer.Argument(..., help="folder with real/ and fake/ face crops (manifest.csv beside keeps clusters together)"),
     destination: Path = typer.Option(..., "--out", help="the pack file to write (.safetensors)"),
-    budget_mb: float = typer.Option(60, "--budget-mb", help="largest pack size: whole clusters are kept while they fit; 0 keeps all"),
+    budget_mb: float = typer.Option(50, "--budget-mb", help="largest pack size in MiB (50 leaves room for the checkout in a 64 MiB transfer); whole clusters are kept while they fit; 0 keeps all"),
     seed: int = typer.Option(0, "--seed", help="order in which clusters are taken"),
 ) -> None:
     """Pack face crops into one file for `train`: original bytes (never re-encoded) and landmarks."""

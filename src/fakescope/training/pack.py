@@ -85,9 +85,14 @@ def crop_landmarks(detector: FaceDetector, crops: list[np.ndarray]) -> np.ndarra
     return result
 
 
+# Bytes a crop adds besides its file: offset, label, landmarks, name and cluster.
+PER_CROP_OVERHEAD = 160
+
+
 def choose_within_budget(samples: list[Sample], sizes: list[int], budget: int, seed: int) -> list[int]:
     """Indices of whole clusters, in a seeded order, while their bytes fit the budget: each
-    cluster's real with one fake first, then the remaining fakes of the chosen clusters."""
+    cluster's real with one fake first, then the remaining fakes of the chosen clusters.
+    `sizes` are what each crop costs in the pack."""
     by_cluster: dict[str, list[int]] = defaultdict(list)
     for i, sample in enumerate(samples):
         by_cluster[sample.cluster].append(i)
@@ -115,13 +120,13 @@ def choose_within_budget(samples: list[Sample], sizes: list[int], budget: int, s
 
 
 def build_pack(
-    root: str | Path, out: str | Path, detector: FaceDetector, budget_mb: float | None = 60,
+    root: str | Path, out: str | Path, detector: FaceDetector, budget_mb: float | None = 50,
     seed: int = 0, batch: int = 64, progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
     """Write `root/{real,fake}` (clusters from its manifest) as one pack file; returns counts.
     `progress(done, total)` is called after each batch of crops."""
     samples = list_samples(root)
-    sizes = [s.path.stat().st_size for s in samples]
+    sizes = [s.path.stat().st_size + PER_CROP_OVERHEAD for s in samples]
     budget = sum(sizes) if budget_mb is None else int(budget_mb * 2**20)
     chosen = choose_within_budget(samples, sizes, budget, seed)
     if not chosen:
