@@ -68,6 +68,13 @@ def _limits(max_pixels: int | None, max_duration: float | None):
     return Limits(**{name: value for name, value in given.items() if value is not None})
 
 
+def _at_least(option: str, value: int | None, low: int, high: int | None = None) -> None:
+    """A whole-number option outside [low, high] is a bad setting (exit 2); None means unset."""
+    if value is not None and not (low <= value and (high is None or value <= high)):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise FakescopeError(f"{option} must be {bound}, got {value}")
+
+
 def _methods(value: str | None) -> list[str] | None:
     return [m.strip() for m in value.split(",") if m.strip()] if value else None
 
@@ -149,7 +156,13 @@ def serve(
     from .pipeline import Settings
     from .server.app import create_app
 
-    web, code = guarded("setup", lambda: create_app(model, device, max_upload_mb, workers, Settings(frames=frames)))
+    def setup():
+        _at_least("--port", port, 1, 65535)
+        _at_least("--workers", workers, 1)
+        _at_least("--max-upload-mb", max_upload_mb, 1)
+        return create_app(model, device, max_upload_mb, workers, Settings(frames=frames))
+
+    web, code = guarded("setup", setup)
     if web is None:
         raise typer.Exit(code)
     uvicorn.run(web, host=host, port=port)
@@ -194,6 +207,7 @@ def scan(
     from .scan import run_scan
 
     def setup():
+        _at_least("--workers", workers, 1)
         verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
         return Analyzer(model, Settings(frames, detector, strategy, batch_size=batch_size, backend=backend, **verdict), device,
                         _limits(max_pixels, max_duration))
@@ -235,6 +249,7 @@ def evaluate(
     verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
 
     def run():
+        _at_least("--limit", limit, 1)
         analyzer = Analyzer(model, Settings(frames, detector, **verdict), device)
         if crops:
             return evaluate_crops(analyzer, dataset, out_dir, limit)
@@ -313,6 +328,8 @@ def xai_evaluate(
     from .faithfulness import run_xai_eval
 
     def run():
+        _at_least("--limit", limit, 2)  # half real, half fake
+        _at_least("--member", member, 0)
         analyzer = Analyzer(model, Settings(), device)
         return run_xai_eval(analyzer, dataset, out_dir, crops=crops, limit=limit, member=member)
 

@@ -47,6 +47,15 @@ class Limits:
     max_duration: float = 3600.0  # seconds of video read; later frames are ignored
     max_frames: int = 1024  # frames sampled per video
 
+    def __post_init__(self) -> None:
+        # A setting's fault, not the input's: FakescopeError (exit 2), not MediaError.
+        if not (isinstance(self.max_pixels, int) and self.max_pixels >= 1):
+            raise FakescopeError(f"--max-pixels must be a whole number >= 1, got {self.max_pixels}")
+        if not (math.isfinite(self.max_duration) and self.max_duration > 0):
+            raise FakescopeError(f"--max-duration must be a number of seconds > 0, got {self.max_duration}")
+        if not (isinstance(self.max_frames, int) and self.max_frames >= 1):
+            raise FakescopeError(f"max_frames must be a whole number >= 1, got {self.max_frames}")
+
 
 @contextmanager
 def _decoding(path: Path, what: str = "cannot decode") -> Iterator[None]:
