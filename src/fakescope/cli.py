@@ -61,10 +61,10 @@ def _verdict_settings(threshold: float | None, real_below: float | None, min_fac
             "min_track_faces": min_track_faces}
 
 
-def _limits(max_pixels: int | None, max_duration: float | None):
+def _limits(max_pixels: int | None, max_duration: float | None, decode_pixels: int | None = None):
     from .media import Limits
 
-    given = {"max_pixels": max_pixels, "max_duration": max_duration}
+    given = {"max_pixels": max_pixels, "max_duration": max_duration, "decode_pixels": decode_pixels}
     return Limits(**{name: value for name, value in given.items() if value is not None})
 
 
@@ -87,7 +87,7 @@ def main() -> None:
 @app.command()
 def analyze(
     inputs: list[Path] = typer.Argument(..., help="videos or images"),
-    out_dir: Path = typer.Option(Path("fakescope-out"), "--out", help="writes OUT/<input stem>/report.html and report.json"),
+    out_dir: Path = typer.Option(Path("fakescope-out"), "--out", help="writes OUT/<input stem>/report.html and report.json (<stem>-<hash> when the name is taken)"),
     model: str = typer.Option("default", "--model", help="shipped model name or a config .json"),
     frames: int = typer.Option(32, "--frames", help="frames sampled evenly per video"),
     detector: str = typer.Option("retinaface", "--detector", help="retinaface or mtcnn"),
@@ -101,23 +101,39 @@ def analyze(
     explain: str | None = typer.Option(None, "--explain", help="heat maps for the chosen frames, e.g. hirescam++,gradcam-n,gradcam-n1,hirescam"),
     fmt: Literal["html", "json", "all"] = typer.Option("all", "--format", help="report.html, report.json or both"),
     overlay_video: bool = typer.Option(False, "--overlay-video", help="also write overlay.mp4: every analysed frame with its HiResCAM++ map, face boxes and the running P(fake)"),
-    max_pixels: int | None = typer.Option(None, "--max-pixels", help="largest image or video frame (default 50,000,000)"),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", help="largest image or video frame (default 36,000,000)"),
     max_duration: float | None = typer.Option(None, "--max-duration", help="seconds of each video read (default 3600)"),
+    decode_pixels: int | None = typer.Option(None, "--decode-pixels", help="larger frames are downscaled while decoding (default 2,100,000)"),
     backend: str = typer.Option("auto", "--backend", help="scoring pass: onnx (ONNX Runtime), torch, or auto (onnx on CPU)"),
 ) -> None:
     """Analyse videos or images; one summary line per input."""
     from .pipeline import Analyzer, Settings
     from .reports.html import write_html
     from .reports.video import write_overlay_video
+    from .files import output_folders
+    from .media import probe
 
     verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
-    analyzer, code = guarded("setup", lambda: Analyzer(model, Settings(frames, detector, strategy, backend=backend, **verdict),
-                                                       device, _limits(max_pixels, max_duration)))
+    configured, code = guarded("setup", lambda: (Settings(frames, detector, strategy, backend=backend, **verdict),
+                                                 _limits(max_pixels, max_duration, decode_pixels)))
+    if configured is None:
+        raise typer.Exit(code)
+    settings, limits = configured
+    # Inputs are checked before the models load: a bad file fails in a fraction of a second.
+    worst, readable = 0, []
+    for path in inputs:
+        info, code = guarded(str(path), lambda path=path: probe(path, limits))
+        worst = max(worst, code)
+        if info is not None:
+            readable.append(path)
+    if not readable:
+        raise typer.Exit(worst)
+    analyzer, code = guarded("setup", lambda: Analyzer(model, settings, device, limits))
     if analyzer is None:
         raise typer.Exit(code)
-    worst = 0
-    for path in inputs:
-        target = out_dir / path.stem
+    folders = output_folders(out_dir, readable)
+    for path in readable:
+        target = folders[path]
 
         def run(path=path, target=target):
             report = analyzer.analyze(path, target, _methods(explain), keep_frames=fmt != "json" or overlay_video)
@@ -133,7 +149,7 @@ def analyze(
 
         report, code = guarded(str(path), run)
         if report is not None:
-            out.print(report.summary(), markup=False)
+            out.print(f"{report.summary()} -> {target}", markup=False)
             if report.label == "no_face":
                 code = NoFaceError.exit_code
         worst = max(worst, code)
@@ -195,8 +211,9 @@ def scan(
     min_track_faces: MinTrackFaces = Settings.min_track_faces,
     batch_size: int = typer.Option(32, "--batch-size", help="faces scored together"),
     device: str = typer.Option("cpu", "--device"),
-    max_pixels: int | None = typer.Option(None, "--max-pixels", help="largest image or video frame (default 50,000,000)"),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", help="largest image or video frame (default 36,000,000)"),
     max_duration: float | None = typer.Option(None, "--max-duration", help="seconds of each video read (default 3600)"),
+    decode_pixels: int | None = typer.Option(None, "--decode-pixels", help="larger frames are downscaled while decoding (default 2,100,000)"),
     backend: str = typer.Option("auto", "--backend", help="scoring pass: onnx (ONNX Runtime), torch, or auto (onnx on CPU)"),
 ) -> None:
     """Score many files into a SQLite store; a bad file gets an error row and the batch goes on.
@@ -210,7 +227,7 @@ def scan(
         _at_least("--workers", workers, 1)
         verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
         return Analyzer(model, Settings(frames, detector, strategy, batch_size=batch_size, backend=backend, **verdict), device,
-                        _limits(max_pixels, max_duration))
+                        _limits(max_pixels, max_duration, decode_pixels))
 
     analyzer, code = guarded("setup", setup)
     if analyzer is None:

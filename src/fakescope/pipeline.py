@@ -164,7 +164,7 @@ class Analyzer:
             faces = [
                 FaceScore(track_id, face.frame_index, face.timestamp, tuple(float(v) for v in face.detection.box),
                           float(face.detection.score), {name: float(s[offset + i]) for name, s in member.items()},
-                          float(ensemble[offset + i]), _short_side(face.detection.box), p.sharpness[i])
+                          float(ensemble[offset + i]), _short_side(face.detection.box) / p.media.scale, p.sharpness[i])
                 for i, (track_id, face) in enumerate(p.faces)
             ]
             offset += len(faces)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from .files import write_atomic
 from .types import MediaInfo, Verdict
 
 SCHEMA_VERSION = "1.1"  # 1.1: inconclusive label, reason, judged faces and tracks
@@ -85,9 +85,4 @@ class Report:
 
     def write_json(self, path: str | Path) -> Path:
         """Write atomically, so an interrupted run never leaves a half-written report."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, json.dumps(self.to_dict(), indent=2))

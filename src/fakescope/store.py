@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .files import atomic_open
 from .types import FakescopeError
 
 SCHEMA_VERSION = 2  # 2 added `reason`
@@ -138,16 +139,12 @@ class Store:
 
     def export_jsonl(self, out: str | Path) -> int:
         """Write this model's and settings' rows as JSON lines, atomically; returns the count."""
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
         count = 0
-        with open(tmp, "w", encoding="utf-8") as handle:
+        with atomic_open(out) as handle:
             for row in self.rows():
                 # ensure_ascii keeps surrogate escapes as \\udcXX: json.loads + os.fsencode give the bytes back.
                 handle.write(json.dumps(asdict(row)) + "\n")
                 count += 1
-        os.replace(tmp, out)
         return count
 
     def close(self) -> None:
