@@ -3,6 +3,7 @@ while decoding. And inputs are checked before any model loads."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -93,3 +94,30 @@ def test_inputs_are_checked_before_the_models_load(tmp_path):
     assert result.exit_code == 3, result.output  # the media error, not the missing model (5)
     assert "notes.mp4" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert time.monotonic() - start < 5
+
+
+def test_a_truncated_video_says_what_was_decoded(tmp_path, random_model):
+    """A faststart mp4 (index first) cut at a third: its header promises 50 frames, a third decode."""
+    faststart = tmp_path / "faststart.mp4"
+    noise = np.random.default_rng(0).integers(0, 255, (50, 240, 320, 3), dtype=np.uint8)  # similar-sized frames
+    with av.open(str(faststart), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=Fraction(25), options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for image in noise:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    assert probe(faststart).frame_count == 50
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size // 3])
+    result = CliRunner().invoke(app, ["analyze", str(cut), "--model", str(random_model), "--frames", "8",
+                                      "--format", "json", "--out", str(tmp_path / "out")])
+    assert result.exit_code in (0, 4), result.output
+    report = json.loads((tmp_path / "out" / "cut" / "report.json").read_text())
+    assert report["frames_requested"] == 8 and 0 < len(report["frames_analysed"]) < 8
+    assert report["warnings"] and "of 8 requested frames" in report["warnings"][0]
+    assert f"warning: {cut}: decoded {len(report['frames_analysed'])} of 8" in result.stderr
+    whole = CliRunner().invoke(app, ["analyze", str(faststart), "--model", str(random_model), "--frames", "8",
+                                     "--format", "json", "--out", str(tmp_path / "out")])
+    report = json.loads((tmp_path / "out" / "faststart" / "report.json").read_text())
+    assert whole.exit_code in (0, 4) and "warning" not in whole.stderr and report["warnings"] == []
+    assert len(report["frames_analysed"]) == report["frames_requested"] == 8

@@ -150,6 +150,8 @@ def analyze(
         report, code = guarded(str(path), run)
         if report is not None:
             out.print(f"{report.summary()} -> {target}", markup=False)
+            for warning in report.warnings:
+                err.print(f"warning: {path}: {warning}", markup=False)
             if report.label == "no_face":
                 code = NoFaceError.exit_code
         worst = max(worst, code)

@@ -153,13 +153,13 @@ def iter_frames(
     if info.kind == "image":
         yield Frame(0, 0.0, read_image(path, limits))
         return
+    n = planned_frames(info, count, limits)
     with _open_video(path) as (container, stream):
         if info.scale < 1:  # each frame thread holds frames at full size: fewer for big frames
             threads = THREAD_PIXELS // (info.width * info.height)
             stream.codec_context.thread_count = max(1, min(os.cpu_count() or 1, threads))
         duration = min(info.duration, limits.max_duration)
-        available = max(1, min(info.frame_count, math.floor(duration * info.fps)))
-        n = max(1, min(count, limits.max_frames, available))
+        available = _available(info, limits)
         # Target the centres of n equal runs of frames, as frame times.
         targets = [math.floor((i + 0.5) * available / n) / info.fps for i in range(n)]
         if seek is None:  # raw streams (.h264) have no timestamps to seek to
@@ -173,6 +173,18 @@ def iter_frames(
                 yield Frame(index, timestamp, _video_rgb(frame, info.rotation, info.scale))
         if not found:
             raise MediaError(f"{path}: no video frame could be decoded (truncated or corrupt?)")
+
+
+def planned_frames(info: MediaInfo, count: int, limits: Limits = Limits()) -> int:
+    """How many frames iter_frames tries to decode (fewer come from a truncated file)."""
+    if info.kind == "image":
+        return 1
+    return max(1, min(count, limits.max_frames, _available(info, limits)))
+
+
+def _available(info: MediaInfo, limits: Limits) -> int:
+    """Frames in the part of the video that is read, from its header."""
+    return max(1, min(info.frame_count, math.floor(min(info.duration, limits.max_duration) * info.fps)))
 
 
 def read_image(path: str | Path, limits: Limits = Limits()) -> np.ndarray:

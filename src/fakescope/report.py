@@ -12,7 +12,8 @@ from . import __version__
 from .files import write_atomic
 from .types import MediaInfo, Verdict
 
-SCHEMA_VERSION = "1.1"  # 1.1: inconclusive label, reason, judged faces and tracks
+SCHEMA_VERSION = "1.2"  # 1.1: inconclusive label, reason, judged faces and tracks; 1.2: frames_requested,
+# warnings, media.scale
 
 
 @dataclass
@@ -26,6 +27,8 @@ class Report:
     timings: dict[str, float]
     explanations: list[dict] = field(default_factory=list)  # heat-map images per chosen frame
     files: dict[str, str] = field(default_factory=dict)  # other outputs, relative to the report's folder
+    frames_requested: int = 0  # frames the sampling asked for; `frames` holds those decoded
+    warnings: list[str] = field(default_factory=list)  # one line each, e.g. a truncated file
     # The analysed frames' pixels by frame index, kept only when asked for (keep_frames); never serialised.
     images: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
@@ -61,7 +64,9 @@ class Report:
             "deciding_track": verdict.deciding_track,
             "strategy": verdict.strategy,
             "model": self.model,
+            "frames_requested": self.frames_requested,
             "frames_analysed": self.frames,
+            "warnings": self.warnings,
             "tracks": [
                 {
                     "track_id": track.track_id,
