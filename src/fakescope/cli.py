@@ -195,7 +195,8 @@ class Engine(str, Enum):
 def scan(
     paths: list[Path] = typer.Argument(..., help="files or folders (searched recursively; symlinked folders are not followed)"),
     db: Path = typer.Option(Path("results.sqlite"), "--db", help="SQLite store, one row per input content x model x settings; rerun to resume"),
-    out_file: Path | None = typer.Option(None, "--out", help="at the end, export the store's rows for this model and these settings as JSON lines"),
+    out_file: Path | None = typer.Option(None, "--out", help="at the end, export the rows of these inputs as JSON lines"),
+    export_all: bool = typer.Option(False, "--export-all", help="with --out: every row of the store for this model and these settings"),
     crops: bool = typer.Option(False, "--crops", help="every input already is a face crop: skip detection"),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="score inputs whose stored row is an error again"),
     engine: Engine = typer.Option(Engine.local, "--engine", help="local threads, or Ray actors"),
@@ -236,7 +237,7 @@ def scan(
         raise typer.Exit(code)
     summary, code = guarded("scan", lambda: run_scan(
         analyzer, paths, db, out_file, crops=crops, engine=engine.value, ray_address=ray_address, workers=workers,
-        retry_errors=retry_errors, quiet=quiet, console=err))
+        retry_errors=retry_errors, quiet=quiet, console=err, export_all=export_all))
     if summary is not None:
         out.print(summary.line(), markup=False)
         code = 1 if summary.errors else 0
