@@ -7,6 +7,7 @@ kind (2 usage/setting, 3 unreadable media, 4 no face, 5 weights). Set FAKESCOPE_
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from enum import Enum
 from pathlib import Path
@@ -167,23 +168,47 @@ def serve(
     max_upload_mb: int = typer.Option(200, "--max-upload-mb", help="larger uploads are refused (HTTP 413)"),
     workers: int = typer.Option(1, "--workers", help="analyses run at once, each with its own copy of the model"),
     frames: int = typer.Option(32, "--frames", help="frames sampled evenly per video"),
+    token: str | None = typer.Option(None, "--token", envvar="FAKESCOPE_TOKEN", show_envvar=True,
+                                     help="the API's access token (default: a new random one, printed at start)"),
+    no_token: bool = typer.Option(False, "--no-token", help="no token: anyone who reaches the server may use it (loopback --host only)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="analyses and uploads (default ~/.local/share/fakescope/server)"),
+    allowed_host: list[str] = typer.Option([], "--allowed-host", help="a name clients reach the server by (repeat; default: loopback names and --host)"),
+    max_pending: int = typer.Option(16, "--max-pending", help="uploads and analyses in progress at once; more get 503"),
+    max_disk_mb: int = typer.Option(1024, "--max-disk-mb", help="disk held by uploads waiting for analysis; more get 503"),
+    upload_timeout: int = typer.Option(600, "--upload-timeout", help="seconds an upload may take (and 30 s without data)"),
+    max_results: int = typer.Option(50, "--max-results", help="finished analyses kept, with their reports"),
 ) -> None:
-    """Web page and HTTP API: upload a video or image, get the verdict and heat maps (docs at /docs)."""
+    """Web page and HTTP API: upload a video or image, get the verdict and heat maps (docs/security.md)."""
     import uvicorn
 
     from .pipeline import Settings
-    from .server.app import create_app
+    from .server.app import LOOPBACK, create_app
 
     def setup():
         _at_least("--port", port, 1, 65535)
-        _at_least("--workers", workers, 1)
-        _at_least("--max-upload-mb", max_upload_mb, 1)
-        return create_app(model, device, max_upload_mb, workers, Settings(frames=frames))
+        for option, value in (("--workers", workers), ("--max-upload-mb", max_upload_mb), ("--max-pending", max_pending),
+                              ("--max-disk-mb", max_disk_mb), ("--upload-timeout", upload_timeout),
+                              ("--max-results", max_results)):
+            _at_least(option, value, 1)
+        if no_token and host not in LOOPBACK:
+            raise FakescopeError(f"--no-token is allowed only with a loopback --host ({', '.join(LOOPBACK)})")
+        if token is not None and len(token) < 16:
+            raise FakescopeError("--token must be at least 16 characters")
+        wildcard = host in ("0.0.0.0", "::")
+        hosts = tuple(allowed_host) or (LOOPBACK if host in LOOPBACK or wildcard else (*LOOPBACK, host))
+        return create_app(model, device, max_upload_mb, workers, Settings(frames=frames), max_results=max_results,
+                          max_pending=max_pending, token=None if no_token else token or secrets.token_urlsafe(24),
+                          data_dir=data_dir, allowed_hosts=hosts, max_disk_mb=max_disk_mb,
+                          upload_total_s=upload_timeout)
 
     web, code = guarded("setup", setup)
     if web is None:
         raise typer.Exit(code)
-    uvicorn.run(web, host=host, port=port)
+    shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
+    secret = f"/?token={web.state.token}" if web.state.token else ""
+    err.print(f"fakescope: open http://{shown}:{port}{secret}", markup=False)
+    # limit_concurrency: connections beyond it get 503 before the app sees them.
+    uvicorn.run(web, host=host, port=port, limit_concurrency=max(64, 4 * max_pending), timeout_keep_alive=5)
 
 
 class Engine(str, Enum):
