@@ -28,7 +28,7 @@ class FaceDetector(ABC):
     """
 
     name: str
-    batch_size = 8  # images of one size run through the network together
+    batch_size = 4  # images of one size run through the network together: as fast as 8 on CPU, 80-200 MB less
 
     def __init__(self, score_threshold: float, min_face: float = 10, min_side: int = 320,
                  max_side: int = 640):

@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 SEQUENTIAL_MAX_SECONDS = 20.0
 SEQUENTIAL_MAX_FRAMES = 500
 
-# Frames in flight in the decoder's threads, in pixels: about four 4K UHD frames (~50 MB of YUV).
-THREAD_PIXELS = 34_000_000
+# Pixels of the frames the decoder's threads work on at once: 4K UHD gets 2 threads, 4096x4096 one.
+THREAD_PIXELS = 24_000_000
 
 # Pillow formats fakescope accepts; lenient plugins (TGA, ...) would claim random bytes.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO", "PPM", "JPEG2000")
@@ -155,9 +155,6 @@ def iter_frames(
         return
     n = planned_frames(info, count, limits)
     with _open_video(path) as (container, stream):
-        if info.scale < 1:  # each frame thread holds frames at full size: fewer for big frames
-            threads = THREAD_PIXELS // (info.width * info.height)
-            stream.codec_context.thread_count = max(1, min(os.cpu_count() or 1, threads))
         duration = min(info.duration, limits.max_duration)
         available = _available(info, limits)
         # Target the centres of n equal runs of frames, as frame times.
@@ -251,6 +248,10 @@ def _open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.vi
             raise MediaError(f"{path}: no video stream (audio-only or data file?)")
         stream = streams[0]
         stream.thread_type = "AUTO"  # frame threading: decoding is the cost of this stage
+        # Each frame thread holds frames at full size: fewer threads for big frames.
+        threads = THREAD_PIXELS // max(1, stream.codec_context.width * stream.codec_context.height)
+        if threads < (os.cpu_count() or 1):
+            stream.codec_context.thread_count = max(1, threads)
         yield container, stream
     finally:
         container.close()
