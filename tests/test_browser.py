@@ -35,8 +35,8 @@ def server(random_model, tmp_path_factory):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # a free port, held until uvicorn takes the socket over
     # The 360p clip's face is about 40 px: judged only below the default 48 px floor.
-    app = create_app(random_model, settings=Settings(frames=6, min_face=24), token="browser-test-token-0123",
-                     data_dir=tmp_path_factory.mktemp("server"))
+    app = create_app(random_model, settings=Settings(frames=6, min_face=24),
+                     token="browser-test-token-0123", data_dir=tmp_path_factory.mktemp("server"))
     web = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=web.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

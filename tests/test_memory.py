@@ -25,7 +25,7 @@ PEAK_LIMIT_MB = 1536  # issue 14: a 4096x4096 bomb stays under 1.5 GB
 
 
 def bomb(path: Path, frames: int, side: int = 4096) -> Path:
-    """A tiny H.264 file of `frames` side x side frames (one picture, repeated: it compresses to KBs)."""
+    """A tiny H.264 file of `frames` side x side frames (one picture, repeated: a few KB)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(25), options={"preset": "ultrafast"})
         stream.width = stream.height = side
@@ -74,13 +74,29 @@ def test_small_frames_are_untouched(example_video):
 def test_a_4096_video_bomb_stays_under_the_memory_limit(big_video, random_model, tmp_path):
     """Peak RSS of `fakescope analyze` in a child process (its own process tree, so earlier
     children of this test run do not count)."""
-    command = [sys.executable, "-m", "fakescope.cli", "analyze", str(big_video), "--model", str(random_model),
-               "--out", str(tmp_path / "out")]  # the default 32 frames, HTML and JSON
-    measure = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-               "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    command = [
+        sys.executable,
+        "-m",
+        "fakescope.cli",
+        "analyze",
+        str(big_video),
+        "--model",
+        str(random_model),
+        "--out",
+        str(tmp_path / "out"),
+    ]  # the default 32 frames, HTML and JSON
+    measure = (
+        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    result = subprocess.run([sys.executable, "-c", measure, *command], env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", measure, *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     code, peak_kb = map(int, result.stdout.split()[-2:])
     assert code in (0, 4), result.stderr  # a verdict, or no face: not an error
     assert peak_kb / 1024 < PEAK_LIMIT_MB, f"peak {peak_kb / 1024:.0f} MB"
@@ -90,16 +106,21 @@ def test_inputs_are_checked_before_the_models_load(tmp_path):
     bad = tmp_path / "notes.mp4"
     bad.write_text("just text\n" * 10)
     start = time.monotonic()
-    result = CliRunner().invoke(app, ["analyze", str(bad), "--model", str(tmp_path / "missing.json")])
+    result = CliRunner().invoke(
+        app, ["analyze", str(bad), "--model", str(tmp_path / "missing.json")]
+    )
     assert result.exit_code == 3, result.output  # the media error, not the missing model (5)
     assert "notes.mp4" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert time.monotonic() - start < 5
 
 
 def test_a_truncated_video_says_what_was_decoded(tmp_path, random_model):
-    """A faststart mp4 (index first) cut at a third: its header promises 50 frames, a third decode."""
+    """A faststart mp4 (index first) cut at a third: the header promises 50 frames, a third
+    decode."""
     faststart = tmp_path / "faststart.mp4"
-    noise = np.random.default_rng(0).integers(0, 255, (50, 240, 320, 3), dtype=np.uint8)  # similar-sized frames
+    noise = np.random.default_rng(0).integers(
+        0, 255, (50, 240, 320, 3), dtype=np.uint8
+    )  # similar-sized frames
     with av.open(str(faststart), "w", options={"movflags": "faststart"}) as container:
         stream = container.add_stream("libx264", rate=Fraction(25), options={"preset": "ultrafast"})
         stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
@@ -109,15 +130,41 @@ def test_a_truncated_video_says_what_was_decoded(tmp_path, random_model):
     assert probe(faststart).frame_count == 50
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size // 3])
-    result = CliRunner().invoke(app, ["analyze", str(cut), "--model", str(random_model), "--frames", "8",
-                                      "--format", "json", "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "analyze",
+            str(cut),
+            "--model",
+            str(random_model),
+            "--frames",
+            "8",
+            "--format",
+            "json",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code in (0, 4), result.output
     report = json.loads((tmp_path / "out" / "cut" / "report.json").read_text())
     assert report["frames_requested"] == 8 and 0 < len(report["frames_analysed"]) < 8
     assert report["warnings"] and "of 8 requested frames" in report["warnings"][0]
     assert f"warning: {cut}: decoded {len(report['frames_analysed'])} of 8" in result.stderr
-    whole = CliRunner().invoke(app, ["analyze", str(faststart), "--model", str(random_model), "--frames", "8",
-                                     "--format", "json", "--out", str(tmp_path / "out")])
+    whole = CliRunner().invoke(
+        app,
+        [
+            "analyze",
+            str(faststart),
+            "--model",
+            str(random_model),
+            "--frames",
+            "8",
+            "--format",
+            "json",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     report = json.loads((tmp_path / "out" / "faststart" / "report.json").read_text())
     assert whole.exit_code in (0, 4) and "warning" not in whole.stderr and report["warnings"] == []
     assert len(report["frames_analysed"]) == report["frames_requested"] == 8

@@ -54,7 +54,10 @@ BROKEN = {
     "temperature NaN": lambda f: member_config(f, temperature=float("nan")),
     "unknown field": lambda f: member_config(f, colour="blue"),
     "no crop": lambda f: member_config(f, crop=None),
-    "no name": lambda f: (f / "x.json").write_text('{"format": "fakescope-ensemble", "members": []}') and f / "x.json",
+    "no name": lambda f: (
+        (f / "x.json").write_text('{"format": "fakescope-ensemble", "members": []}')
+        and f / "x.json"
+    ),
     "not an object": lambda f: (f / "x.json").write_text("[1, 2]") and f / "x.json",
 }
 
@@ -77,12 +80,23 @@ def test_weights_that_are_not_safetensors_are_a_weights_error(model_dir):
 
 @pytest.mark.parametrize("case", ["weight 0", "no members", "weights outside", "sha256 null"])
 def test_cli_exit_5_with_one_line(case, model_dir, example_video, tmp_path):
-    result = CliRunner().invoke(app, ["analyze", str(example_video), "--model", str(BROKEN[case](model_dir)),
-                                      "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "analyze",
+            str(example_video),
+            "--model",
+            str(BROKEN[case](model_dir)),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 5, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and "unexpected" not in result.stderr
 
 
 def test_a_valid_ensemble_still_loads(model_dir):
-    loaded = load_ensemble(ensemble(model_dir, [{"config": "random-lite0.json", "weight": 2.5}]), backend="torch")
+    loaded = load_ensemble(
+        ensemble(model_dir, [{"config": "random-lite0.json", "weight": 2.5}]), backend="torch"
+    )
     assert [m.weight for m in loaded.members] == [2.5]

@@ -34,7 +34,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("command", "options"), BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+@pytest.mark.parametrize(
+    ("command", "options"), BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else v
+)
 def test_bad_numeric_option_is_one_line_and_exit_2(command, options, random_model, tmp_path):
     given = tmp_path / "in.png"
     given.write_bytes(b"not read: the settings fail first")
@@ -50,8 +52,16 @@ def test_bad_numeric_option_is_one_line_and_exit_2(command, options, random_mode
     assert not (tmp_path / "r.sqlite").exists()  # nothing stored for a bad setting
 
 
-@pytest.mark.parametrize("options", [["--port", "70000"], ["--port", "0"], ["--workers", "0"],
-                                     ["--max-upload-mb", "0"], ["--frames", "0"]])
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--port", "70000"],
+        ["--port", "0"],
+        ["--workers", "0"],
+        ["--max-upload-mb", "0"],
+        ["--frames", "0"],
+    ],
+)
 def test_serve_options_are_checked_before_loading(options, tmp_path):
     result = runner.invoke(app, ["serve", "--model", str(tmp_path / "missing.json"), *options])
     assert result.exit_code == 2, result.output  # not 5: the option fails before the model loads

@@ -57,7 +57,9 @@ def test_a_later_run_never_overwrites_another_inputs_results(two_clips, random_m
     assert analyze(str(second), "--model", str(random_model), "--out", str(out)).exit_code == 0
     written = inputs_written(out)
     assert written["clip"] == str(first) and len(written) == 2
-    again = analyze(str(first), "--model", str(random_model), "--out", str(out))  # the same input: same folder
+    again = analyze(
+        str(first), "--model", str(random_model), "--out", str(out)
+    )  # the same input: same folder
     assert again.exit_code == 0 and len(inputs_written(out)) == 2
 
 

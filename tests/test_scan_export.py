@@ -19,15 +19,33 @@ def test_export_holds_this_scans_inputs_unless_all_are_asked_for(random_model, t
     db = tmp_path / "results.sqlite"
 
     def scan(folder: str, out: str, *extra: str) -> list[dict]:
-        result = runner.invoke(app, ["scan", str(tmp_path / folder), "--crops", "--db", str(db), "--out",
-                                     str(tmp_path / out), "--model", str(random_model), "--quiet", *extra])
+        result = runner.invoke(
+            app,
+            [
+                "scan",
+                str(tmp_path / folder),
+                "--crops",
+                "--db",
+                str(db),
+                "--out",
+                str(tmp_path / out),
+                "--model",
+                str(random_model),
+                "--quiet",
+                *extra,
+            ],
+        )
         assert result.exit_code in (0, 1), result.output
         return [json.loads(line) for line in (tmp_path / out).read_text().splitlines()]
 
     a = scan("A", "a.jsonl")
     assert len(a) == 3 and all("/A/" in row["path"] for row in a)
     b = scan("B", "b.jsonl")
-    assert sorted(row["path"].rsplit("/", 1)[1] for row in b) == ["bad.png", "crop00.png", "crop01.png"]
+    assert sorted(row["path"].rsplit("/", 1)[1] for row in b) == [
+        "bad.png",
+        "crop00.png",
+        "crop01.png",
+    ]
     assert all("/B/" in row["path"] for row in b)
     again = scan("B", "b2.jsonl")  # stored rows of this scan's inputs are exported too
     assert [row["key"] for row in again] == [row["key"] for row in b]

@@ -17,8 +17,9 @@ TOKEN = "test-token-0123456789"
 
 @pytest.fixture(scope="module")
 def client(random_model, tmp_path_factory):
-    web = create_app(random_model, settings=Settings(frames=4, min_face=24), max_upload_mb=1, token=TOKEN,
-                     data_dir=tmp_path_factory.mktemp("server"), allowed_hosts=("testserver",))
+    web = create_app(random_model, settings=Settings(frames=4, min_face=24), max_upload_mb=1,
+                     token=TOKEN, data_dir=tmp_path_factory.mktemp("server"),
+                     allowed_hosts=("testserver",))
     with TestClient(web, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         yield client
 
@@ -60,7 +61,8 @@ def test_upload_poll_and_read_the_report(client, video):
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
     # The upload itself is gone once the analysis ended.
     service = client.app.state.service
-    assert created["id"] in [p.name for p in service.root.iterdir()] and not list(service.uploads.iterdir())
+    assert created["id"] in [p.name for p in service.root.iterdir()]
+    assert not list(service.uploads.iterdir())
 
 
 def test_oversize_upload_is_refused_while_streaming(client):

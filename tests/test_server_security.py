@@ -28,12 +28,21 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
-    return make_example_video(tmp_path_factory.mktemp("media") / "clip.mp4", seconds=1, size=(320, 240))
+    return make_example_video(
+        tmp_path_factory.mktemp("media") / "clip.mp4", seconds=1, size=(320, 240)
+    )
 
 
 def make_app(model: Path, data_dir: Path, **options):
-    return create_app(model, settings=Settings(frames=2, min_face=24), max_upload_mb=2, token=TOKEN,
-                      data_dir=data_dir, allowed_hosts=("testserver", "127.0.0.1"), **options)
+    return create_app(
+        model,
+        settings=Settings(frames=2, min_face=24),
+        max_upload_mb=2,
+        token=TOKEN,
+        data_dir=data_dir,
+        allowed_hosts=("testserver", "127.0.0.1"),
+        **options,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +58,9 @@ def client(random_model, data_dir):
 
 def upload(client, video: Path, **kwargs) -> httpx.Response:
     with open(video, "rb") as handle:
-        return client.post("/api/analyses", files={"file": ("clip.mp4", handle, "video/mp4")}, **kwargs)
+        return client.post(
+            "/api/analyses", files={"file": ("clip.mp4", handle, "video/mp4")}, **kwargs
+        )
 
 
 def wait(client, url: str, timeout: float = 60) -> dict:
@@ -64,10 +75,17 @@ def wait(client, url: str, timeout: float = 60) -> dict:
 
 def test_the_api_needs_the_token(client, video):
     assert upload(client, video).status_code == 401
-    assert upload(client, video, headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 401
+    assert (
+        upload(
+            client, video, headers={"Authorization": "Bearer wrong-token-0123456789"}
+        ).status_code
+        == 401
+    )
     assert client.get("/api/analyses").status_code == 401
     assert client.get("/api/analyses", headers=AUTH).status_code == 200
-    assert client.get("/healthz").status_code == 200 and client.get("/").status_code == 200  # the page itself is public
+    assert (
+        client.get("/healthz").status_code == 200 and client.get("/").status_code == 200
+    )  # the page itself is public
 
 
 def test_the_printed_link_sets_a_strict_cookie(random_model, tmp_path, video):
@@ -103,9 +121,13 @@ def test_head_answers_and_no_docs_from_a_cdn(client):
 
 def test_huge_multipart_boundary_is_a_bad_request(client):
     boundary = "b" * 70_000
-    body = f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\r\nx\r\n--{boundary}--\r\n"
-    response = client.post("/api/analyses", content=body.encode(), headers={
-        **AUTH, "content-type": f"multipart/form-data; boundary={boundary}"})
+    head = 'Content-Disposition: form-data; name="file"; filename="a.mp4"'
+    body = f"--{boundary}\r\n{head}\r\n\r\nx\r\n--{boundary}--\r\n"
+    response = client.post(
+        "/api/analyses",
+        content=body.encode(),
+        headers={**AUTH, "content-type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert response.status_code == 400
 
 
@@ -113,9 +135,13 @@ def test_no_server_paths_reach_clients(client, data_dir, video, random_model):
     created = upload(client, video, headers=AUTH)
     status = wait(client, created.json()["status_url"])
     assert status["status"] == "done", status
-    texts = [json.dumps(status), client.get(f"{created.json()['status_url']}/files/report.json", headers=AUTH).text,
-             client.get(f"{created.json()['status_url']}/files/report.html", headers=AUTH).text,
-             json.dumps(client.get("/api/analyses", headers=AUTH).json()), client.get("/healthz").text]
+    texts = [
+        json.dumps(status),
+        client.get(f"{created.json()['status_url']}/files/report.json", headers=AUTH).text,
+        client.get(f"{created.json()['status_url']}/files/report.html", headers=AUTH).text,
+        json.dumps(client.get("/api/analyses", headers=AUTH).json()),
+        client.get("/healthz").text,
+    ]
     for text in texts:
         for secret in (str(data_dir), str(random_model.parent), "/tmp/"):
             assert secret not in text
@@ -144,8 +170,9 @@ def test_an_analysis_cut_by_a_restart_is_failed_not_lost(random_model, tmp_path)
     with TestClient(make_app(random_model, tmp_path)):
         pass
     with sqlite3.connect(tmp_path / "analyses.sqlite") as db:
-        db.execute(f"INSERT INTO analyses VALUES ('{'A' * 22}', 'x.mp4', "
-                   "'running', NULL, NULL, 1, NULL)")
+        db.execute(
+            f"INSERT INTO analyses VALUES ('{'A' * 22}', 'x.mp4', 'running', NULL, NULL, 1, NULL)"
+        )
     with TestClient(make_app(random_model, tmp_path)) as client:
         [job] = client.get("/api/analyses", headers=AUTH).json()
         assert job["status"] == "failed" and "server stopped" in job["error"]
@@ -175,20 +202,27 @@ def test_40_concurrent_uploads_leave_at_most_max_pending(live, video):
     service = web.state.service
     held = service.analyzers.get()  # the one worker is busy: accepted analyses stay pending
     try:
+
         def post(_):
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=60) as http:
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=60
+            ) as http:
                 return upload(http, video)
 
         with ThreadPoolExecutor(40) as pool:
             codes = [r.status_code for r in pool.map(post, range(40))]
-        assert codes.count(202) == 4 and codes.count(503) == 36, codes  # refused before their bodies were read
+        assert codes.count(202) == 4 and codes.count(503) == 36, (
+            codes
+        )  # refused before their bodies were read
         assert service.pending() <= 4
     finally:
         service.analyzers.put(held)
     deadline = time.monotonic() + 120
     while service.pending() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert service.pending() == 0 and service.places == 0 and service.disk == 0  # every place given back
+    assert (
+        service.pending() == 0 and service.places == 0 and service.disk == 0
+    )  # every place given back
 
 
 def test_disk_is_reserved_before_the_body_is_read(live):
@@ -202,15 +236,27 @@ def test_disk_is_reserved_before_the_body_is_read(live):
 def test_a_stalled_upload_is_cut_off(live):
     _, port = live
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(b"POST /api/analyses HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + TOKEN.encode()
-                     + b"\r\nContent-Type: multipart/form-data; boundary=xx\r\nContent-Length: 100000\r\n\r\n--xx\r\n")
+        conn.sendall(
+            b"POST /api/analyses HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+            + TOKEN.encode()
+            + b"\r\nContent-Type: multipart/form-data; boundary=xx"
+            + b"\r\nContent-Length: 100000\r\n\r\n--xx\r\n"
+        )
         start = time.monotonic()
         answer = conn.recv(4096)
     assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - start < 8
 
 
-@pytest.mark.parametrize("options", [["--host", "0.0.0.0", "--no-token"], ["--token", "short"],
-                                     ["--max-pending", "0"], ["--max-disk-mb", "0"], ["--upload-timeout", "0"]])
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--host", "0.0.0.0", "--no-token"],
+        ["--token", "short"],
+        ["--max-pending", "0"],
+        ["--max-disk-mb", "0"],
+        ["--upload-timeout", "0"],
+    ],
+)
 def test_unsafe_or_bad_serve_options_are_refused(options, tmp_path):
     result = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path / "missing.json"), *options])
     assert result.exit_code == 2 and result.stderr.startswith("error:"), result.output

@@ -22,8 +22,15 @@ def atomic_open(path: str | Path, errors: str = "strict") -> Iterator[IO[str]]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", errors=errors, dir=path.parent,
-                                         prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    handle = tempfile.NamedTemporaryFile(
+        "w",
+        encoding="utf-8",
+        errors=errors,
+        dir=path.parent,
+        prefix=f".{path.name}.",
+        suffix=".tmp",
+        delete=False,
+    )
     try:
         with handle:
             yield handle
@@ -66,5 +73,7 @@ def output_folders(out_dir: Path, inputs: Sequence[Path]) -> dict[Path, Path]:
         mine = os.path.abspath(path)
         used = plain.exists() and (not plain.is_dir() or any(plain.iterdir()))
         taken = used and _written_for(plain) != mine
-        folders[path] = out_dir / f"{path.stem}-{_short_hash(path)}" if stems[path.stem] > 1 or taken else plain
+        folders[path] = (
+            out_dir / f"{path.stem}-{_short_hash(path)}" if stems[path.stem] > 1 or taken else plain
+        )
     return folders

@@ -59,11 +59,11 @@ class Limits:
         if not (isinstance(self.max_pixels, int) and self.max_pixels >= 1):
             raise FakescopeError(f"--max-pixels must be a whole number >= 1, got {self.max_pixels}")
         if not (math.isfinite(self.max_duration) and self.max_duration > 0):
-            raise FakescopeError(f"--max-duration must be a number of seconds > 0, got {self.max_duration}")
+            raise FakescopeError(f"--max-duration must be seconds > 0, got {self.max_duration}")
         if not (isinstance(self.max_frames, int) and self.max_frames >= 1):
             raise FakescopeError(f"max_frames must be a whole number >= 1, got {self.max_frames}")
         if not (isinstance(self.decode_pixels, int) and self.decode_pixels >= 4096):
-            raise FakescopeError(f"--decode-pixels must be a whole number >= 4096, got {self.decode_pixels}")
+            raise FakescopeError(f"--decode-pixels must be >= 4096, got {self.decode_pixels}")
 
     def scale(self, width: int, height: int) -> float:
         """The factor frames of this size are decoded at: 1, or less to fit decode_pixels."""
@@ -181,7 +181,8 @@ def planned_frames(info: MediaInfo, count: int, limits: Limits = Limits()) -> in
 
 def _available(info: MediaInfo, limits: Limits) -> int:
     """Frames in the part of the video that is read, from its header."""
-    return max(1, min(info.frame_count, math.floor(min(info.duration, limits.max_duration) * info.fps)))
+    seconds = min(info.duration, limits.max_duration)
+    return max(1, min(info.frame_count, math.floor(seconds * info.fps)))
 
 
 def read_image(path: str | Path, limits: Limits = Limits()) -> np.ndarray:
@@ -211,8 +212,9 @@ def _probe_image(path: Path, limits: Limits) -> MediaInfo:
         _check_pixels(path, *im.size, limits)
         rotation = EXIF_ROTATION.get(im.getexif().get(ExifTags.Base.Orientation, 1), 0)
         width, height = im.size[::-1] if rotation in (90, 270) else im.size
-        return MediaInfo(str(path), "image", width, height, 0.0, 0.0, 1, im.format.lower(), rotation,
-                         limits.scale(width, height))
+        scale = limits.scale(width, height)
+        return MediaInfo(str(path), "image", width, height, 0.0, 0.0, 1, im.format.lower(),
+                         rotation, scale)
 
 
 def _pil_rgb(im: Image.Image) -> np.ndarray:
@@ -347,8 +349,8 @@ def _seek_sample(container, stream, targets: list[float], fps: float):
 
 def _video_rgb(frame, rotation: int, scale: float = 1.0) -> np.ndarray:
     # Converted and downscaled in one step: a big frame never exists in RGB at full size.
-    size = {"width": max(1, round(frame.width * scale)), "height": max(1, round(frame.height * scale))}
-    image = frame.reformat(**size, format="rgb24", interpolation="AREA").to_ndarray()
+    width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+    image = frame.reformat(width, height, "rgb24", interpolation="AREA").to_ndarray()
     # np.rot90 turns counter-clockwise, the sense of the display matrix.
     return np.ascontiguousarray(np.rot90(image, rotation // 90)) if rotation else image
 

@@ -167,12 +167,15 @@ class Analyzer:
             faces = [
                 FaceScore(track_id, face.frame_index, face.timestamp, tuple(float(v) for v in face.detection.box),
                           float(face.detection.score), {name: float(s[offset + i]) for name, s in member.items()},
-                          float(ensemble[offset + i]), _short_side(face.detection.box) / p.media.scale, p.sharpness[i])
+                          float(ensemble[offset + i]),
+                          _short_side(face.detection.box) / p.media.scale,  # in source pixels
+                          p.sharpness[i])
                 for i, (track_id, face) in enumerate(p.faces)
             ]
             offset += len(faces)
             timings = {**p.timings, "score": elapsed * len(faces) / total if total else 0.0}
             timings["total"] = sum(timings.values())
+            short = len(p.frames) < p.requested
             reports.append(Report(
                 input=p.path, media=p.media,
                 verdict=decide(faces, settings.strategy, self.decision, settings.judging, len(p.frames), settings.chosen),
@@ -180,8 +183,8 @@ class Analyzer:
                 settings={**settings.__dict__, "threshold": self.decision.threshold,
                           "real_below": self.decision.real_below, "device": self.device, "explain": []},
                 timings=timings, frames_requested=p.requested,
-                warnings=[f"decoded {len(p.frames)} of {p.requested} requested frames: the file ends early "
-                          "(truncated?)"] if len(p.frames) < p.requested else [],
+                warnings=[f"decoded {len(p.frames)} of {p.requested} requested frames: "
+                          "the file ends early (truncated?)"] if short else [],
             ))
         return reports
 

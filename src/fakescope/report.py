@@ -12,8 +12,9 @@ from . import __version__
 from .files import write_atomic
 from .types import MediaInfo, Verdict
 
-SCHEMA_VERSION = "1.2"  # 1.1: inconclusive label, reason, judged faces and tracks; 1.2: frames_requested,
-# warnings, media.scale
+# 1.1: inconclusive label, reason, judged faces and tracks; 1.2: frames_requested, warnings,
+# media.scale
+SCHEMA_VERSION = "1.2"
 
 
 @dataclass

@@ -100,7 +100,7 @@ class Store:
                 self._db.executemany("INSERT OR IGNORE INTO configs VALUES (?, ?, ?)", [
                     (self.model_hash, "model", json.dumps(model, sort_keys=True)),
                     (self.settings_hash, "settings", json.dumps(settings, sort_keys=True))])
-                # The keys this process's scan met: its export holds these rows, not the whole store's.
+                # The keys this process's scan met: its export holds their rows only.
                 self._db.execute("CREATE TEMP TABLE seen (key TEXT PRIMARY KEY)")
         except sqlite3.Error as error:
             raise FakescopeError(f"{self.path}: not a usable results database ({error})") from None
@@ -136,8 +136,10 @@ class Store:
         """This model's and settings' rows, by path (streamed); noted_only: those noted."""
         only = " AND key IN (SELECT key FROM seen)" if noted_only else ""
         with self._lock:
-            cursor = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM results WHERE model_hash = ? AND settings_hash = ?"
-                                      f"{only} ORDER BY path", (self.model_hash, self.settings_hash))
+            cursor = self._db.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM results "
+                f"WHERE model_hash = ? AND settings_hash = ?{only} ORDER BY path",
+                (self.model_hash, self.settings_hash))
         while True:
             with self._lock:
                 chunk = cursor.fetchmany(1000)

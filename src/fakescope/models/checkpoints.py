@@ -78,7 +78,8 @@ def read_spec(config: str | Path) -> ModelSpec:
     try:
         spec = ModelSpec.from_dict(data)
     except (KeyError, TypeError, ValueError) as error:
-        raise WeightsError(f"{config}: bad model config ({type(error).__name__}: {error})") from None
+        message = f"{type(error).__name__}: {error}"
+        raise WeightsError(f"{config}: bad model config ({message})") from None
     if not isinstance(spec.weights, str) or not spec.weights:
         raise WeightsError(f"{config}: no weights file named")
     # Lexical check: a config names a file in its own folder, never ../ or an absolute path.
@@ -98,9 +99,11 @@ def load_fakescope(spec: ModelSpec, verify: bool = True) -> nn.Module:
     if verify and (not spec.sha256 or sha256_of(spec.weights) != spec.sha256):
         raise WeightsError(f"model {spec.name!r}: {spec.weights} does not match its sha256")
     try:
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(spec.weights).items()}
-    except Exception as error:  # safetensors raises its own types for files that are not safetensors
-        raise WeightsError(f"model {spec.name!r}: {spec.weights}: not a safetensors file ({error})") from None
+        stored = load_file(spec.weights)
+    except Exception as error:  # safetensors raises its own types for other files
+        message = f"{spec.weights}: not a safetensors file ({error})"
+        raise WeightsError(f"model {spec.name!r}: {message}") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
     return _load_strict(get_arch(spec.arch).build(), state, spec.weights)
 
 

@@ -130,8 +130,9 @@ def _members(config: Path, data: object) -> tuple[list[dict], str]:
         if not isinstance(entry, dict) or not isinstance(entry.get("config"), str):
             raise WeightsError(f"{config}: member {i} needs a \"config\" path")
         weight = entry.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
-            raise WeightsError(f"{config}: member {i} weight must be a finite number > 0, got {weight!r}")
+        number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+        if not number or not 0 < weight < math.inf:
+            raise WeightsError(f"{config}: member {i} weight must be finite, > 0: {weight!r}")
     return entries, name
 
 

@@ -53,19 +53,39 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 ID_PATTERN = r"^[A-Za-z0-9_-]{22}$"  # secrets.token_urlsafe(16)
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # files the analysis wrote: no path, no dot files
+NAME_PATTERN = (
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # files the analysis wrote: no path, no dot files
+)
 EXPLAIN = ["hirescam++"]  # the comparison images show all four maps whatever is asked here
 # Where each stage starts, as a share of a typical analysis's time.
 STAGE_PROGRESS = {"decode": 0.02, "detect": 0.1, "score": 0.45, "explain": 0.6, "report": 0.9}
-CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "frame-ancestors 'none'"
+)
 JobId = Annotated[str, PathParam(pattern=ID_PATTERN)]
 FileName = Annotated[str, PathParam(pattern=NAME_PATTERN)]
-UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
+UPLOAD_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
 COOKIE = "fakescope_token"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_BOUNDARY = 70  # RFC 2046
-NO_TOKEN = "the API needs the access token: open the link `fakescope serve` printed, or send 'Authorization: Bearer TOKEN'"
+NO_TOKEN = (
+    "the API needs the access token: open the link `fakescope serve` printed, "
+    "or send 'Authorization: Bearer TOKEN'"
+)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS analyses (
     id TEXT PRIMARY KEY,
@@ -81,7 +101,11 @@ CREATE TABLE IF NOT EXISTS analyses (
 
 def default_data_dir() -> Path:
     """Where the server keeps analyses: $XDG_DATA_HOME/fakescope/server (~/.local/share/...)."""
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "fakescope" / "server"
+    return (
+        Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+        / "fakescope"
+        / "server"
+    )
 
 
 @dataclass
@@ -101,8 +125,14 @@ class Job:
         self.stage, self.progress = stage, STAGE_PROGRESS.get(stage, self.progress)
 
     def public(self, status_url: str) -> dict:
-        body = {"id": self.id, "name": self.name, "status": self.status, "stage": self.stage,
-                "progress": self.progress, "status_url": status_url}
+        body = {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "stage": self.stage,
+            "progress": self.progress,
+            "status_url": status_url,
+        }
         if self.status == "done":
             body["report"] = self.report
         if self.status == "failed":
@@ -111,13 +141,28 @@ class Job:
 
 
 class Service:
-    def __init__(self, model: str | Path, device: str, settings: Settings, limits: Limits, workers: int,
-                 max_results: int, max_pending: int, data_dir: Path, max_disk: int):
+    def __init__(
+        self,
+        model: str | Path,
+        device: str,
+        settings: Settings,
+        limits: Limits,
+        workers: int,
+        max_results: int,
+        max_pending: int,
+        data_dir: Path,
+        max_disk: int,
+    ):
         self.analyzers: queue.Queue[Analyzer] = queue.Queue()
         for _ in range(workers):
             self.analyzers.put(Analyzer(model, settings, device, limits))
         self.model_name = self.analyzers.queue[0].ensemble.name
-        self.limits, self.max_results, self.max_pending, self.max_disk = limits, max_results, max_pending, max_disk
+        self.limits, self.max_results, self.max_pending, self.max_disk = (
+            limits,
+            max_results,
+            max_pending,
+            max_disk,
+        )
         self.root = data_dir / "analyses"
         self.uploads = data_dir / "uploads"
         for folder in (data_dir, self.root):
@@ -132,14 +177,29 @@ class Service:
         with self.db:
             self.db.executescript(SCHEMA)
             # Analyses a stopped server left unfinished lost their uploads: they failed.
-            self.db.execute("UPDATE analyses SET status = 'failed', error = 'the server stopped before the analysis "
-                            "ended; upload the file again', finished = ? WHERE status IN ('queued', 'running')",
-                            (time.time(),))
+            self.db.execute(
+                "UPDATE analyses SET status = 'failed', "
+                "error = 'the server stopped before the analysis "
+                "ended; upload the file again', finished = ? WHERE status IN ('queued', 'running')",
+                (time.time(),),
+            )
         self.jobs: dict[str, Job] = {}
-        for row in self.db.execute("SELECT id, name, status, report, error, created, finished FROM analyses"):
+        for row in self.db.execute(
+            "SELECT id, name, status, report, error, created, finished FROM analyses"
+        ):
             job_id, name, status, report, error, created, finished = row
-            self.jobs[job_id] = Job(job_id, name, self.root / job_id, status, None, 1.0 if status == "done" else 0.0,
-                                    json.loads(report) if report else None, error, created, finished or 0.0)
+            self.jobs[job_id] = Job(
+                job_id,
+                name,
+                self.root / job_id,
+                status,
+                None,
+                1.0 if status == "done" else 0.0,
+                json.loads(report) if report else None,
+                error,
+                created,
+                finished or 0.0,
+            )
         self._evict()
 
     def pending(self) -> int:
@@ -147,12 +207,17 @@ class Service:
             return sum(job.status in ("queued", "running") for job in self.jobs.values())
 
     def reserve(self, size: int) -> None:
-        """Hold one place and `size` bytes of disk for an upload, or refuse it (before its body is read)."""
+        """Hold one place and `size` bytes of disk for an upload, or refuse it (before its
+        body is read)."""
         with self.lock:
             if self.places >= self.max_pending:
-                raise HTTPException(503, "too many analyses waiting; try again later", {"Retry-After": "30"})
+                raise HTTPException(
+                    503, "too many analyses waiting; try again later", {"Retry-After": "30"}
+                )
             if self.disk + size > self.max_disk:
-                raise HTTPException(503, "not enough upload space right now; try again later", {"Retry-After": "30"})
+                raise HTTPException(
+                    503, "not enough upload space right now; try again later", {"Retry-After": "30"}
+                )
             self.places += 1
             self.disk += size
 
@@ -163,9 +228,18 @@ class Service:
 
     def _save(self, job: Job) -> None:
         with self.lock, self.db:
-            self.db.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (job.id, job.name, job.status, json.dumps(job.report) if job.report else None, job.error,
-                             job.created, job.finished or None))
+            self.db.execute(
+                "INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.name,
+                    job.status,
+                    json.dumps(job.report) if job.report else None,
+                    job.error,
+                    job.created,
+                    job.finished or None,
+                ),
+            )
 
     def submit(self, name: str, upload_dir: Path, path: Path, reserved: int) -> Job:
         job_id = secrets.token_urlsafe(16)
@@ -203,7 +277,11 @@ class Service:
         except Exception as error:  # every failure becomes the job's message
             if not isinstance(error, FakescopeError):
                 log.exception("analysis %s failed", job.id)
-            message = str(error) if isinstance(error, FakescopeError) else f"unexpected {type(error).__name__}"
+            message = (
+                str(error)
+                if isinstance(error, FakescopeError)
+                else f"unexpected {type(error).__name__}"
+            )
             job.error, job.status = message.replace(str(path), job.name), "failed"
         finally:
             self.analyzers.put(analyzer)
@@ -216,12 +294,16 @@ class Service:
     def _evict(self) -> None:
         """Forget the oldest finished analyses beyond max_results, with their files."""
         with self.lock:
-            finished = sorted((j for j in self.jobs.values() if j.finished), key=lambda j: j.finished)
+            finished = sorted(
+                (j for j in self.jobs.values() if j.finished), key=lambda j: j.finished
+            )
             expired = finished[: max(0, len(finished) - self.max_results)]
             for job in expired:
                 del self.jobs[job.id]
             with self.db:
-                self.db.executemany("DELETE FROM analyses WHERE id = ?", [(job.id,) for job in expired])
+                self.db.executemany(
+                    "DELETE FROM analyses WHERE id = ?", [(job.id,) for job in expired]
+                )
         for job in expired:
             shutil.rmtree(job.folder, ignore_errors=True)
 
@@ -246,18 +328,26 @@ async def _chunks(request: Request, idle: float, total: float):
             raise HTTPException(408, "the upload stalled or took too long; send it again") from None
 
 
-async def _receive_upload(request: Request, folder: Path, limit: int, idle: float, total: float) -> tuple[Path, str]:
+async def _receive_upload(
+    request: Request, folder: Path, limit: int, idle: float, total: float
+) -> tuple[Path, str]:
     """Stream the multipart field "file" into `folder`; 413 as soon as the body passes `limit`."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not options.get(b"boundary"):
-        raise HTTPException(415, "send the video or image as multipart/form-data, in the field 'file'")
+        raise HTTPException(
+            415, "send the video or image as multipart/form-data, in the field 'file'"
+        )
     if len(options[b"boundary"]) > MAX_BOUNDARY:
-        raise HTTPException(400, f"malformed multipart body: boundary over {MAX_BOUNDARY} characters")
+        raise HTTPException(
+            400, f"malformed multipart body: boundary over {MAX_BOUNDARY} characters"
+        )
     files: list[File] = []
     config = {"UPLOAD_DIR": str(folder), "MAX_MEMORY_FILE_SIZE": 0, "UPLOAD_DELETE_TMP": False}
     received = 0
     try:
-        parser = FormParser("multipart/form-data", None, files.append, boundary=options[b"boundary"], config=config)
+        parser = FormParser(
+            "multipart/form-data", None, files.append, boundary=options[b"boundary"], config=config
+        )
         async for chunk in _chunks(request, idle, total):
             received += len(chunk)
             if received > limit:
@@ -286,7 +376,7 @@ def _hostname(host: str) -> str | None:
 
 
 def _declared_size(request: Request, limit: int) -> int:
-    """The body's size as declared (Content-Length), or the limit when it is not: what to reserve."""
+    """The body's size as declared (Content-Length), or the limit without one: what to reserve."""
     try:
         declared = int(request.headers.get("content-length") or limit)
     except ValueError:
@@ -296,19 +386,40 @@ def _declared_size(request: Request, limit: int) -> int:
     return max(declared, 0)
 
 
-def create_app(model: str | Path = "default", device: str = "cpu", max_upload_mb: int = 200, workers: int = 1,
-               settings: Settings | None = None, limits: Limits | None = None, max_results: int = 50,
-               max_pending: int = 16, *, token: str | None = None, data_dir: Path | None = None,
-               allowed_hosts: tuple[str, ...] = LOOPBACK, max_disk_mb: int = 1024, upload_idle_s: float = 30.0,
-               upload_total_s: float = 600.0) -> FastAPI:
+def create_app(
+    model: str | Path = "default",
+    device: str = "cpu",
+    max_upload_mb: int = 200,
+    workers: int = 1,
+    settings: Settings | None = None,
+    limits: Limits | None = None,
+    max_results: int = 50,
+    max_pending: int = 16,
+    *,
+    token: str | None = None,
+    data_dir: Path | None = None,
+    allowed_hosts: tuple[str, ...] = LOOPBACK,
+    max_disk_mb: int = 1024,
+    upload_idle_s: float = 30.0,
+    upload_total_s: float = 600.0,
+) -> FastAPI:
     """The app, with its Analyzers loaded (a missing or broken model fails here, not per upload).
 
     token: what the API asks for; None opens it to anyone who reaches the server (the CLI allows
     that on loopback only). allowed_hosts: the names a request's Host header may give ("*": any).
     """
     limit = max_upload_mb * 2**20
-    service = Service(model, device, settings or Settings(), limits or Limits(), workers, max_results, max_pending,
-                      Path(data_dir) if data_dir else default_data_dir(), max_disk_mb * 2**20)
+    service = Service(
+        model,
+        device,
+        settings or Settings(),
+        limits or Limits(),
+        workers,
+        max_results,
+        max_pending,
+        Path(data_dir) if data_dir else default_data_dir(),
+        max_disk_mb * 2**20,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -316,8 +427,14 @@ def create_app(model: str | Path = "default", device: str = "cpu", max_upload_mb
         service.close()
 
     # No /docs or /redoc: their pages load scripts from a CDN. /openapi.json describes the API.
-    app = FastAPI(title="fakescope", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Upload a video or image; get P(fake), a verdict and HiResCAM++ heat maps.")
+    app = FastAPI(
+        title="fakescope",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Upload a video or image; get P(fake), a verdict and HiResCAM++ heat maps.",
+    )
     app.state.service = service
     app.state.token = token
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -331,10 +448,15 @@ def create_app(model: str | Path = "default", device: str = "cpu", max_upload_mb
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        # A page on another site may send requests here, and read nothing back; it must not drive the API.
-        # Nor may a name the attacker controls that resolves here (DNS rebinding): the Host is checked.
-        if "*" not in allowed_hosts and _hostname(request.headers.get("host", "")) not in allowed_hosts:
-            return JSONResponse({"detail": "unknown Host header: start the server with --allowed-host NAME"}, 400)
+        # A page on another site may send requests here, and read nothing back; it must not
+        # drive the API. Nor may a name that an attacker resolves here (DNS rebinding).
+        if (
+            "*" not in allowed_hosts
+            and _hostname(request.headers.get("host", "")) not in allowed_hosts
+        ):
+            return JSONResponse(
+                {"detail": "unknown Host header: start the server with --allowed-host NAME"}, 400
+            )
         origin = request.headers.get("origin")
         if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
             return JSONResponse({"detail": "cross-origin requests are refused"}, 403)
@@ -353,7 +475,8 @@ def create_app(model: str | Path = "default", device: str = "cpu", max_upload_mb
     def index(request: Request) -> Response:
         given = request.query_params.get("token")
         if token is not None and given is not None:
-            # The printed link: keep the token in a cookie other sites cannot send, and drop it from the address bar.
+            # The printed link: keep the token in a cookie other sites cannot send, and drop
+            # it from the address bar.
             if not secrets.compare_digest(given.encode(), token.encode()):
                 raise HTTPException(401, "wrong access token")
             response = RedirectResponse("/", 303)
@@ -363,8 +486,13 @@ def create_app(model: str | Path = "default", device: str = "cpu", max_upload_mb
 
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"status": "ok", "model": service.model_name, "workers": workers, "pending": service.pending(),
-                "max_upload_mb": max_upload_mb}
+        return {
+            "status": "ok",
+            "model": service.model_name,
+            "workers": workers,
+            "pending": service.pending(),
+            "max_upload_mb": max_upload_mb,
+        }
 
     app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
@@ -375,11 +503,17 @@ def create_app(model: str | Path = "default", device: str = "cpu", max_upload_mb
         service.reserve(size)  # before a byte of the body is read
         upload_dir = Path(tempfile.mkdtemp(prefix="upload-", dir=service.uploads))
         try:
-            path, name = await _receive_upload(request, upload_dir, limit, upload_idle_s, upload_total_s)
+            path, name = await _receive_upload(
+                request, upload_dir, limit, upload_idle_s, upload_total_s
+            )
             try:
-                await run_in_threadpool(probe, path, service.limits)  # by content, whatever the name says
+                await run_in_threadpool(
+                    probe, path, service.limits
+                )  # by content, whatever the name says
             except FakescopeError as error:
-                raise HTTPException(415, f"unsupported file: {str(error).replace(str(path), name)}") from None
+                raise HTTPException(
+                    415, f"unsupported file: {str(error).replace(str(path), name)}"
+                ) from None
         except BaseException:
             shutil.rmtree(upload_dir, ignore_errors=True)
             service.release(size)
@@ -391,12 +525,15 @@ def create_app(model: str | Path = "default", device: str = "cpu", max_upload_mb
     @app.get("/api/analyses")
     def list_analyses(request: Request) -> list[dict]:
         """Every kept analysis, newest first, without the reports."""
-        return [{k: v for k, v in job.public(status_url(request, job)).items() if k != "report"}
-                for job in service.listing()]
+        return [
+            {k: v for k, v in job.public(status_url(request, job)).items() if k != "report"}
+            for job in service.listing()
+        ]
 
     @app.get("/api/analyses/{analysis_id}", name="analysis_status")
     def analysis_status(analysis_id: JobId, request: Request) -> dict:
-        """Status (queued, running, done, failed), progress 0..1, the report when done, the error when failed."""
+        """Status (queued, running, done, failed), progress 0..1, the report when done, the
+        error when failed."""
         job = service.get(analysis_id)
         return job.public(status_url(request, job))
 
@@ -406,7 +543,9 @@ def create_app(model: str | Path = "default", device: str = "cpu", max_upload_mb
         job = service.get(analysis_id)
         if job.status != "done":
             raise HTTPException(409, f"the analysis is {job.status}, so there is no report")
-        return RedirectResponse(request.url_for("analysis_file", analysis_id=job.id, name="report.html"), 307)
+        return RedirectResponse(
+            request.url_for("analysis_file", analysis_id=job.id, name="report.html"), 307
+        )
 
     @app.get("/api/analyses/{analysis_id}/files/{name}", name="analysis_file")
     def analysis_file(analysis_id: JobId, name: FileName) -> FileResponse:
