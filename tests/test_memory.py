@@ -168,3 +168,23 @@ def test_a_truncated_video_says_what_was_decoded(tmp_path, random_model):
     report = json.loads((tmp_path / "out" / "faststart" / "report.json").read_text())
     assert whole.exit_code in (0, 4) and "warning" not in whole.stderr and report["warnings"] == []
     assert len(report["frames_analysed"]) == report["frames_requested"] == 8
+
+
+# Found by tests/test_fuzz.py: an mp4 whose video stream no decoder can open (no codec context).
+NO_CODEC_MP4 = (
+    "eNpjYGBQSCupLMgszs9lYGBiANFAbJRYlmyYW2BiyMDAHJCbn1/GwMCQk1uWkcKAAphfgDEjAwghACOqKnS+AwNe"
+    "wAREVSVFidlAdkxJNthOZkzTQHbjtwervQZArADmqqSmlBQDaZnUnOIShA6QuQJQvYyfclMyE0E6clPQ/e4AxqFH"
+    "wBzdjJScIphMWWZKKgDfWyOJ"
+)
+
+
+def test_a_stream_without_a_decoder_is_a_media_error(tmp_path):
+    import base64
+    import zlib
+
+    from fakescope.types import MediaError
+
+    path = tmp_path / "input.mp4"
+    path.write_bytes(zlib.decompress(base64.b64decode(NO_CODEC_MP4)))
+    with pytest.raises(MediaError):
+        probe(path)

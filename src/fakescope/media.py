@@ -251,9 +251,11 @@ def _open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.vi
         stream = streams[0]
         stream.thread_type = "AUTO"  # frame threading: decoding is the cost of this stage
         # Each frame thread holds frames at full size: fewer threads for big frames.
-        threads = THREAD_PIXELS // max(1, stream.codec_context.width * stream.codec_context.height)
-        if threads < (os.cpu_count() or 1):
-            stream.codec_context.thread_count = max(1, threads)
+        ctx = stream.codec_context  # None for a stream no decoder can open (probe then fails)
+        if ctx is not None:
+            threads = THREAD_PIXELS // max(1, ctx.width * ctx.height)
+            if threads < (os.cpu_count() or 1):
+                ctx.thread_count = max(1, threads)
         yield container, stream
     finally:
         container.close()
