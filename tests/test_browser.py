@@ -31,11 +31,13 @@ MAX_PNG = 300_000  # bytes: the screenshot is committed
 
 
 @pytest.fixture(scope="module")
-def server(random_model):
+def server(random_model, tmp_path_factory):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # a free port, held until uvicorn takes the socket over
     # The 360p clip's face is about 40 px: judged only below the default 48 px floor.
-    web = uvicorn.Server(uvicorn.Config(create_app(random_model, settings=Settings(frames=6, min_face=24)), log_level="warning"))
+    app = create_app(random_model, settings=Settings(frames=6, min_face=24),
+                     token="browser-test-token-0123", data_dir=tmp_path_factory.mktemp("server"))
+    web = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=web.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -79,7 +81,7 @@ def all_loaded(selector: str) -> str:
 
 def test_upload_in_the_page_shows_verdict_timeline_and_heat_maps(server, page, tmp_path):
     video = make_example_video(tmp_path / "astronaut.mp4", seconds=2, size=(640, 360))
-    page.goto(server)
+    page.goto(f"{server}/?token=browser-test-token-0123")  # the link `fakescope serve` prints
     page.wait_for_function("() => document.getElementById('limit').textContent !== ''")
     page.set_input_files("#file", str(video))
     page.wait_for_function("() => !document.getElementById('result').hidden || !document.getElementById('error').hidden",

@@ -186,7 +186,8 @@ BAD_INPUTS = {
     "text": (lambda p: p.write_text("hello\nthis is not a video\n" * 50), "not a readable"),
     "audio-only": (audio_only, "no video stream"),
     "png-bomb": (lambda p: p.write_bytes(png_header(30000, 30000)), "pixel limit"),
-    "png-over-limit": (lambda p: p.write_bytes(png_header(8000, 8000)), "over the limit of 50,000,000"),
+    "png-over-limit": (lambda p: p.write_bytes(png_header(8000, 8000)),
+                       "over the limit of 36,000,000"),
 }
 
 

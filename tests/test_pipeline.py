@@ -124,7 +124,7 @@ def test_cli_analyze_writes_report_and_summary(random_model, example_video, tmp_
     assert result.exit_code == 0, result.output
     assert "astronaut.mp4:" in result.output and "p(fake)=" in result.output
     data = json.loads((tmp_path / "astronaut" / "report.json").read_text())
-    assert data["schema_version"] == "1.1" and len(data["frames_analysed"]) == 4
+    assert data["schema_version"] == "1.2" and len(data["frames_analysed"]) == 4
 
 
 def test_cli_bad_and_faceless_inputs_get_one_line_and_distinct_codes(random_model, tmp_path):

@@ -11,9 +11,15 @@ from fakescope.pipeline import Settings
 from fakescope.server.app import create_app
 
 
+TOKEN = "test-token-0123456789"
+
+
 @pytest.fixture(scope="module")
-def client(random_model):
-    with TestClient(create_app(random_model, settings=Settings(frames=4, min_face=24), max_upload_mb=1)) as client:
+def client(random_model, tmp_path_factory):
+    web = create_app(random_model, settings=Settings(frames=4, min_face=24), max_upload_mb=1,
+                     token=TOKEN, data_dir=tmp_path_factory.mktemp("server"),
+                     allowed_hosts=("testserver",))
+    with TestClient(web, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         yield client
 
 
@@ -48,8 +54,9 @@ def test_upload_poll_and_read_the_report(client, small_video):
     image = client.get(f"{created['status_url']}/files/{report['explanations'][0]['comparison']}")
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
     # The upload itself is gone once the analysis ended.
-    root = client.app.state.service.root
-    assert [p.name for p in root.iterdir()] == [created["id"]]
+    service = client.app.state.service
+    assert created["id"] in [p.name for p in service.root.iterdir()]
+    assert not list(service.uploads.iterdir())
 
 
 def test_oversize_upload_is_refused_while_streaming(client):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import read_rows, write_atomic
+from .evaluate import read_rows
+from .files import write_atomic
 from .models.ensemble import resolve_config
 from .types import Decision, FakescopeError
 from .verdict import fit_decision

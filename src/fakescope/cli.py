@@ -7,6 +7,7 @@ kind (2 usage/setting, 3 unreadable media, 4 no face, 5 weights). Set FAKESCOPE_
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from enum import Enum
 from pathlib import Path
@@ -52,6 +53,11 @@ RealBelow = Annotated[float | None, typer.Option(
     "--real-below", help="P(fake) below which it is real; in between: inconclusive (default: the model's)")]
 MinFace = Annotated[float, typer.Option("--min-face", help="faces with a shorter side under this many px are not judged")]
 MinSharpness = Annotated[float, typer.Option("--min-sharpness", help="blurrier faces are not judged (Laplacian variance at 112 px)")]
+# Media limits, shared by analyze and scan (media.Limits documents them).
+MaxPixels = Annotated[int | None, typer.Option(
+    "--max-pixels", help="largest image or video frame (default 36,000,000)")]
+DecodePixels = Annotated[int | None, typer.Option(
+    "--decode-pixels", help="larger frames are downscaled while decoding (default 2,100,000)")]
 MinTrackFaces = Annotated[int, typer.Option("--min-track-faces", help="judged faces a track needs to decide (capped at frames / 8)")]
 
 
@@ -61,11 +67,18 @@ def _verdict_settings(threshold: float | None, real_below: float | None, min_fac
             "min_track_faces": min_track_faces}
 
 
-def _limits(max_pixels: int | None, max_duration: float | None):
+def _limits(max_pixels: int | None, max_duration: float | None, decode_pixels: int | None = None):
     from .media import Limits
 
-    given = {"max_pixels": max_pixels, "max_duration": max_duration}
+    given = {"max_pixels": max_pixels, "max_duration": max_duration, "decode_pixels": decode_pixels}
     return Limits(**{name: value for name, value in given.items() if value is not None})
+
+
+def _at_least(option: str, value: int | None, low: int, high: int | None = None) -> None:
+    """A whole-number option outside [low, high] is a bad setting (exit 2); None means unset."""
+    if value is not None and not (low <= value and (high is None or value <= high)):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise FakescopeError(f"{option} must be {bound}, got {value}")
 
 
 def _methods(value: str | None) -> list[str] | None:
@@ -80,7 +93,8 @@ def main() -> None:
 @app.command()
 def analyze(
     inputs: list[Path] = typer.Argument(..., help="videos or images"),
-    out_dir: Path = typer.Option(Path("fakescope-out"), "--out", help="writes OUT/<input stem>/report.html and report.json"),
+    out_dir: Path = typer.Option(Path("fakescope-out"), "--out", help=(
+        "writes OUT/<input stem>/report.html and report.json (<stem>-<hash> when taken)")),
     model: str = typer.Option("default", "--model", help="shipped model name or a config .json"),
     frames: int = typer.Option(32, "--frames", help="frames sampled evenly per video"),
     detector: str = typer.Option("retinaface", "--detector", help="retinaface or mtcnn"),
@@ -94,23 +108,40 @@ def analyze(
     explain: str | None = typer.Option(None, "--explain", help="heat maps for the chosen frames, e.g. hirescam++,gradcam-n,gradcam-n1,hirescam"),
     fmt: Literal["html", "json", "all"] = typer.Option("all", "--format", help="report.html, report.json or both"),
     overlay_video: bool = typer.Option(False, "--overlay-video", help="also write overlay.mp4: every analysed frame with its HiResCAM++ map, face boxes and the running P(fake)"),
-    max_pixels: int | None = typer.Option(None, "--max-pixels", help="largest image or video frame (default 50,000,000)"),
+    max_pixels: MaxPixels = None,
     max_duration: float | None = typer.Option(None, "--max-duration", help="seconds of each video read (default 3600)"),
+    decode_pixels: DecodePixels = None,
     backend: str = typer.Option("auto", "--backend", help="scoring pass: onnx (ONNX Runtime), torch, or auto (onnx on CPU)"),
 ) -> None:
     """Analyse videos or images; one summary line per input."""
+    from .files import output_folders
+    from .media import probe
     from .pipeline import Analyzer, Settings
     from .reports.html import write_html
     from .reports.video import write_overlay_video
 
     verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
-    analyzer, code = guarded("setup", lambda: Analyzer(model, Settings(frames, detector, strategy, backend=backend, **verdict),
-                                                       device, _limits(max_pixels, max_duration)))
+    configured, code = guarded("setup", lambda: (
+        Settings(frames, detector, strategy, backend=backend, **verdict),
+        _limits(max_pixels, max_duration, decode_pixels)))
+    if configured is None:
+        raise typer.Exit(code)
+    settings, limits = configured
+    # Inputs are checked before the models load: a bad file fails in a fraction of a second.
+    worst, readable = 0, []
+    for path in inputs:
+        info, code = guarded(str(path), lambda path=path: probe(path, limits))
+        worst = max(worst, code)
+        if info is not None:
+            readable.append(path)
+    if not readable:
+        raise typer.Exit(worst)
+    analyzer, code = guarded("setup", lambda: Analyzer(model, settings, device, limits))
     if analyzer is None:
         raise typer.Exit(code)
-    worst = 0
-    for path in inputs:
-        target = out_dir / path.stem
+    folders = output_folders(out_dir, readable)
+    for path in readable:
+        target = folders[path]
 
         def run(path=path, target=target):
             report = analyzer.analyze(path, target, _methods(explain), keep_frames=fmt != "json" or overlay_video)
@@ -126,7 +157,9 @@ def analyze(
 
         report, code = guarded(str(path), run)
         if report is not None:
-            out.print(report.summary(), markup=False)
+            out.print(f"{report.summary()} -> {target}", markup=False)
+            for warning in report.warnings:
+                err.print(f"warning: {path}: {warning}", markup=False)
             if report.label == "no_face":
                 code = NoFaceError.exit_code
         worst = max(worst, code)
@@ -142,17 +175,58 @@ def serve(
     max_upload_mb: int = typer.Option(200, "--max-upload-mb", help="larger uploads are refused (HTTP 413)"),
     workers: int = typer.Option(1, "--workers", help="analyses run at once, each with its own copy of the model"),
     frames: int = typer.Option(32, "--frames", help="frames sampled evenly per video"),
+    token: str | None = typer.Option(
+        None, "--token", envvar="FAKESCOPE_TOKEN", show_envvar=True,
+        help="the API's access token (default: a new random one, printed at start)"),
+    no_token: bool = typer.Option(
+        False, "--no-token", help="no token: anyone reaching the server may use it (loopback)"),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="analyses and uploads (default ~/.local/share/fakescope/server)"),
+    allowed_host: list[str] = typer.Option(
+        [], "--allowed-host", help="a name clients use for the server (repeat; default: loopback)"),
+    max_pending: int = typer.Option(
+        16, "--max-pending", help="uploads and analyses in progress at once; more get 503"),
+    max_disk_mb: int = typer.Option(
+        1024, "--max-disk-mb", help="disk held by uploads waiting for analysis; more get 503"),
+    upload_timeout: int = typer.Option(
+        600, "--upload-timeout", help="seconds an upload may take (and 30 s without data)"),
+    max_results: int = typer.Option(
+        50, "--max-results", help="finished analyses kept, with their reports"),
 ) -> None:
-    """Web page and HTTP API: upload a video or image, get the verdict and heat maps (docs at /docs)."""
+    """Web page and HTTP API: upload a video or image, get the verdict and heat maps
+    (docs/security.md)."""
     import uvicorn
 
     from .pipeline import Settings
-    from .server.app import create_app
+    from .server.app import LOOPBACK, create_app
 
-    web, code = guarded("setup", lambda: create_app(model, device, max_upload_mb, workers, Settings(frames=frames)))
+    def setup():
+        _at_least("--port", port, 1, 65535)
+        for option, value in (("--workers", workers), ("--max-upload-mb", max_upload_mb),
+                              ("--max-pending", max_pending), ("--max-disk-mb", max_disk_mb),
+                              ("--upload-timeout", upload_timeout), ("--max-results", max_results)):
+            _at_least(option, value, 1)
+        if no_token and host not in LOOPBACK:
+            raise FakescopeError(f"--no-token needs a loopback --host ({', '.join(LOOPBACK)})")
+        if token is not None and len(token) < 16:
+            raise FakescopeError("--token must be at least 16 characters")
+        named = host not in LOOPBACK and host not in ("0.0.0.0", "::")
+        hosts = tuple(allowed_host) or ((*LOOPBACK, host) if named else LOOPBACK)
+        return create_app(
+            model, device, max_upload_mb, workers, Settings(frames=frames), max_results=max_results,
+            max_pending=max_pending, token=None if no_token else token or secrets.token_urlsafe(24),
+            data_dir=data_dir, allowed_hosts=hosts, max_disk_mb=max_disk_mb,
+            upload_total_s=upload_timeout)
+
+    web, code = guarded("setup", setup)
     if web is None:
         raise typer.Exit(code)
-    uvicorn.run(web, host=host, port=port)
+    shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
+    secret = f"/?token={web.state.token}" if web.state.token else ""
+    err.print(f"fakescope: open http://{shown}:{port}{secret}", markup=False)
+    # limit_concurrency: connections beyond it get 503 before the app sees them.
+    uvicorn.run(web, host=host, port=port, limit_concurrency=max(64, 4 * max_pending),
+                timeout_keep_alive=5)
 
 
 class Engine(str, Enum):
@@ -164,7 +238,10 @@ class Engine(str, Enum):
 def scan(
     paths: list[Path] = typer.Argument(..., help="files or folders (searched recursively; symlinked folders are not followed)"),
     db: Path = typer.Option(Path("results.sqlite"), "--db", help="SQLite store, one row per input content x model x settings; rerun to resume"),
-    out_file: Path | None = typer.Option(None, "--out", help="at the end, export the store's rows for this model and these settings as JSON lines"),
+    out_file: Path | None = typer.Option(
+        None, "--out", help="at the end, export the rows of these inputs as JSON lines"),
+    export_all: bool = typer.Option(
+        False, "--export-all", help="with --out: the store's rows for this model and settings"),
     crops: bool = typer.Option(False, "--crops", help="every input already is a face crop: skip detection"),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="score inputs whose stored row is an error again"),
     engine: Engine = typer.Option(Engine.local, "--engine", help="local threads, or Ray actors"),
@@ -182,8 +259,9 @@ def scan(
     min_track_faces: MinTrackFaces = Settings.min_track_faces,
     batch_size: int = typer.Option(32, "--batch-size", help="faces scored together"),
     device: str = typer.Option("cpu", "--device"),
-    max_pixels: int | None = typer.Option(None, "--max-pixels", help="largest image or video frame (default 50,000,000)"),
+    max_pixels: MaxPixels = None,
     max_duration: float | None = typer.Option(None, "--max-duration", help="seconds of each video read (default 3600)"),
+    decode_pixels: DecodePixels = None,
     backend: str = typer.Option("auto", "--backend", help="scoring pass: onnx (ONNX Runtime), torch, or auto (onnx on CPU)"),
 ) -> None:
     """Score many files into a SQLite store; a bad file gets an error row and the batch goes on.
@@ -194,16 +272,17 @@ def scan(
     from .scan import run_scan
 
     def setup():
+        _at_least("--workers", workers, 1)
         verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
         return Analyzer(model, Settings(frames, detector, strategy, batch_size=batch_size, backend=backend, **verdict), device,
-                        _limits(max_pixels, max_duration))
+                        _limits(max_pixels, max_duration, decode_pixels))
 
     analyzer, code = guarded("setup", setup)
     if analyzer is None:
         raise typer.Exit(code)
     summary, code = guarded("scan", lambda: run_scan(
         analyzer, paths, db, out_file, crops=crops, engine=engine.value, ray_address=ray_address, workers=workers,
-        retry_errors=retry_errors, quiet=quiet, console=err))
+        retry_errors=retry_errors, quiet=quiet, console=err, export_all=export_all))
     if summary is not None:
         out.print(summary.line(), markup=False)
         code = 1 if summary.errors else 0
@@ -235,6 +314,7 @@ def evaluate(
     verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
 
     def run():
+        _at_least("--limit", limit, 1)
         analyzer = Analyzer(model, Settings(frames, detector, **verdict), device)
         if crops:
             return evaluate_crops(analyzer, dataset, out_dir, limit)
@@ -313,6 +393,8 @@ def xai_evaluate(
     from .faithfulness import run_xai_eval
 
     def run():
+        _at_least("--limit", limit, 2)  # half real, half fake
+        _at_least("--member", member, 0)
         analyzer = Analyzer(model, Settings(), device)
         return run_xai_eval(analyzer, dataset, out_dir, crops=crops, limit=limit, member=member)
 

@@ -23,7 +23,7 @@ from .models.ensemble import WEIGHTS_DIR
 from .pipeline import Analyzer, Prepared, Settings
 from .report import Report
 from .store import Row
-from .types import FakescopeError
+from .types import FakescopeError, MediaError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -74,7 +74,10 @@ def error_message(error: BaseException) -> str:
 
 
 def error_row(job: Job, error: BaseException) -> Row:
-    return Row(job.path, job.key, job.content_hash, "error", error=error_message(error))
+    """Only the input's own fault (unreadable media) is stored; any other failure may pass
+    with other settings, a smaller batch or a fixed bug, so its row has no key and is not kept."""
+    key = job.key if isinstance(error, MediaError) else None
+    return Row(job.path, key, job.content_hash, "error", error=error_message(error))
 
 
 def report_row(job: Job, report: Report) -> Row:

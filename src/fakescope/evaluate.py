@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from sklearn.calibration import calibration_curve  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sklearn.metrics import log_loss, roc_auc_score, roc_curve  # noqa: E402
 
+from .files import write_atomic  # noqa: E402
 from .media import read_image  # noqa: E402
 from .pipeline import Analyzer  # noqa: E402
 from .training.metrics import EPS, metrics_with_intervals  # noqa: E402
@@ -167,13 +167,6 @@ def analyse_files(analyzer: Analyzer, files: list[LabelledFile], group_by: str |
 
 
 ROW_FIELDS = ("file", "label", "group", "probability", "predicted", "face_size", "reason")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file, so an interrupted run never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_rows(rows: list[dict], path: Path) -> None:

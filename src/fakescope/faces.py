@@ -28,7 +28,9 @@ class FaceDetector(ABC):
     """
 
     name: str
-    batch_size = 8  # images of one size run through the network together
+    # Images of one size run through the network together: 4 is as fast as 8 on CPU and
+    # holds 80-200 MB less.
+    batch_size = 4
 
     def __init__(self, score_threshold: float, min_face: float = 10, min_side: int = 320,
                  max_side: int = 640):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 SEQUENTIAL_MAX_SECONDS = 20.0
 SEQUENTIAL_MAX_FRAMES = 500
 
+# Pixels of the frames the decoder's threads work on at once: 4K UHD gets 2 threads, 4096x4096 one.
+THREAD_PIXELS = 24_000_000
+
 # Pillow formats fakescope accepts; lenient plugins (TGA, ...) would claim random bytes.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO", "PPM", "JPEG2000")
 # FFmpeg demuxers that render text files as "video" (ANSI art); never real footage.
@@ -43,9 +47,27 @@ EXIF_ROTATION = {3: 180, 4: 180, 5: 270, 6: 270, 7: 90, 8: 90}
 class Limits:
     """What fakescope is willing to decode from one input."""
 
-    max_pixels: int = 50_000_000  # per image or frame: decompression bombs
+    max_pixels: int = 36_000_000  # per image or frame, from the header: 8K UHD passes, bombs do not
     max_duration: float = 3600.0  # seconds of video read; later frames are ignored
     max_frames: int = 1024  # frames sampled per video
+    # Larger frames are downscaled while decoding (1080p is not): memory then follows the
+    # frames analysed, not the input's resolution (docs/security.md has the measurements).
+    decode_pixels: int = 2_100_000
+
+    def __post_init__(self) -> None:
+        # A setting's fault, not the input's: FakescopeError (exit 2), not MediaError.
+        if not (isinstance(self.max_pixels, int) and self.max_pixels >= 1):
+            raise FakescopeError(f"--max-pixels must be a whole number >= 1, got {self.max_pixels}")
+        if not (math.isfinite(self.max_duration) and self.max_duration > 0):
+            raise FakescopeError(f"--max-duration must be seconds > 0, got {self.max_duration}")
+        if not (isinstance(self.max_frames, int) and self.max_frames >= 1):
+            raise FakescopeError(f"max_frames must be a whole number >= 1, got {self.max_frames}")
+        if not (isinstance(self.decode_pixels, int) and self.decode_pixels >= 4096):
+            raise FakescopeError(f"--decode-pixels must be >= 4096, got {self.decode_pixels}")
+
+    def scale(self, width: int, height: int) -> float:
+        """The factor frames of this size are decoded at: 1, or less to fit decode_pixels."""
+        return min(1.0, math.sqrt(self.decode_pixels / max(1, width * height)))
 
 
 @contextmanager
@@ -131,10 +153,10 @@ def iter_frames(
     if info.kind == "image":
         yield Frame(0, 0.0, read_image(path, limits))
         return
+    n = planned_frames(info, count, limits)
     with _open_video(path) as (container, stream):
         duration = min(info.duration, limits.max_duration)
-        available = max(1, min(info.frame_count, math.floor(duration * info.fps)))
-        n = max(1, min(count, limits.max_frames, available))
+        available = _available(info, limits)
         # Target the centres of n equal runs of frames, as frame times.
         targets = [math.floor((i + 0.5) * available / n) / info.fps for i in range(n)]
         if seek is None:  # raw streams (.h264) have no timestamps to seek to
@@ -145,9 +167,22 @@ def iter_frames(
             found = 0
             for index, timestamp, frame in sampler(container, stream, targets, info.fps):
                 found += 1
-                yield Frame(index, timestamp, _video_rgb(frame, info.rotation))
+                yield Frame(index, timestamp, _video_rgb(frame, info.rotation, info.scale))
         if not found:
             raise MediaError(f"{path}: no video frame could be decoded (truncated or corrupt?)")
+
+
+def planned_frames(info: MediaInfo, count: int, limits: Limits = Limits()) -> int:
+    """How many frames iter_frames tries to decode (fewer come from a truncated file)."""
+    if info.kind == "image":
+        return 1
+    return max(1, min(count, limits.max_frames, _available(info, limits)))
+
+
+def _available(info: MediaInfo, limits: Limits) -> int:
+    """Frames in the part of the video that is read, from its header."""
+    seconds = min(info.duration, limits.max_duration)
+    return max(1, min(info.frame_count, math.floor(seconds * info.fps)))
 
 
 def read_image(path: str | Path, limits: Limits = Limits()) -> np.ndarray:
@@ -155,8 +190,21 @@ def read_image(path: str | Path, limits: Limits = Limits()) -> np.ndarray:
     path = _check_file(path)
     with _decoding(path, "cannot decode image"), Image.open(path, formats=IMAGE_FORMATS) as im:
         _check_pixels(path, *im.size, limits)  # from the header, before decoding
-        im = ImageOps.exif_transpose(im)
-        return _pil_rgb(im)
+        scale = limits.scale(*im.size)
+        if scale < 1:  # JPEG decodes at 1/2, 1/4 or 1/8 of its size: less to hold
+            im.draft("RGB", (round(im.width * scale), round(im.height * scale)))
+        image = _pil_rgb(ImageOps.exif_transpose(im))
+    return _fit(image, limits)
+
+
+def _fit(image: np.ndarray, limits: Limits) -> np.ndarray:
+    """The image downscaled to decode_pixels, if it is larger."""
+    height, width = image.shape[:2]
+    scale = limits.scale(width, height)
+    if scale == 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def _probe_image(path: Path, limits: Limits) -> MediaInfo:
@@ -164,7 +212,9 @@ def _probe_image(path: Path, limits: Limits) -> MediaInfo:
         _check_pixels(path, *im.size, limits)
         rotation = EXIF_ROTATION.get(im.getexif().get(ExifTags.Base.Orientation, 1), 0)
         width, height = im.size[::-1] if rotation in (90, 270) else im.size
-        return MediaInfo(str(path), "image", width, height, 0.0, 0.0, 1, im.format.lower(), rotation)
+        scale = limits.scale(width, height)
+        return MediaInfo(str(path), "image", width, height, 0.0, 0.0, 1, im.format.lower(),
+                         rotation, scale)
 
 
 def _pil_rgb(im: Image.Image) -> np.ndarray:
@@ -200,6 +250,12 @@ def _open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.vi
             raise MediaError(f"{path}: no video stream (audio-only or data file?)")
         stream = streams[0]
         stream.thread_type = "AUTO"  # frame threading: decoding is the cost of this stage
+        # Each frame thread holds frames at full size: fewer threads for big frames.
+        ctx = stream.codec_context  # None for a stream no decoder can open (probe then fails)
+        if ctx is not None:
+            threads = THREAD_PIXELS // max(1, ctx.width * ctx.height)
+            if threads < (os.cpu_count() or 1):
+                ctx.thread_count = max(1, threads)
         yield container, stream
     finally:
         container.close()
@@ -222,7 +278,8 @@ def _probe_video(path: Path, container, stream, limits: Limits) -> MediaInfo:
     rotation = round(first.rotation / 90) * 90 % 360  # display matrix, counter-clockwise
     width, height = (ctx.height, ctx.width) if rotation in (90, 270) else (ctx.width, ctx.height)
     codec = ctx.codec.canonical_name  # "av1", not the decoder's name "libdav1d"
-    return MediaInfo(str(path), "video", width, height, duration, fps, frame_count, codec, rotation)
+    return MediaInfo(str(path), "video", width, height, duration, fps, frame_count, codec, rotation,
+                     limits.scale(width, height))
 
 
 def _header_duration(container, stream) -> float | None:
@@ -292,8 +349,10 @@ def _seek_sample(container, stream, targets: list[float], fps: float):
             return  # the stream ended early (truncated file)
 
 
-def _video_rgb(frame, rotation: int) -> np.ndarray:
-    image = frame.to_ndarray(format="rgb24")
+def _video_rgb(frame, rotation: int, scale: float = 1.0) -> np.ndarray:
+    # Converted and downscaled in one step: a big frame never exists in RGB at full size.
+    width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+    image = frame.reformat(width, height, "rgb24", interpolation="AREA").to_ndarray()
     # np.rot90 turns counter-clockwise, the sense of the display matrix.
     return np.ascontiguousarray(np.rot90(image, rotation // 90)) if rotation else image
 

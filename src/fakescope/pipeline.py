@@ -18,7 +18,7 @@ import torch
 
 from .faces import crop_face, for_whole_image, get_detector, link_tracks, sharpness, to_tensor
 from .heatmaps import check_methods, explain_chosen_frames
-from .media import Limits, iter_frames, probe, read_ahead
+from .media import Limits, iter_frames, planned_frames, probe, read_ahead
 from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
 from .models.registry import CropPolicy
 from .report import Report
@@ -39,6 +39,7 @@ class Prepared:
     crops: dict[CropPolicy, list[np.ndarray]]  # size x size RGB uint8 per face, per crop policy
     sharpness: list[float]  # per face, in crop order (faces.sharpness)
     timings: dict[str, float]
+    requested: int = 1  # frames the sampling asked for; fewer decoded means a truncated file
     images: dict[int, np.ndarray] | None = None  # frame pixels, kept only for heat maps and thumbnails
 
 
@@ -145,7 +146,9 @@ class Analyzer:
                 crops[policy] = [crop_face(by_index[face.frame_index], face.detection.box, used) for _, face in faces]
             sharp = [sharpness(by_index[face.frame_index], face.detection.box) for _, face in faces]
         summary = [{"index": f.index, "timestamp": f.timestamp, "faces": len(d)} for f, d in zip(frames, detections)]
-        return Prepared(str(path), media, summary, faces, crops, sharp, timings, by_index if keep_images else None)
+        requested = 1 if crop else planned_frames(media, self.settings.frames, self.limits)
+        return Prepared(str(path), media, summary, faces, crops, sharp, timings, requested,
+                        by_index if keep_images else None)
 
     def score(self, prepared: Sequence[Prepared]) -> list[Report]:
         """Reports (without heat maps) for prepared inputs, all their faces scored in one batch
@@ -164,19 +167,24 @@ class Analyzer:
             faces = [
                 FaceScore(track_id, face.frame_index, face.timestamp, tuple(float(v) for v in face.detection.box),
                           float(face.detection.score), {name: float(s[offset + i]) for name, s in member.items()},
-                          float(ensemble[offset + i]), _short_side(face.detection.box), p.sharpness[i])
+                          float(ensemble[offset + i]),
+                          _short_side(face.detection.box) / p.media.scale,  # in source pixels
+                          p.sharpness[i])
                 for i, (track_id, face) in enumerate(p.faces)
             ]
             offset += len(faces)
             timings = {**p.timings, "score": elapsed * len(faces) / total if total else 0.0}
             timings["total"] = sum(timings.values())
+            short = len(p.frames) < p.requested
             reports.append(Report(
                 input=p.path, media=p.media,
                 verdict=decide(faces, settings.strategy, self.decision, settings.judging, len(p.frames), settings.chosen),
                 model=self.ensemble.describe(), frames=p.frames,
                 settings={**settings.__dict__, "threshold": self.decision.threshold,
                           "real_below": self.decision.real_below, "device": self.device, "explain": []},
-                timings=timings,
+                timings=timings, frames_requested=p.requested,
+                warnings=[f"decoded {len(p.frames)} of {p.requested} requested frames: "
+                          "the file ends early (truncated?)"] if short else [],
             ))
         return reports
 

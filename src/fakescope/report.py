@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from .files import write_atomic
 from .types import MediaInfo, Verdict
 
-SCHEMA_VERSION = "1.1"  # 1.1: inconclusive label, reason, judged faces and tracks
+# 1.1: inconclusive label, reason, judged faces and tracks; 1.2: frames_requested, warnings,
+# media.scale
+SCHEMA_VERSION = "1.2"
 
 
 @dataclass
@@ -26,6 +28,8 @@ class Report:
     timings: dict[str, float]
     explanations: list[dict] = field(default_factory=list)  # heat-map images per chosen frame
     files: dict[str, str] = field(default_factory=dict)  # other outputs, relative to the report's folder
+    frames_requested: int = 0  # frames the sampling asked for; `frames` holds those decoded
+    warnings: list[str] = field(default_factory=list)  # one line each, e.g. a truncated file
     # The analysed frames' pixels by frame index, kept only when asked for (keep_frames); never serialised.
     images: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
@@ -61,7 +65,9 @@ class Report:
             "deciding_track": verdict.deciding_track,
             "strategy": verdict.strategy,
             "model": self.model,
+            "frames_requested": self.frames_requested,
             "frames_analysed": self.frames,
+            "warnings": self.warnings,
             "tracks": [
                 {
                     "track_id": track.track_id,
@@ -85,9 +91,4 @@ class Report:
 
     def write_json(self, path: str | Path) -> Path:
         """Write atomically, so an interrupted run never leaves a half-written report."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, json.dumps(self.to_dict(), indent=2))

@@ -145,8 +145,10 @@ class ScanProgress:
 
 def run_scan(analyzer: Analyzer, paths: Iterable[Path], db: Path, out: Path | None = None, *, crops: bool = False,
              engine: str = "local", ray_address: str | None = None, workers: int | None = None,
-             retry_errors: bool = False, quiet: bool = False, console: Console | None = None) -> ScanSummary:
-    """Score every input into the store at `db`; optionally export its rows to JSON lines at `out`."""
+             retry_errors: bool = False, quiet: bool = False, console: Console | None = None,
+             export_all: bool = False) -> ScanSummary:
+    """Score every input into the store at `db`; optionally export the rows of these inputs (or,
+    export_all, every row of this model and settings) to JSON lines at `out`."""
     paths = list(paths)
     workers = workers or os.cpu_count() or 1
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
@@ -160,6 +162,8 @@ def run_scan(analyzer: Analyzer, paths: Iterable[Path], db: Path, out: Path | No
         with ScanProgress(console, paths, quiet) as progress:
 
             def record(row: Row, new: bool) -> None:
+                if row.key is not None:
+                    store.note([row.key])
                 summary.add(row, new)
                 progress.advance(row, new)
 
@@ -178,5 +182,5 @@ def run_scan(analyzer: Analyzer, paths: Iterable[Path], db: Path, out: Path | No
         if not progress.bar:
             console.print(progress.status(), markup=False)
         if out:
-            store.export_jsonl(out)
+            store.export_jsonl(out, noted_only=not export_all)
     return summary

@@ -28,6 +28,10 @@ class Settings:
             raise FakescopeError(f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}")
         if self.frames < 1:
             raise FakescopeError("--frames must be at least 1")
+        if self.batch_size < 1:
+            raise FakescopeError("--batch-size must be at least 1")
+        if self.chosen < 0:
+            raise FakescopeError("chosen (frames with heat maps) must be >= 0")
         for name in ("threshold", "real_below"):
             value = getattr(self, name)
             if value is not None and not 0 < value < 1:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .files import atomic_open
 from .types import FakescopeError
 
 SCHEMA_VERSION = 2  # 2 added `reason`
@@ -99,6 +100,8 @@ class Store:
                 self._db.executemany("INSERT OR IGNORE INTO configs VALUES (?, ?, ?)", [
                     (self.model_hash, "model", json.dumps(model, sort_keys=True)),
                     (self.settings_hash, "settings", json.dumps(settings, sort_keys=True))])
+                # The keys this process's scan met: its export holds their rows only.
+                self._db.execute("CREATE TEMP TABLE seen (key TEXT PRIMARY KEY)")
         except sqlite3.Error as error:
             raise FakescopeError(f"{self.path}: not a usable results database ({error})") from None
 
@@ -124,11 +127,19 @@ class Store:
                 f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
                 f"ON CONFLICT (key) DO UPDATE SET {update} WHERE results.label = 'error'", values)
 
-    def rows(self) -> Iterator[Row]:
-        """This model's and settings' rows, by path (streamed)."""
+    def note(self, keys: Iterable[str]) -> None:
+        """Remember keys as part of this scan (see rows)."""
+        with self._lock, self._db:
+            self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", [(k,) for k in keys])
+
+    def rows(self, noted_only: bool = False) -> Iterator[Row]:
+        """This model's and settings' rows, by path (streamed); noted_only: those noted."""
+        only = " AND key IN (SELECT key FROM seen)" if noted_only else ""
         with self._lock:
-            cursor = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM results WHERE model_hash = ? AND settings_hash = ? "
-                                      "ORDER BY path", (self.model_hash, self.settings_hash))
+            cursor = self._db.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM results "
+                f"WHERE model_hash = ? AND settings_hash = ?{only} ORDER BY path",
+                (self.model_hash, self.settings_hash))
         while True:
             with self._lock:
                 chunk = cursor.fetchmany(1000)
@@ -136,18 +147,14 @@ class Store:
                 return
             yield from map(_row, chunk)
 
-    def export_jsonl(self, out: str | Path) -> int:
-        """Write this model's and settings' rows as JSON lines, atomically; returns the count."""
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
+    def export_jsonl(self, out: str | Path, noted_only: bool = False) -> int:
+        """Write the rows (see rows) as JSON lines, atomically; returns the count."""
         count = 0
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for row in self.rows():
+        with atomic_open(out) as handle:
+            for row in self.rows(noted_only):
                 # ensure_ascii keeps surrogate escapes as \\udcXX: json.loads + os.fsencode give the bytes back.
                 handle.write(json.dumps(asdict(row)) + "\n")
                 count += 1
-        os.replace(tmp, out)
         return count
 
     def close(self) -> None:

@@ -55,6 +55,7 @@ class MediaInfo:
     frame_count: int  # estimated for videos
     codec: str
     rotation: int = 0  # degrees already applied to the decoded frames
+    scale: float = 1.0  # decoded frames' size / the source's: < 1 over Limits.decode_pixels
 
 
 @dataclass

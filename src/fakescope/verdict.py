@@ -15,10 +15,10 @@ videos: `fit_decision`).
 
 from __future__ import annotations
 
-from typing import Any
-
+import math
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +65,8 @@ class Judging:
     min_track_faces: int = 4  # judged faces; capped at an eighth of the analysed frames (1 for an image)
 
     def __post_init__(self) -> None:
-        if self.min_face < 0 or self.min_sharpness < 0 or self.min_track_faces < 1:
+        finite = 0 <= self.min_face < math.inf and 0 <= self.min_sharpness < math.inf  # NaN fails
+        if not (finite and self.min_track_faces >= 1):
             raise FakescopeError("--min-face and --min-sharpness must be >= 0, --min-track-faces >= 1")
 
     def face_reason(self, face: FaceScore) -> str | None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -70,20 +73,37 @@ def read_spec(config: str | Path) -> ModelSpec:
         data = json.loads(config.read_text())
     except (OSError, ValueError) as error:
         raise WeightsError(f"{config}: cannot read model config ({error})") from None
-    if data.pop("format", None) != "fakescope":
+    if not isinstance(data, dict) or data.pop("format", None) != "fakescope":
         raise WeightsError(f"{config}: not a fakescope model config")
-    spec = ModelSpec.from_dict(data)
-    if spec.weights:
-        spec = spec.with_(weights=str((config.parent / spec.weights).resolve()))
-    return spec
+    try:
+        spec = ModelSpec.from_dict(data)
+    except (KeyError, TypeError, ValueError) as error:
+        message = f"{type(error).__name__}: {error}"
+        raise WeightsError(f"{config}: bad model config ({message})") from None
+    if not isinstance(spec.weights, str) or not spec.weights:
+        raise WeightsError(f"{config}: no weights file named")
+    # Lexical check: a config names a file in its own folder, never ../ or an absolute path.
+    weights = os.path.normpath(spec.weights)
+    if os.path.isabs(weights) or weights.split(os.sep)[0] == os.pardir:
+        raise WeightsError(f"{config}: weights {spec.weights!r} must be inside the config's folder")
+    if not isinstance(spec.sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", spec.sha256):
+        raise WeightsError(f"{config}: sha256 of the weights is required (64 hex digits)")
+    if not (isinstance(spec.temperature, (int, float)) and 0 < spec.temperature < math.inf):
+        raise WeightsError(f"{config}: temperature must be a finite number > 0")
+    return spec.with_(weights=str((config.parent / weights).resolve()))
 
 
 def load_fakescope(spec: ModelSpec, verify: bool = True) -> nn.Module:
     if not spec.weights or not Path(spec.weights).is_file():
         raise WeightsError(f"model {spec.name!r}: weights file {spec.weights} not found")
-    if verify and spec.sha256 and sha256_of(spec.weights) != spec.sha256:
+    if verify and (not spec.sha256 or sha256_of(spec.weights) != spec.sha256):
         raise WeightsError(f"model {spec.name!r}: {spec.weights} does not match its sha256")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(spec.weights).items()}
+    try:
+        stored = load_file(spec.weights)
+    except Exception as error:  # safetensors raises its own types for other files
+        message = f"{spec.weights}: not a safetensors file ({error})"
+        raise WeightsError(f"model {spec.name!r}: {message}") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
     return _load_strict(get_arch(spec.arch).build(), state, spec.weights)
 
 

@@ -10,6 +10,7 @@ of the data they were fitted on. The shipped default lives in `models/weights/de
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,30 @@ def resolve_config(model: str | Path) -> Path:
 BACKENDS = ("auto", "onnx", "torch")
 
 
+def _members(config: Path, data: object) -> tuple[list[dict], str]:
+    """The member entries and the name of a config, checked before anything loads: a broken
+    config fails here, not as NaN or a division by zero on every input."""
+    kind = data.get("format") if isinstance(data, dict) else None
+    if kind not in ("fakescope", "fakescope-ensemble"):
+        raise WeightsError(f"{config}: not a fakescope model or ensemble config")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise WeightsError(f"{config}: the config has no name")
+    if kind == "fakescope":
+        return [{"config": config.name, "weight": 1.0}], name
+    entries = data.get("members")
+    if not isinstance(entries, list) or not entries:
+        raise WeightsError(f"{config}: an ensemble needs at least one member")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), str):
+            raise WeightsError(f"{config}: member {i} needs a \"config\" path")
+        weight = entry.get("weight", 1.0)
+        number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+        if not number or not 0 < weight < math.inf:
+            raise WeightsError(f"{config}: member {i} weight must be finite, > 0: {weight!r}")
+    return entries, name
+
+
 def load_ensemble(model: str | Path = DEFAULT_MODEL, device: str = "cpu", backend: str = "auto") -> Ensemble:
     """Load every member; `backend` picks the scoring path: ONNX Runtime ("auto" on CPU) or PyTorch."""
     if backend not in BACKENDS:
@@ -121,12 +146,7 @@ def load_ensemble(model: str | Path = DEFAULT_MODEL, device: str = "cpu", backen
         data = json.loads(config.read_text())
     except ValueError as error:
         raise WeightsError(f"{config}: invalid JSON ({error})") from None
-    if data.get("format") == "fakescope":
-        entries, name = [{"config": config.name, "weight": 1.0}], data["name"]
-    elif data.get("format") == "fakescope-ensemble":
-        entries, name = data["members"], data["name"]
-    else:
-        raise WeightsError(f"{config}: not a fakescope model or ensemble config")
+    entries, name = _members(config, data)
     members = []
     for entry in entries:
         spec = read_spec(config.parent / entry["config"])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import shlex
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from markupsafe import Markup, escape
 from PIL import Image, ImageDraw
 
 from .. import __version__
+from ..files import write_atomic
 from ..report import SCHEMA_VERSION, Report
 from ..types import FaceScore, FakescopeError, TrackVerdict
 from . import GREEN, INCONCLUSIVE, RED, UNJUDGED, hex_colour, score_colour
@@ -35,11 +35,8 @@ def write_html(report: Report, out_dir: str | Path) -> Path:
     `report.images` (Analyzer.analyze(..., keep_frames=True)) and are left out without them."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "report.html"
-    tmp = path.with_name(path.name + ".tmp")  # atomic, like report.json
-    tmp.write_text(render_html(report, out_dir), encoding="utf-8", errors="replace")  # undecodable file names
-    os.replace(tmp, path)
-    return path
+    # errors="replace": undecodable file names
+    return write_atomic(out_dir / "report.html", render_html(report, out_dir), errors="replace")
 
 
 def render_html(report: Report, out_dir: Path) -> str:

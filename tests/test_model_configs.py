@@ -1,0 +1,102 @@
+"""Broken model and ensemble configs fail at load, as WeightsError (exit 5, one line)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.models.ensemble import load_ensemble
+from fakescope.types import WeightsError
+
+
+@pytest.fixture
+def model_dir(random_model, tmp_path) -> Path:
+    """A private copy of the random model's config and weights, free to break."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for path in random_model.parent.iterdir():
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def ensemble(folder: Path, members: object) -> Path:
+    path = folder / "ensemble.json"
+    path.write_text(json.dumps({"format": "fakescope-ensemble", "name": "e", "members": members}))
+    return path
+
+
+def member_config(folder: Path, **changes) -> Path:
+    path = folder / "random-lite0.json"
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+    return path
+
+
+BROKEN = {
+    "weight 0": lambda f: ensemble(f, [{"config": "random-lite0.json", "weight": 0}]),
+    "weight NaN": lambda f: ensemble(f, [{"config": "random-lite0.json", "weight": float("nan")}]),
+    "weight negative": lambda f: ensemble(f, [{"config": "random-lite0.json", "weight": -1}]),
+    "weight text": lambda f: ensemble(f, [{"config": "random-lite0.json", "weight": "1"}]),
+    "no members": lambda f: ensemble(f, []),
+    "members not a list": lambda f: ensemble(f, {"config": "random-lite0.json"}),
+    "member without config": lambda f: ensemble(f, [{"weight": 1}]),
+    "sha256 null": lambda f: member_config(f, sha256=None),
+    "sha256 short": lambda f: member_config(f, sha256="abc"),
+    "weights outside": lambda f: member_config(f, weights="../../etc/passwd"),
+    "weights absolute": lambda f: member_config(f, weights="/etc/passwd"),
+    "weights missing": lambda f: member_config(f, weights=None),
+    "temperature NaN": lambda f: member_config(f, temperature=float("nan")),
+    "unknown field": lambda f: member_config(f, colour="blue"),
+    "no crop": lambda f: member_config(f, crop=None),
+    "no name": lambda f: (
+        (f / "x.json").write_text('{"format": "fakescope-ensemble", "members": []}')
+        and f / "x.json"
+    ),
+    "not an object": lambda f: (f / "x.json").write_text("[1, 2]") and f / "x.json",
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_config_fails_at_load(case, model_dir):
+    with pytest.raises(WeightsError):
+        load_ensemble(BROKEN[case](model_dir), backend="torch")
+
+
+def test_weights_that_are_not_safetensors_are_a_weights_error(model_dir):
+    weights = model_dir / "random-lite0.safetensors"
+    weights.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    import hashlib
+
+    config = member_config(model_dir, sha256=hashlib.sha256(weights.read_bytes()).hexdigest())
+    with pytest.raises(WeightsError, match="not a safetensors file"):
+        load_ensemble(config, backend="torch")
+
+
+@pytest.mark.parametrize("case", ["weight 0", "no members", "weights outside", "sha256 null"])
+def test_cli_exit_5_with_one_line(case, model_dir, example_video, tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "analyze",
+            str(example_video),
+            "--model",
+            str(BROKEN[case](model_dir)),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 5, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "unexpected" not in result.stderr
+
+
+def test_a_valid_ensemble_still_loads(model_dir):
+    loaded = load_ensemble(
+        ensemble(model_dir, [{"config": "random-lite0.json", "weight": 2.5}]), backend="torch"
+    )
+    assert [m.weight for m in loaded.members] == [2.5]
