@@ -73,3 +73,26 @@ def test_only_the_inputs_own_errors_are_stored():
     assert error_row(job, MediaError("/x/clip.mp4: cannot decode")).key == job.key
     assert error_row(job, FakescopeError("--batch-size must be at least 1")).key is None
     assert error_row(job, MemoryError()).key is None  # e.g. a batch too big: retried next run
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--epochs", "0"],
+        ["--batch-size", "0"],
+        ["--epoch-size", "8", "--batch-size", "32"],
+        ["--lr", "-1"],
+        ["--lr", "nan"],
+        ["--sbi-share", "1.5"],
+        ["--workers", "-1"],
+        ["--image-size", "8"],
+        ["--input", "disk"],
+    ],
+    ids=" ".join,
+)
+def test_train_options_are_checked_before_any_data_is_read(options, tmp_path):
+    result = runner.invoke(app, ["train", str(tmp_path / "absent"), "--out", str(tmp_path / "run"),
+                                 *options])
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:")
+    assert "absent" not in result.stderr and not (tmp_path / "run").exists()

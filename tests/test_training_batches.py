@@ -196,6 +196,18 @@ def test_pack_keeps_the_original_bytes(tmp_path):
     assert torch.allclose(packed.landmarks, torch.from_numpy(MEAN_LANDMARKS).expand(9, 5, 2))
 
 
+def test_cached_crops_are_resized_as_inference_resizes_them(tmp_path):
+    from fakescope.faces import resize_rgb
+
+    _write_folder(tmp_path, clusters=3)
+    Image.new("RGB", (50, 30), (200, 10, 10)).save(tmp_path / "real" / "wide.jpg")
+    samples = list_samples(tmp_path)
+    crops = load_folder(samples, 24)
+    for sample, image in zip(samples, crops.images, strict=True):
+        expected = resize_rgb(np.array(Image.open(sample.path).convert("RGB")), width=24, height=24)
+        assert torch.equal(image, torch.from_numpy(expected).permute(2, 0, 1))
+
+
 def test_a_pack_fits_its_budget(tmp_path):
     _write_folder(tmp_path / "data", clusters=8)
     budget_mb = 0.03

@@ -459,10 +459,12 @@ def train(
     """Train a one-logit classifier; rerun the same command to resume."""
     from .training.train import TrainConfig, train as run_training
 
-    config = TrainConfig(dataset=str(dataset), out=str(out), arch=arch, val=str(val) if val else None, epochs=epochs,
+    config, code = guarded("setup", lambda: TrainConfig(dataset=str(dataset), out=str(out), arch=arch, val=str(val) if val else None, epochs=epochs,
                          epoch_size=epoch_size, batch_size=batch_size, lr=lr, workers=workers, device=device, seed=seed, name=name, freeze=freeze,
                          image_size=image_size, init=str(init) if init else None, sbi_share=sbi_share,
-                         input=input_mode)
+                         input=input_mode))
+    if config is None:
+        raise typer.Exit(code)
     _, code = guarded(str(dataset), lambda: run_training(config, progress=sys.stderr.isatty()))
     raise typer.Exit(code)
 

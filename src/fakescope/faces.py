@@ -299,9 +299,15 @@ def resize_rgb(image: np.ndarray, width: int, height: int) -> np.ndarray:
     bilinear, so shrinking averages instead of aliasing."""
     if image.shape[:2] == (height, width):
         return image
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    batch = torch.from_numpy(np.ascontiguousarray(image))[None]
+    return resize_batch(batch, width, height)[0].permute(1, 2, 0).numpy()
+
+
+def resize_batch(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """`resize_rgb` for N x H x W x 3 uint8 images of one size at once: N x 3 x height x width."""
+    tensor = images.permute(0, 3, 1, 2).float()
     resized = torch.nn.functional.interpolate(tensor, size=(height, width), mode="bilinear", antialias=True)
-    return resized[0].round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def to_tensor(crops: Sequence[np.ndarray], policy: CropPolicy) -> torch.Tensor:

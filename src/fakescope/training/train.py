@@ -65,6 +65,23 @@ class TrainConfig:
     # data sets larger than memory. A pack is always cached.
     input: str = "cache"
 
+    def __post_init__(self) -> None:
+        """Bad settings fail here, before any data is read (exit 2, one line)."""
+        whole = {"--epochs": (self.epochs, 1), "--batch-size": (self.batch_size, 1),
+                 "--epoch-size": (self.epoch_size, self.batch_size), "--workers": (self.workers, 0),
+                 "--freeze": (self.freeze, 0), "--save-every": (self.save_every, 1),
+                 "--image-size": (self.image_size or 32, 32), "--limit-eval": (self.limit_eval or 1, 1)}
+        for option, (value, low) in whole.items():
+            if value < low:
+                raise FakescopeError(f"{option} must be at least {low}, got {value}")
+        shares = {"--lr": (self.lr, 0, 1, False), "--weight-decay": (self.weight_decay, 0, 1, True),
+                  "--sbi-share": (self.sbi_share, 0, 1, True), "--holdout": (self.holdout, 0, 1, False)}
+        for option, (number, low, high, low_allowed) in shares.items():
+            if not (low < number <= high or (low_allowed and number == low)):
+                raise FakescopeError(f"{option} must be in {'[' if low_allowed else '('}{low}, {high}], got {number}")
+        if self.input not in ("cache", "stream"):
+            raise FakescopeError(f"--input must be cache or stream, got {self.input!r}")
+
 
 def _device(name: str) -> torch.device:
     if name == "auto":
@@ -342,8 +359,6 @@ def train(config: TrainConfig, progress: bool = True) -> ModelSpec:
     arch = get_arch(config.arch)
     size = config.image_size or arch.crop.size
 
-    if config.input not in ("cache", "stream"):
-        raise FakescopeError(f"--input {config.input}: expected cache or stream")
     if config.input == "cache":
         inputs = cached_inputs(config, size, device)
     else:
