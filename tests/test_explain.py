@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -16,8 +17,8 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
 
-from fakescope.explain import METHODS, explain, minmax, overlay, paste_heatmap
-from fakescope.faithfulness import (
+from fakescope.explain.cam import METHODS, explain, minmax
+from fakescope.explain.faithfulness import (
     aggregate_table1,
     closest_to_paper,
     deletion_insertion,
@@ -26,9 +27,9 @@ from fakescope.faithfulness import (
     randomisation_check,
     self_blended,
     table1_stats,
-    write_xai_report,
-    xai_eval,
 )
+from fakescope.explain.render import overlay, paste_heatmap
+from fakescope.explain.xai_eval import write_xai_report, xai_eval
 from fakescope.models.registry import resolve_cam_layers
 from fakescope.types import FakescopeError
 
@@ -356,3 +357,30 @@ def test_closest_to_paper():
 
     table = {"hirescam++": t1(0.05, 0.1, 0.5, 0.6), "hirescam++gate": t1(0.0, math.nan, 0.7, 0.63)}
     assert closest_to_paper(table) == "hirescam++gate"
+
+
+def test_cli_explain_and_xai_eval(random_model, shared_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from fakescope.cli import app
+
+    folder = tmp_path / "faces"
+    for label in ("real", "fake"):
+        (folder / label).mkdir(parents=True)
+        for source in sorted((shared_data / "dfdc-faces" / "val" / label).iterdir())[:1]:
+            shutil.copy(source, folder / label / source.name)
+    crop = next((folder / "real").iterdir())
+    runner = CliRunner()
+    result = runner.invoke(app, ["explain", str(crop), "--crops", "--model", str(random_model),
+                                 "--methods", "hirescam++", "--out", str(tmp_path / "explained")])
+    assert result.exit_code == 0, result.output
+    written = {p.name for p in (tmp_path / "explained" / crop.stem).iterdir()}
+    assert written == {"hirescampp.png", "comparison.png"}
+    result = runner.invoke(app, ["xai-eval", str(folder), "--limit", "2", "--model", str(random_model),
+                                 "--out", str(tmp_path / "xai")])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "xai" / "xai.json").read_text())
+    assert (results["images"], results["fakes"], results["masked_images"]) == (3, 2, 1)
+    assert set(results["deletion"]) == set(METHODS)
+    result = runner.invoke(app, ["xai-eval", str(folder), "--member", "3", "--model", str(random_model)])
+    assert result.exit_code == 2 and "--member must be between 0 and 0" in result.output

@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss, r
 from fakescope.models.checkpoints import efficientnet_lite_imagenet, read_spec
 from fakescope.models.registry import get_arch
 from fakescope.training.data import balanced_epoch, list_samples, split_by_cluster
-from fakescope.training.metrics import fit_temperature, metrics_with_intervals, point_metrics
+from fakescope.metrics import fit_temperature, metrics_with_intervals, point_metrics
 
 
 def test_lite0_key_mapping_gives_the_reference_imagenet_logits():

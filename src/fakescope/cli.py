@@ -115,7 +115,7 @@ def analyze(
         def run(path=path, target=target):
             report = analyzer.analyze(path, target, _methods(explain), keep_frames=fmt != "json" or overlay_video)
             if overlay_video:
-                report.files["overlay_video"] = write_overlay_video(analyzer, report, target / "overlay.mp4").name
+                report.files["overlay_video"] = write_overlay_video(analyzer.ensemble, report, target / "overlay.mp4").name
             if fmt != "json":
                 report.files["html"] = "report.html"  # so that report.json lists it too
             if fmt != "html":
@@ -283,7 +283,6 @@ def explain_images(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Heat maps for single images: overlays and a comparison strip per image."""
-    from .heatmaps import explain_image
     from .pipeline import Analyzer, Settings
 
     analyzer, code = guarded("setup", lambda: Analyzer(model, Settings(detector=detector), device))
@@ -291,7 +290,7 @@ def explain_images(
         raise typer.Exit(code)
     worst = 0
     for path in images:
-        written, code = guarded(str(path), lambda path=path: explain_image(analyzer, path, _methods(methods), out_dir / path.stem, crops))
+        written, code = guarded(str(path), lambda path=path: analyzer.explain_image(path, _methods(methods), out_dir / path.stem, crops))
         if written is not None:
             out.print(f"{path}: {len(written)} face(s), p(fake) {', '.join(f'{s:.3f}' for s in written)} -> {out_dir / path.stem}", markup=False)
         worst = max(worst, code)
@@ -309,12 +308,15 @@ def xai_evaluate(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes, sanity check."""
+    from .evaluate import labelled_faces
+    from .explain.xai_eval import run_xai_eval
     from .pipeline import Analyzer, Settings
-    from .faithfulness import run_xai_eval
 
     def run():
         analyzer = Analyzer(model, Settings(), device)
-        return run_xai_eval(analyzer, dataset, out_dir, crops=crops, limit=limit, member=member)
+        chosen = analyzer.ensemble.member(member)
+        faces = labelled_faces(analyzer, dataset, chosen.spec.crop, crops, limit)
+        return run_xai_eval(chosen, faces, out_dir, str(dataset))
 
     written, code = guarded(str(dataset), run)
     if written is not None:

@@ -18,7 +18,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,9 +31,11 @@ from sklearn.calibration import calibration_curve  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sklearn.metrics import log_loss, roc_auc_score, roc_curve  # noqa: E402
 
+from .faces import crop_face, for_whole_image  # noqa: E402
 from .media import read_image  # noqa: E402
+from .metrics import EPS, metrics_with_intervals  # noqa: E402
+from .models.registry import CropPolicy  # noqa: E402
 from .pipeline import Analyzer  # noqa: E402
-from .training.metrics import EPS, metrics_with_intervals  # noqa: E402
 from .types import Decision, FakescopeError  # noqa: E402
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".mp4", ".mov", ".mkv", ".webm", ".avi"}
@@ -295,3 +297,19 @@ def metrics_line(result: dict) -> str:
     m = result["metrics"]
     parts = [f"{name} {v['value']:.3f} [{v['low']:.3f}, {v['high']:.3f}]" for name, v in m.items()]
     return f"{result['count']['real']} real, {result['count']['fake']} fake: " + "; ".join(parts)
+
+
+def labelled_faces(analyzer: Analyzer, dataset: Path, policy: CropPolicy, crops: bool = True,
+                   limit: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
+    """(face crop under `policy`, label) for a labelled folder's images, in `labelled_files`
+    order. `crops`: each image already is a face; otherwise its largest face (images without
+    a face are skipped)."""
+    for item in labelled_files(dataset, limit):
+        image = read_image(item.path, analyzer.limits)
+        if crops:
+            yield crop_face(image, (0, 0, image.shape[1], image.shape[0]), for_whole_image(policy)), item.label
+            continue
+        faces = analyzer.detector.detect([image])[0]
+        if faces:
+            largest = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+            yield crop_face(image, largest.box, policy), item.label

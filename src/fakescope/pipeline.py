@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 from .faces import crop_face, for_whole_image, get_detector, link_tracks, sharpness, to_tensor
-from .heatmaps import check_methods, explain_chosen_frames
-from .media import Limits, iter_frames, probe, read_ahead
+from .explain.cam import check_methods
+from .explain.stage import explain_chosen_frames, explain_faces
+from .media import Limits, iter_frames, probe, read_ahead, read_image
 from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
 from .models.registry import CropPolicy
 from .report import Report
-from .types import Detection, FaceScore, FakescopeError, MediaError, MediaInfo, TrackedFace
+from .types import Detection, FaceScore, FakescopeError, MediaError, MediaInfo, NoFaceError, TrackedFace
 from .settings import Settings
 from .verdict import decide
 
@@ -197,12 +198,27 @@ class Analyzer:
             if progress:
                 progress("explain")
             start = time.perf_counter()
-            report.explanations = explain_chosen_frames(self, report, prepared.images, explain, Path(out_dir))
+            report.explanations = explain_chosen_frames(self.ensemble, report.verdict, prepared.images, explain,
+                                                        Path(out_dir))
             report.timings["explain"] = time.perf_counter() - start
             report.timings["total"] += report.timings["explain"]
         if keep_frames:
             report.images = prepared.images
         return report
+
+    def explain_image(self, path: str | Path, methods: list[str], out_dir: Path, crops: bool = False) -> list[float]:
+        """`fakescope explain`: overlays and a comparison strip for one image; returns face scores."""
+        check_methods(methods)
+        image = read_image(path, self.limits)
+        if crops:
+            boxes = [(0.0, 0.0, float(image.shape[1]), float(image.shape[0]))]
+        else:
+            boxes = [d.box for d in self.detector.detect([image])[0]]
+            if not boxes:
+                raise NoFaceError(f"{path}: no face found")
+        _, scores = self.score_faces([image] * len(boxes), boxes, whole=crops)
+        explain_faces(self.ensemble, image, boxes, [float(s) for s in scores], methods, out_dir, whole=crops)
+        return [float(s) for s in scores]
 
 
 def analyze(path: str | Path, model: str | Path = DEFAULT_MODEL, out_dir: str | Path | None = None,

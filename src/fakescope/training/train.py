@@ -24,7 +24,7 @@ from ..models.checkpoints import efficientnet_lite_imagenet, load_fakescope, rea
 from ..models.registry import ModelSpec, channels_last, get_arch
 from ..types import WeightsError
 from .data import CropDataset, balanced_epoch, list_samples, split_by_cluster
-from .metrics import fit_temperature, point_metrics
+from ..metrics import fit_temperature, point_metrics
 
 
 @dataclass
