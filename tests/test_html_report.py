@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from fakescope.explain.regions import REGIONS
 from fakescope.media import make_example_video, probe, write_video
 from fakescope.pipeline import Analyzer, Settings
 from fakescope.reports import score_colour
@@ -53,6 +54,10 @@ def test_html_is_self_contained_with_verdict_and_images(analyzer, video, tmp_pat
     assert html.count('<svg class="timeline"') == len(report.verdict.tracks)
     assert report.model["members"][0]["sha256"] in html and "fakescope analyze" in html
     assert 'href="report.json"' in html
+    # Evidence per face region: the sentences and one table row per region.
+    assert all(escape(e["evidence"]) in html for e in report.explanations)
+    assert escape(report.evidence[0]["evidence"]) in html
+    assert html.count("<tr><td>") >= len(REGIONS) and "<td>outside the face</td>" in html
 
 
 def test_html_without_frames_or_heat_maps(analyzer, video, tmp_path):

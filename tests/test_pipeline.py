@@ -28,7 +28,7 @@ def test_generated_720p_video_gives_one_track_and_a_complete_report(analyzer, ex
     assert len(data["tracks"]) == 1 and len(data["tracks"][0]["faces"]) == 8
     face = data["tracks"][0]["faces"][0]
     assert set(face) == {"frame_index", "timestamp", "box", "detector_score", "member_scores", "score", "size",
-                         "sharpness", "unjudged"}
+                         "sharpness", "unjudged", "landmarks"}
     assert face["member_scores"]["random-lite0"] == pytest.approx(face["score"])
     box = face["box"]
     assert face["size"] == pytest.approx(min(box[2] - box[0], box[3] - box[1])) and face["size"] >= 48
@@ -76,7 +76,7 @@ def test_cli_analyze_writes_report_and_summary(random_model, example_video, tmp_
     assert result.exit_code == 0, result.output
     assert "astronaut.mp4:" in result.output and "p(fake)=" in result.output
     data = json.loads((tmp_path / "astronaut" / "report.json").read_text())
-    assert data["schema_version"] == "1.1" and len(data["frames_analysed"]) == 4
+    assert data["schema_version"] == "1.2" and len(data["frames_analysed"]) == 4
 
 
 def test_cli_bad_and_faceless_inputs_get_one_line_and_distinct_codes(random_model, tmp_path):
@@ -122,3 +122,15 @@ def test_onnx_fast_path_equals_eager_pytorch(random_model, example_video):
     b = [f.score for t in eager.verdict.tracks for f in t.faces]
     assert len(a) == len(b) == 6
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_explanations_give_evidence_per_face_region(analyzer, example_video, tmp_path):
+    data = analyzer.analyze(example_video, tmp_path, ["hirescam++"]).to_dict()
+    assert data["schema_version"] == "1.2"
+    face = data["tracks"][0]["faces"][0]
+    assert np.asarray(face["landmarks"]).shape == (5, 2)  # RetinaFace's, in frame pixels
+    for entry in data["explanations"]:
+        assert sum(entry["regions"].values()) == pytest.approx(1.0)
+        assert entry["evidence"].endswith(".") and entry["track_id"] == 0
+    evidence = data["tracks"][0]["evidence"]
+    assert evidence["faces"] == len(data["chosen_frames"]) and sum(evidence["regions"].values()) == pytest.approx(1.0)

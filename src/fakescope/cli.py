@@ -127,6 +127,8 @@ def analyze(
         report, code = guarded(str(path), run)
         if report is not None:
             out.print(report.summary(), markup=False)
+            if report.verdict.deciding_track in report.evidence:
+                out.print(f"  {report.evidence[report.verdict.deciding_track]['evidence']}", markup=False)
             if report.label == "no_face":
                 code = NoFaceError.exit_code
         worst = max(worst, code)
@@ -292,7 +294,9 @@ def explain_images(
     for path in images:
         written, code = guarded(str(path), lambda path=path: analyzer.explain_image(path, _methods(methods), out_dir / path.stem, crops))
         if written is not None:
-            out.print(f"{path}: {len(written)} face(s), p(fake) {', '.join(f'{s:.3f}' for s in written)} -> {out_dir / path.stem}", markup=False)
+            out.print(f"{path}: {len(written)} face(s), p(fake) {', '.join(f'{s:.3f}' for s, _ in written)} -> {out_dir / path.stem}", markup=False)
+            for i, (_, sentence) in enumerate(written):
+                out.print(f"  face {i + 1}: {sentence}", markup=False)
         worst = max(worst, code)
     raise typer.Exit(worst)
 

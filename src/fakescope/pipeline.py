@@ -165,7 +165,8 @@ class Analyzer:
             faces = [
                 FaceScore(track_id, face.frame_index, face.timestamp, tuple(float(v) for v in face.detection.box),
                           float(face.detection.score), {name: float(s[offset + i]) for name, s in member.items()},
-                          float(ensemble[offset + i]), _short_side(face.detection.box), p.sharpness[i])
+                          float(ensemble[offset + i]), _short_side(face.detection.box), p.sharpness[i],
+                          landmarks=face.detection.landmarks)
                 for i, (track_id, face) in enumerate(p.faces)
             ]
             offset += len(faces)
@@ -198,27 +199,30 @@ class Analyzer:
             if progress:
                 progress("explain")
             start = time.perf_counter()
-            report.explanations = explain_chosen_frames(self.ensemble, report.verdict, prepared.images, explain,
-                                                        Path(out_dir))
+            report.explanations, report.evidence = explain_chosen_frames(
+                self.ensemble, report.verdict, prepared.images, explain, Path(out_dir))
             report.timings["explain"] = time.perf_counter() - start
             report.timings["total"] += report.timings["explain"]
         if keep_frames:
             report.images = prepared.images
         return report
 
-    def explain_image(self, path: str | Path, methods: list[str], out_dir: Path, crops: bool = False) -> list[float]:
-        """`fakescope explain`: overlays and a comparison strip for one image; returns face scores."""
+    def explain_image(self, path: str | Path, methods: list[str], out_dir: Path,
+                      crops: bool = False) -> list[tuple[float, str]]:
+        """`fakescope explain`: overlays and a comparison strip for one image; returns each
+        face's P(fake) and evidence sentence."""
         check_methods(methods)
         image = read_image(path, self.limits)
         if crops:
-            boxes = [(0.0, 0.0, float(image.shape[1]), float(image.shape[0]))]
+            faces = [Detection((0.0, 0.0, float(image.shape[1]), float(image.shape[0])), 1.0)]
         else:
-            boxes = [d.box for d in self.detector.detect([image])[0]]
-            if not boxes:
+            faces = self.detector.detect([image])[0]
+            if not faces:
                 raise NoFaceError(f"{path}: no face found")
-        _, scores = self.score_faces([image] * len(boxes), boxes, whole=crops)
-        explain_faces(self.ensemble, image, boxes, [float(s) for s in scores], methods, out_dir, whole=crops)
-        return [float(s) for s in scores]
+        _, scores = self.score_faces([image] * len(faces), [f.box for f in faces], whole=crops)
+        scores = [float(s) for s in scores]
+        sentences = explain_faces(self.ensemble, image, faces, scores, methods, out_dir, whole=crops)
+        return list(zip(scores, sentences))
 
 
 def analyze(path: str | Path, model: str | Path = DEFAULT_MODEL, out_dir: str | Path | None = None,

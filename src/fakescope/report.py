@@ -12,7 +12,8 @@ import numpy as np
 from . import __version__
 from .types import MediaInfo, Verdict
 
-SCHEMA_VERSION = "1.1"  # 1.1: inconclusive label, reason, judged faces and tracks
+# 1.1: inconclusive label, reason, judged faces and tracks; 1.2: evidence per face region
+SCHEMA_VERSION = "1.2"
 
 
 @dataclass
@@ -25,6 +26,8 @@ class Report:
     settings: dict
     timings: dict[str, float]
     explanations: list[dict] = field(default_factory=list)  # heat-map images per chosen frame
+    # Per track id with a face in the chosen frames: evidence per face region (explain.stage).
+    evidence: dict[int, dict] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # other outputs, relative to the report's folder
     # The analysed frames' pixels by frame index, kept only when asked for (keep_frames); never serialised.
     images: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
@@ -70,9 +73,11 @@ class Report:
                     "faces": [
                         {"frame_index": f.frame_index, "timestamp": f.timestamp, "box": list(f.box),
                          "detector_score": f.detector_score, "member_scores": f.member_scores, "score": f.score,
-                         "size": f.size, "sharpness": f.sharpness, "unjudged": f.unjudged}
+                         "size": f.size, "sharpness": f.sharpness, "unjudged": f.unjudged,
+                         "landmarks": None if f.landmarks is None else np.asarray(f.landmarks).tolist()}
                         for f in track.faces
                     ],
+                    "evidence": self.evidence.get(track.track_id),
                 }
                 for track in verdict.tracks
             ],

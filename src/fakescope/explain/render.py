@@ -67,6 +67,15 @@ def paste_heatmap(
     return np.where(inside, out, 0.0).astype(np.float32)
 
 
+def frame_to_crop(points: np.ndarray, source_box: Box, content_box: Box) -> np.ndarray:
+    """N x 2 frame pixel coordinates -> crop pixel coordinates, through the crop geometry of
+    `paste_heatmap` (same contract), so regions laid out in the crop match the pasted map."""
+    x1, y1, x2, y2 = source_box
+    cx1, cy1, cx2, cy2 = content_box
+    scale = np.array([(cx2 - cx1) / (x2 - x1), (cy2 - cy1) / (y2 - y1)])
+    return np.array([cx1, cy1]) + (np.asarray(points, np.float64) - np.array([x1, y1])) * scale
+
+
 def overlay(
     image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "turbo"
 ) -> np.ndarray:

@@ -14,7 +14,7 @@ from ..explain.stage import frame_maps
 from ..media import write_video
 from ..models.ensemble import Ensemble
 from ..report import Report
-from ..types import FaceScore, FakescopeError
+from ..types import Detection, FaceScore, FakescopeError
 from ..verdict import STRATEGIES
 from . import score_colour
 
@@ -45,7 +45,8 @@ def _frames(ensemble: Ensemble, report: Report) -> Iterator[np.ndarray]:
     for info in report.frames:
         image, faces = report.images[info["index"]], by_frame.get(info["index"], [])
         if faces:
-            heat = frame_maps(ensemble, [(image, [f.box for f in faces])], [METHOD])[0][METHOD]
+            heat = frame_maps(ensemble, [(image, [Detection(f.box, f.detector_score) for f in faces])],
+                              [METHOD])[0].maps[METHOD]
             image = overlay(image, heat, alpha=0.5)
         scale = min(1.0, MAX_SIDE / max(image.shape[:2]))
         image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image.copy()
