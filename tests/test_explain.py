@@ -376,11 +376,66 @@ def test_cli_explain_and_xai_eval(random_model, shared_data, tmp_path):
     assert result.exit_code == 0, result.output
     written = {p.name for p in (tmp_path / "explained" / crop.stem).iterdir()}
     assert written == {"hirescampp.png", "comparison.png"}
+    methods = ["hirescam++", "lime", "centre prior"]  # the others: test_model_agnostic_baselines
     result = runner.invoke(app, ["xai-eval", str(folder), "--limit", "2", "--model", str(random_model),
-                                 "--out", str(tmp_path / "xai")])
+                                 "--out", str(tmp_path / "xai"), "--methods", ",".join(methods),
+                                 "--steps", "4", "--samples", "8", "--baseline", "noise"])
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "xai" / "xai.json").read_text())
     assert (results["images"], results["fakes"], results["masked_images"]) == (3, 2, 1)
-    assert set(results["deletion"]) == set(METHODS)
+    assert list(results["deletion"]) == methods and set(results["seconds_per_image"]) == set(methods)
+    assert sum(results["chance"]["seam_regions"].values()) == 1
+    text = (tmp_path / "xai" / "xai.md").read_text()
+    assert all(f"| {m} |" in text for m in methods) and "| chance |" in text
     result = runner.invoke(app, ["xai-eval", str(folder), "--member", "3", "--model", str(random_model)])
     assert result.exit_code == 2 and "--member must be between 0 and 0" in result.output
+
+
+def test_model_agnostic_baselines_and_region_hits(tmp_path):
+    """LIME, KernelSHAP and occlusion (Captum) find the one patch a model looks at; xai_eval
+    scores them beside the CAMs with localisation chance levels and seam-region hits."""
+    from fakescope.explain.agnostic import agnostic_map, centre_prior
+    from fakescope.explain.faithfulness import blend_boundary, top_region_hits
+    from fakescope.explain.xai_eval import EvalBatch
+
+    class Corner(torch.nn.Module):  # logit = mean of channel 0 in the top-left 16 x 16 patch
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return self.scale * x[:, :1, :16, :16].mean((2, 3))
+
+    images = torch.rand(2, 3, 64, 64) + 0.5
+    for method in ("lime", "kernelshap", "occlusion"):
+        maps = agnostic_map(Corner(), images, method, samples=24, patch=16)
+        assert maps.shape == (2, 64, 64)
+        inside, outside = maps[:, :16, :16].mean(), maps[:, 16:, 16:].abs().mean()
+        assert inside > 5 * outside, method
+    prior = centre_prior(images)
+    assert prior[0, 32, 32] == prior.max() and prior[0, 0, 0] < 0.03
+
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[:, 16:48, 16:48] = True
+    seam = blend_boundary(masks, 5)
+    assert seam[0, 16, 30] and seam[0, 15, 30] and not seam[0, 30, 30] and not seam[0, 2, 2]
+    regions = torch.zeros(2, 64, 64, dtype=torch.long)
+    regions[:, 30:, :] = 1  # region 1 holds the bottom half of the seam and its sides' lower parts
+    heat = torch.zeros(2, 64, 64)
+    heat[0, 40:, :] = 1  # in region 1
+    heat[1, :10, :] = 1  # in region 0
+    assert top_region_hits(heat, seam, regions).tolist() == [True, False]
+
+    model = build("tf_efficientnet_lite0")
+    rng = random.Random(0)
+    real = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    inputs, labels, masks = self_blended(real, (0.5,) * 3, (0.5,) * 3, rng)
+    methods = ["hirescam++", "lime", "kernelshap", "occlusion", "centre prior"]
+    batch = EvalBatch(inputs, labels, masks, regions)
+    results = xai_eval(model, [batch], methods, baseline="mean", sanity_images=2, sanity_depth=1, steps=4,
+                       samples=8)
+    assert 0 < results["chance"]["mask_share"] < 1 and results["chance"]["seam_region"] in (0.5, 1.0)
+    assert all(0 <= results["top_region_is_seam"][m] <= 1 for m in methods)
+    assert results["sanity"]["spearman"]["centre prior"] == [pytest.approx(1.0)]  # knows no model
+    _, md_path = write_xai_report(results, tmp_path)
+    assert "| occlusion |" in md_path.read_text()

@@ -310,9 +310,14 @@ def xai_evaluate(
     model: str = typer.Option("default", "--model"),
     member: int = typer.Option(0, "--member", help="which ensemble member to explain"),
     device: str = typer.Option("cpu", "--device"),
+    methods: str | None = typer.Option(None, "--methods", help="comma-separated: CAMs, lime, kernelshap, occlusion, 'centre prior' (default: every CAM)"),
+    baseline: str = typer.Option("blur", "--baseline", help="deletion / insertion baseline: blur, mean or noise"),
+    steps: int = typer.Option(20, "--steps", help="deletion / insertion steps"),
+    samples: int = typer.Option(64, "--samples", help="perturbed inputs per image for LIME and KernelSHAP"),
 ) -> None:
     """The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes, sanity check."""
     from .evaluate import labelled_faces
+    from .explain.cam import METHODS
     from .explain.xai_eval import run_xai_eval
     from .pipeline import Analyzer, Settings
 
@@ -320,7 +325,8 @@ def xai_evaluate(
         analyzer = Analyzer(model, Settings(), device)
         chosen = analyzer.ensemble.member(member)
         faces = labelled_faces(analyzer, dataset, chosen.spec.crop, crops, limit)
-        return run_xai_eval(chosen, faces, out_dir, str(dataset))
+        chosen_methods = _methods(methods) if methods else list(METHODS)
+        return run_xai_eval(chosen, faces, out_dir, str(dataset), chosen_methods, baseline, steps, samples)
 
     written, code = guarded(str(dataset), run)
     if written is not None:

@@ -27,11 +27,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
 from rich.table import Table  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import log_loss, roc_auc_score, roc_curve  # noqa: E402
 
-from .faces import crop_face, for_whole_image  # noqa: E402
+from .explain.render import frame_to_crop  # noqa: E402
+from .explain.xai_eval import LabelledFace  # noqa: E402
+from .faces import crop_face, crop_geometry, for_whole_image  # noqa: E402
 from .media import read_image  # noqa: E402
 from .metrics import EPS, metrics_with_intervals  # noqa: E402
 from .models.registry import CropPolicy  # noqa: E402
@@ -300,16 +302,24 @@ def metrics_line(result: dict) -> str:
 
 
 def labelled_faces(analyzer: Analyzer, dataset: Path, policy: CropPolicy, crops: bool = True,
-                   limit: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
-    """(face crop under `policy`, label) for a labelled folder's images, in `labelled_files`
-    order. `crops`: each image already is a face; otherwise its largest face (images without
-    a face are skipped)."""
+                   limit: int | None = None) -> Iterator[LabelledFace]:
+    """The faces of a labelled folder's images, cropped under `policy`, in `labelled_files`
+    order, with the detector's box and landmarks mapped into the crop. `crops`: each image
+    already is a face (the detector, run on it, only places the landmarks); otherwise its
+    largest face is used and images without a face are skipped."""
     for item in labelled_files(dataset, limit):
         image = read_image(item.path, analyzer.limits)
-        if crops:
-            yield crop_face(image, (0, 0, image.shape[1], image.shape[0]), for_whole_image(policy)), item.label
+        whole = (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))
+        found = analyzer.detector.detect([image])[0]
+        largest = max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), default=None)
+        if largest is None and not crops:
             continue
-        faces = analyzer.detector.detect([image])[0]
-        if faces:
-            largest = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-            yield crop_face(image, largest.box, policy), item.label
+        used = for_whole_image(policy) if crops else policy
+        source, content = crop_geometry(whole if crops else largest.box, used)
+        crop = crop_face(image, whole if crops else largest.box, used)
+        if largest is None:
+            yield LabelledFace(crop, item.label, tuple(float(v) for v in content))
+            continue
+        box = tuple(float(v) for v in frame_to_crop(np.reshape(largest.box, (2, 2)), source, content).ravel())
+        points = None if largest.landmarks is None else frame_to_crop(largest.landmarks, source, content)
+        yield LabelledFace(crop, item.label, box, points)

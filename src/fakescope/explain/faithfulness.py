@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
@@ -91,7 +92,12 @@ def _baseline(images: Tensor, kind: str) -> Tensor:
         sigma = max(images.shape[-2:]) / 32
         kernel = 2 * math.ceil(2 * sigma) + 1
         return TF.gaussian_blur(images, [kernel, kernel], [sigma, sigma])
-    raise FakescopeError(f"baseline must be 'blur' or 'mean', not {kind!r}")
+    if kind == "noise":
+        # ROAD-style noisy imputation (Rong et al., 2022), simplified: the blurred neighbourhood
+        # plus noise, so that neither the mask's shape nor a flat colour gives the pixels away.
+        noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+        return _baseline(images, "blur") + 0.2 * images.std() * noise.to(images.device)
+    raise FakescopeError(f"baseline must be 'blur', 'mean' or 'noise', not {kind!r}")
 
 
 @torch.inference_mode()
@@ -154,6 +160,26 @@ def mass_inside(maps: Tensor, masks: Tensor) -> Tensor:
     return torch.where(total > 0, inside / total, math.nan)
 
 
+def blend_boundary(masks: Tensor, width: int | None = None) -> Tensor:
+    """B x H x W bool: pixels within about width / 2 of a binary mask's edge (default width:
+    a sixteenth of the crop), where a blend's seam lies."""
+    width = width or max(3, masks.shape[-1] // 16) | 1
+    m = masks.float()[:, None]
+    grown = F.max_pool2d(m, width, 1, width // 2)
+    shrunk = -F.max_pool2d(-m, width, 1, width // 2)
+    return (grown > shrunk)[:, 0]
+
+
+def top_region_hits(maps: Tensor, boundaries: Tensor, labels: Tensor) -> Tensor:
+    """Per image: does the region with the largest share of the map's positive mass also hold
+    most of the blend boundary? (labels: B x H x W region indices; False for an empty map)."""
+    count = int(labels.max()) + 1
+    flat = labels.flatten(1).long()
+    mass = torch.zeros(len(maps), count).scatter_add_(1, flat, maps.flatten(1).clamp_min(0).float())
+    seam = torch.zeros(len(maps), count).scatter_add_(1, flat, boundaries.flatten(1).float())
+    return (mass.argmax(1) == seam.argmax(1)) & (mass.sum(1) > 0)
+
+
 def _top_down_units(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Parameterised top-level modules from the output backwards, block containers opened
     one level."""
@@ -193,25 +219,34 @@ def randomisation_check(
     layers: tuple[str, str] | None = None,
     depth: int = 4,
     seed: int = 0,
+    explainer: Callable[[nn.Module, Tensor], dict[str, Tensor]] | None = None,
 ) -> dict:
     """Cascading model-randomisation sanity check (Adebayo et al., 2018) on a deep copy.
 
     The top `depth` units (classifier first, then the last blocks) are re-initialised one
     after another; after each, the Spearman rank correlation of every method's raw map with
-    the original one (mean over images). A faithful map decorrelates.
+    the original one (mean over images). A faithful map decorrelates. `explainer` gives raw
+    maps by method for (model, batch); by default the CAMs' (`cam.explain`).
     """
-    layers = layers or resolve_cam_layers(model)
-    original = explain(model, batch, methods, layers)
+    if explainer is None:
+        layers = layers or resolve_cam_layers(model)
+
+        def explainer(net: nn.Module, images: Tensor) -> dict[str, Tensor]:
+            result = explain(net, images, methods, layers)
+            return {m: result[m].raw for m in methods}
+
+    original = explainer(model, batch)
     copied = copy.deepcopy(model)
     stages, spearman = [], {m: [] for m in methods}
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for name, unit in _top_down_units(copied)[:depth]:
             _randomise(unit)
-            result = explain(copied, batch, methods, layers)
+            result = explainer(copied, batch)
             stages.append(name)
             for m in methods:
-                spearman[m].append(float(np.nanmean(_spearman(original[m].raw, result[m].raw))))
+                values = [v for v in _spearman(original[m], result[m]) if not math.isnan(v)]
+                spearman[m].append(float(np.mean(values)) if values else math.nan)
     return {"stages": stages, "spearman": spearman}
 
 
