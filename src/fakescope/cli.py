@@ -92,7 +92,7 @@ def analyze(
     min_sharpness: MinSharpness = Settings.min_sharpness,
     min_track_faces: MinTrackFaces = Settings.min_track_faces,
     explain: str | None = typer.Option(None, "--explain", help="heat maps for the chosen frames, e.g. hirescam++,gradcam-n,gradcam-n1,hirescam"),
-    fmt: Literal["html", "json", "all"] = typer.Option("all", "--format", help="report.html, report.json or both"),
+    fmt: Literal["html", "json", "pdf", "all"] = typer.Option("all", "--format", help="report.html, report.json, report.pdf or all three"),
     overlay_video: bool = typer.Option(False, "--overlay-video", help="also write overlay.mp4: every analysed frame with its HiResCAM++ map, face boxes and the running P(fake)"),
     max_pixels: int | None = typer.Option(None, "--max-pixels", help="largest image or video frame (default 50,000,000)"),
     max_duration: float | None = typer.Option(None, "--max-duration", help="seconds of each video read (default 3600)"),
@@ -101,6 +101,7 @@ def analyze(
     """Analyse videos or images; one summary line per input."""
     from .pipeline import Analyzer, Settings
     from .reports.html import write_html
+    from .reports.pdf import write_pdf
     from .reports.video import write_overlay_video
 
     verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
@@ -116,12 +117,16 @@ def analyze(
             report = analyzer.analyze(path, target, _methods(explain), keep_frames=fmt != "json" or overlay_video)
             if overlay_video:
                 report.files["overlay_video"] = write_overlay_video(analyzer.ensemble, report, target / "overlay.mp4").name
-            if fmt != "json":
+            if fmt in ("html", "all"):
                 report.files["html"] = "report.html"  # so that report.json lists it too
-            if fmt != "html":
+            if fmt in ("pdf", "all"):
+                report.files["pdf"] = "report.pdf"
+            if fmt in ("json", "all"):
                 report.write_json(target / "report.json")
-            if fmt != "json":
+            if fmt in ("html", "all"):
                 write_html(report, target)
+            if fmt in ("pdf", "all"):
+                write_pdf(report, target)
             return report
 
         report, code = guarded(str(path), run)
@@ -314,6 +319,8 @@ def xai_evaluate(
     baseline: str = typer.Option("blur", "--baseline", help="deletion / insertion baseline: blur, mean or noise"),
     steps: int = typer.Option(20, "--steps", help="deletion / insertion steps"),
     samples: int = typer.Option(64, "--samples", help="perturbed inputs per image for LIME and KernelSHAP"),
+    sanity_images: int = typer.Option(8, "--sanity-images", help="images in the randomisation check"),
+    sanity_depth: int = typer.Option(4, "--sanity-depth", help="units randomised, from the classifier down"),
 ) -> None:
     """The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes, sanity check."""
     from .evaluate import labelled_faces
@@ -326,7 +333,8 @@ def xai_evaluate(
         chosen = analyzer.ensemble.member(member)
         faces = labelled_faces(analyzer, dataset, chosen.spec.crop, crops, limit)
         chosen_methods = _methods(methods) if methods else list(METHODS)
-        return run_xai_eval(chosen, faces, out_dir, str(dataset), chosen_methods, baseline, steps, samples)
+        return run_xai_eval(chosen, faces, out_dir, str(dataset), chosen_methods, baseline, steps, samples,
+                            sanity_images, sanity_depth)
 
     written, code = guarded(str(dataset), run)
     if written is not None:

@@ -2,7 +2,7 @@
 a centre prior that knows nothing of the model (a Gaussian at the face's centre).
 
 All explain the fake logit. LIME and KernelSHAP perturb square patches of the crop (replaced
-by the mean colour, 0 after normalisation); occlusion slides a patch of the mean colour.
+by the mean colour, 0 after normalisation); occlusion covers the same patches one at a time.
 Maps are the attribution summed over colour channels, at the input's size.
 """
 
@@ -50,7 +50,7 @@ def agnostic_map(model: nn.Module, batch: Tensor, method: str, samples: int = SA
         for image in batch.split(1):
             if method == "occlusion":
                 attr = attributor.attribute(image, sliding_window_shapes=(3, patch, patch),
-                                            strides=(3, patch // 2, patch // 2), baselines=0.0,
+                                            strides=(3, patch, patch), baselines=0.0,
                                             perturbations_per_eval=16)
             else:
                 attr = attributor.attribute(image, baselines=0.0, feature_mask=mask, n_samples=samples,

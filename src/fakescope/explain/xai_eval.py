@@ -304,6 +304,8 @@ def run_xai_eval(
     baseline: str = "blur",
     steps: int = 20,
     samples: int = SAMPLES,
+    sanity_images: int = 8,
+    sanity_depth: int = 4,
     batch: int = 8,
     seed: int = 0,
 ) -> tuple[Path, Path]:
@@ -341,8 +343,8 @@ def run_xai_eval(
         if chunk:
             yield from evaluated(chunk)
 
-    results = xai_eval(member.model, batches(), methods, member.cam_layers, baseline,
-                       steps=steps, samples=samples)
+    results = xai_eval(member.model, batches(), methods, member.cam_layers, baseline, sanity_images,
+                       sanity_depth, steps=steps, samples=samples)
     results["model"] = {"name": member.spec.name, "arch": member.spec.arch, "sha256": member.spec.sha256}
     results["dataset"] = dataset
     return write_xai_report(results, out_dir)
