@@ -439,3 +439,27 @@ def test_model_agnostic_baselines_and_region_hits(tmp_path):
     assert results["sanity"]["spearman"]["centre prior"] == [pytest.approx(1.0)]  # knows no model
     _, md_path = write_xai_report(results, tmp_path)
     assert "| occlusion |" in md_path.read_text()
+
+
+def test_localisation_metrics_match_quantus():
+    """Pointing game and mass inside the mask against Quantus, an independent implementation."""
+    quantus = pytest.importorskip("quantus")
+
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.rand(6, 32, 32, generator=generator) ** 4
+    masks = torch.zeros(6, 32, 32, dtype=torch.bool)
+    for i in range(6):
+        masks[i, 4 * i : 4 * i + 12, 2 + 3 * i : 14 + 3 * i] = True
+    maps[0, 5, 5] = 10.0  # the maximum inside the first mask...
+    maps[1, 0, 31] = 10.0  # ...and outside the second
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 2))
+    x, y = np.random.default_rng(0).random((6, 3, 32, 32), np.float32), np.zeros(6, int)
+    a, s = maps[:, None].numpy(), masks[:, None].numpy().astype(np.float32)
+    kwargs = {"disable_warnings": True, "display_progressbar": False}
+    theirs_mass = quantus.RelevanceMassAccuracy(abs=False, normalise=False, **kwargs)(
+        model=model, x_batch=x, y_batch=y, a_batch=a, s_batch=s, channel_first=True, device="cpu")
+    theirs_pointing = quantus.PointingGame(abs=False, normalise=False, **kwargs)(
+        model=model, x_batch=x, y_batch=y, a_batch=a, s_batch=s, channel_first=True, device="cpu")
+    assert mass_inside(maps, masks).tolist() == pytest.approx(theirs_mass, abs=1e-6)
+    assert pointing_game(maps, masks).tolist() == [bool(v) for v in theirs_pointing]
+    assert pointing_game(maps, masks)[:2].tolist() == [True, False]
