@@ -85,9 +85,8 @@ def frame_maps(
 
 
 def _with_comparison(methods: list[str]) -> list[str]:
-    return list(
-        dict.fromkeys(check_methods(methods) + list(COMPARISON))
-    )  # the strip needs all four
+    # The comparison strip needs all four.
+    return list(dict.fromkeys(check_methods(methods) + list(COMPARISON)))
 
 
 def _save_overlays(
