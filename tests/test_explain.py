@@ -439,6 +439,8 @@ def test_model_agnostic_baselines_and_region_hits(tmp_path):
     assert results["sanity"]["spearman"]["centre prior"] == [pytest.approx(1.0)]  # knows no model
     _, md_path = write_xai_report(results, tmp_path)
     assert "| occlusion |" in md_path.read_text()
+    located = xai_eval(model, [batch], ["hirescam++"], sanity_images=2, sanity_depth=1, steps=0)
+    assert math.isnan(located["deletion"]["hirescam++"]["all"]) and located["masked_images"] == 2
 
 
 def test_localisation_metrics_match_quantus():

@@ -321,6 +321,7 @@ def xai_evaluate(
     samples: int = typer.Option(64, "--samples", help="perturbed inputs per image for LIME and KernelSHAP"),
     sanity_images: int = typer.Option(8, "--sanity-images", help="images in the randomisation check"),
     sanity_depth: int = typer.Option(4, "--sanity-depth", help="units randomised, from the classifier down"),
+    localisation_only: bool = typer.Option(False, "--localisation-only", help="self-blended fakes only, no deletion / insertion"),
 ) -> None:
     """The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes, sanity check."""
     from .evaluate import labelled_faces
@@ -334,7 +335,7 @@ def xai_evaluate(
         faces = labelled_faces(analyzer, dataset, chosen.spec.crop, crops, limit)
         chosen_methods = _methods(methods) if methods else list(METHODS)
         return run_xai_eval(chosen, faces, out_dir, str(dataset), chosen_methods, baseline, steps, samples,
-                            sanity_images, sanity_depth)
+                            sanity_images, sanity_depth, localisation_only)
 
     written, code = guarded(str(dataset), run)
     if written is not None:

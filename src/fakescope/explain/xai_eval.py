@@ -145,10 +145,11 @@ def xai_eval(
                     1, regions.flatten(1).long(), seam.flatten(1).float())
                 seam_regions.append(counts.argmax(1))
         for m in methods:
-            deletion, insertion = deletion_insertion(model, inputs, display[m], baseline, steps,
-                                                     batch_size=batch_size)
-            per_image["deletion"][m].append(deletion)
-            per_image["insertion"][m].append(insertion)
+            if steps:  # 0: localisation only
+                deletion, insertion = deletion_insertion(model, inputs, display[m], baseline, steps,
+                                                         batch_size=batch_size)
+                per_image["deletion"][m].append(deletion)
+                per_image["insertion"][m].append(insertion)
             if has_mask.any():
                 shown = display[m][has_mask].cpu()
                 per_image["pointing"][m].append(pointing_game(shown, where.cpu()).float())
@@ -306,6 +307,7 @@ def run_xai_eval(
     samples: int = SAMPLES,
     sanity_images: int = 8,
     sanity_depth: int = 4,
+    localisation_only: bool = False,
     batch: int = 8,
     seed: int = 0,
 ) -> tuple[Path, Path]:
@@ -313,7 +315,8 @@ def run_xai_eval(
 
     Batches hold the real and fake faces (no masks) and, for every real face, a self-blended
     pseudo-fake whose blending mask is the ground truth for localisation, with the face's
-    regions laid out from its landmarks.
+    regions laid out from its landmarks. `localisation_only`: the pseudo-fakes alone, without
+    deletion / insertion (their cost grows with the steps, the methods and the images).
     """
     policy = member.spec.crop
     device = next(member.model.parameters()).device
@@ -323,7 +326,8 @@ def run_xai_eval(
     def evaluated(chunk: list[LabelledFace]):
         labels = torch.tensor([f.label for f in chunk], dtype=torch.float32)
         boxes = torch.tensor([f.box for f in chunk], dtype=torch.float32)
-        yield EvalBatch(to_tensor([f.crop for f in chunk], policy).to(device), labels, boxes=boxes)
+        if not localisation_only:
+            yield EvalBatch(to_tensor([f.crop for f in chunk], policy).to(device), labels, boxes=boxes)
         reals = [f for f in chunk if f.label == 0]
         if reals:
             uint8 = torch.stack([torch.from_numpy(f.crop).permute(2, 0, 1).contiguous() for f in reals])
@@ -344,7 +348,7 @@ def run_xai_eval(
             yield from evaluated(chunk)
 
     results = xai_eval(member.model, batches(), methods, member.cam_layers, baseline, sanity_images,
-                       sanity_depth, steps=steps, samples=samples)
+                       sanity_depth, steps=0 if localisation_only else steps, samples=samples)
     results["model"] = {"name": member.spec.name, "arch": member.spec.arch, "sha256": member.spec.sha256}
     results["dataset"] = dataset
     return write_xai_report(results, out_dir)
