@@ -316,7 +316,7 @@ def xai_evaluate(
     member: int = typer.Option(0, "--member", help="which ensemble member to explain"),
     device: str = typer.Option("cpu", "--device"),
     methods: str | None = typer.Option(None, "--methods", help="comma-separated: CAMs, lime, kernelshap, occlusion, 'centre prior' (default: every CAM)"),
-    baseline: str = typer.Option("blur", "--baseline", help="deletion / insertion baseline: blur, mean or noise"),
+    baseline: str = typer.Option("mean", "--baseline", help="deletion / insertion baseline: mean (colour), blur or noise"),
     steps: int = typer.Option(20, "--steps", help="deletion / insertion steps"),
     samples: int = typer.Option(64, "--samples", help="perturbed inputs per image for LIME and KernelSHAP"),
     sanity_images: int = typer.Option(8, "--sanity-images", help="images in the randomisation check"),

@@ -34,11 +34,19 @@ def _captum(name: str, forward: Callable[[Tensor], Tensor]):
 
 
 @torch.no_grad()
-def agnostic_map(model: nn.Module, batch: Tensor, method: str, samples: int = SAMPLES,
-                 patch: int = PATCH, seed: int = 0) -> Tensor:
+def agnostic_map(
+    model: nn.Module,
+    batch: Tensor,
+    method: str,
+    samples: int = SAMPLES,
+    patch: int = PATCH,
+    seed: int = 0,
+) -> Tensor:
     """B x H x W attributions of the fake logit for a normalised batch, one image at a time."""
     if method not in AGNOSTIC:
-        raise FakescopeError(f"unknown model-agnostic method {method!r}; known: {', '.join(AGNOSTIC)}")
+        raise FakescopeError(
+            f"unknown model-agnostic method {method!r}; known: {', '.join(AGNOSTIC)}"
+        )
     was_training = model.training
     model.eval()
     attributor = _captum(method, lambda x: fake_logit(model(x)))
@@ -49,12 +57,21 @@ def agnostic_map(model: nn.Module, batch: Tensor, method: str, samples: int = SA
         torch.manual_seed(seed)
         for image in batch.split(1):
             if method == "occlusion":
-                attr = attributor.attribute(image, sliding_window_shapes=(3, patch, patch),
-                                            strides=(3, patch, patch), baselines=0.0,
-                                            perturbations_per_eval=16)
+                attr = attributor.attribute(
+                    image,
+                    sliding_window_shapes=(3, patch, patch),
+                    strides=(3, patch, patch),
+                    baselines=0.0,
+                    perturbations_per_eval=16,
+                )
             else:
-                attr = attributor.attribute(image, baselines=0.0, feature_mask=mask, n_samples=samples,
-                                            perturbations_per_eval=16)
+                attr = attributor.attribute(
+                    image,
+                    baselines=0.0,
+                    feature_mask=mask,
+                    n_samples=samples,
+                    perturbations_per_eval=16,
+                )
             maps.append(attr.sum(1))
     model.train(was_training)
     return torch.cat(maps).float()
@@ -69,9 +86,15 @@ def centre_prior(batch: Tensor, boxes: Tensor | None = None) -> Tensor:
     boxes = boxes.float()
     ys = torch.arange(height).float()[None, :, None] + 0.5
     xs = torch.arange(width).float()[None, None, :] + 0.5
-    cx, cy = ((boxes[:, 0] + boxes[:, 2]) / 2)[:, None, None], ((boxes[:, 1] + boxes[:, 3]) / 2)[:, None, None]
-    sx, sy = ((boxes[:, 2] - boxes[:, 0]) / 4)[:, None, None], ((boxes[:, 3] - boxes[:, 1]) / 4)[:, None, None]
-    return torch.exp(-((xs - cx) / sx) ** 2 / 2 - ((ys - cy) / sy) ** 2 / 2)
+    cx, cy = (
+        ((boxes[:, 0] + boxes[:, 2]) / 2)[:, None, None],
+        ((boxes[:, 1] + boxes[:, 3]) / 2)[:, None, None],
+    )
+    sx, sy = (
+        ((boxes[:, 2] - boxes[:, 0]) / 4)[:, None, None],
+        ((boxes[:, 3] - boxes[:, 1]) / 4)[:, None, None],
+    )
+    return torch.exp(-(((xs - cx) / sx) ** 2) / 2 - ((ys - cy) / sy) ** 2 / 2)
 
 
 AGNOSTIC: tuple[str, ...] = ("lime", "kernelshap", "occlusion")

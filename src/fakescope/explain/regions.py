@@ -17,8 +17,16 @@ from __future__ import annotations
 
 import numpy as np
 
-REGIONS = ("left eye", "right eye", "nose", "mouth", "forehead", "cheeks", "face boundary",
-           "outside the face")
+REGIONS = (
+    "left eye",
+    "right eye",
+    "nose",
+    "mouth",
+    "forehead",
+    "cheeks",
+    "face boundary",
+    "outside the face",
+)
 METHOD = "hirescam++"  # the map whose evidence is reported per region
 BAND = (0.82, 1.12)  # inner and outer edge of the face boundary band, in face-ellipse radii
 # Landmarks where the detector gives none (face crops): their usual place in a face box.
@@ -38,8 +46,11 @@ def _inside(xs: np.ndarray, ys: np.ndarray, centre, axes, direction) -> np.ndarr
     return (u / axes[0]) ** 2 + (v / axes[1]) ** 2 <= 1
 
 
-def region_labels(size: tuple[int, int], box: tuple[float, float, float, float],
-                  landmarks: np.ndarray | None = None) -> np.ndarray:
+def region_labels(
+    size: tuple[int, int],
+    box: tuple[float, float, float, float],
+    landmarks: np.ndarray | None = None,
+) -> np.ndarray:
     """H x W int8 index into REGIONS for a crop of `size` (H, W); box and landmarks in crop
     pixels (landmarks: left eye, right eye, nose, left and right mouth corner)."""
     points = template_landmarks(box) if landmarks is None else np.asarray(landmarks, np.float64)
@@ -86,8 +97,9 @@ def region_shares(heat: np.ndarray, labels: np.ndarray) -> dict[str, float] | No
     return {name: float(m / total) for name, m in zip(REGIONS, mass)}
 
 
-def mean_shares(shares: list[dict[str, float] | None],
-                weights: list[float] | None = None) -> dict[str, float] | None:
+def mean_shares(
+    shares: list[dict[str, float] | None], weights: list[float] | None = None
+) -> dict[str, float] | None:
     """Weighted mean of several faces' (or members') shares, skipping empty maps."""
     weights = weights or [1.0] * len(shares)
     kept = [(s, w) for s, w in zip(shares, weights) if s is not None and w > 0]

@@ -60,8 +60,13 @@ class LabelledFace:
 EVAL_METHODS: tuple[str, ...] = (*METHODS, *AGNOSTIC, CENTRE_PRIOR)
 
 
-def _maps(model: nn.Module, batch: EvalBatch, methods: Sequence[str], layers: tuple[str, str],
-          samples: int) -> dict[str, Tensor]:
+def _maps(
+    model: nn.Module,
+    batch: EvalBatch,
+    methods: Sequence[str],
+    layers: tuple[str, str],
+    samples: int,
+) -> dict[str, Tensor]:
     """Raw maps by method, CAMs on their layer's grid: the CAMs from one pass, the others one
     method at a time."""
     cams = [m for m in methods if m in METHODS]
@@ -77,8 +82,13 @@ def _maps(model: nn.Module, batch: EvalBatch, methods: Sequence[str], layers: tu
     return raw
 
 
-def _seconds_per_image(model: nn.Module, batch: EvalBatch, methods: Sequence[str],
-                       layers: tuple[str, str], samples: int) -> dict[str, float]:
+def _seconds_per_image(
+    model: nn.Module,
+    batch: EvalBatch,
+    methods: Sequence[str],
+    layers: tuple[str, str],
+    samples: int,
+) -> dict[str, float]:
     """Each method alone on one batch (a CAM's pass then costs what it would on its own)."""
     seconds = {}
     for m in methods:
@@ -93,7 +103,7 @@ def xai_eval(
     batches: Iterable[EvalBatch | tuple],
     methods: Sequence[str] = METHODS,
     layers: tuple[str, str] | None = None,
-    baseline: str = "blur",
+    baseline: str = "mean",
     sanity_images: int = 8,
     sanity_depth: int = 4,
     batch_size: int = 64,
@@ -109,7 +119,9 @@ def xai_eval(
     """
     unknown = [m for m in methods if m not in EVAL_METHODS]
     if unknown:
-        raise FakescopeError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(EVAL_METHODS)}")
+        raise FakescopeError(
+            f"unknown method(s) {', '.join(unknown)}; known: {', '.join(EVAL_METHODS)}"
+        )
     layers = layers or resolve_cam_layers(model)
     variants = [m for m in methods if m in HIRESCAM_PP]
     computed = list(dict.fromkeys([*methods, *(["hirescam"] if variants else [])]))
@@ -133,8 +145,11 @@ def xai_eval(
         for v in variants:
             table1[v].append(table1_stats(upsample(raw[v], size), upsample(raw["hirescam"], size)))
         labels_seen.append(labels.float().view(-1))
-        has_mask = (masks.flatten(1).any(1) if masks is not None
-                    else torch.zeros(len(inputs), dtype=torch.bool))
+        has_mask = (
+            masks.flatten(1).any(1)
+            if masks is not None
+            else torch.zeros(len(inputs), dtype=torch.bool)
+        )
         masked += int(has_mask.sum())
         if has_mask.any():
             where = masks[has_mask]
@@ -142,12 +157,14 @@ def xai_eval(
             if batch.regions is not None:
                 regions, seam = batch.regions[has_mask], blend_boundary(where)
                 counts = torch.zeros(len(where), int(regions.max()) + 1).scatter_add_(
-                    1, regions.flatten(1).long(), seam.flatten(1).float())
+                    1, regions.flatten(1).long(), seam.flatten(1).float()
+                )
                 seam_regions.append(counts.argmax(1))
         for m in methods:
             if steps:  # 0: localisation only
-                deletion, insertion = deletion_insertion(model, inputs, display[m], baseline, steps,
-                                                         batch_size=batch_size)
+                deletion, insertion = deletion_insertion(
+                    model, inputs, display[m], baseline, steps, batch_size=batch_size
+                )
                 per_image["deletion"][m].append(deletion)
                 per_image["insertion"][m].append(insertion)
             if has_mask.any():
@@ -173,9 +190,14 @@ def xai_eval(
 
     seams = torch.cat(seam_regions) if seam_regions else torch.empty(0, dtype=torch.long)
     sanity = randomisation_check(
-        model, torch.cat(sanity_inputs)[:sanity_images], methods, layers, sanity_depth,
-        explainer=lambda net, images: _maps(net, EvalBatch(images, torch.zeros(len(images))),
-                                            methods, layers, samples),
+        model,
+        torch.cat(sanity_inputs)[:sanity_images],
+        methods,
+        layers,
+        sanity_depth,
+        explainer=lambda net, images: _maps(
+            net, EvalBatch(images, torch.zeros(len(images))), methods, layers, samples
+        ),
     )
     return {
         "images": len(labels),
@@ -186,17 +208,26 @@ def xai_eval(
         "steps": steps,
         "samples": samples,
         "table1": {v: aggregate_table1(table1[v]) for v in variants},
-        "deletion": {m: {"all": mean(per_image["deletion"][m]), "fake": mean(per_image["deletion"][m], fake)}
-                     for m in methods},
-        "insertion": {m: {"all": mean(per_image["insertion"][m]), "fake": mean(per_image["insertion"][m], fake)}
-                      for m in methods},
+        "deletion": {
+            m: {"all": mean(per_image["deletion"][m]), "fake": mean(per_image["deletion"][m], fake)}
+            for m in methods
+        },
+        "insertion": {
+            m: {
+                "all": mean(per_image["insertion"][m]),
+                "fake": mean(per_image["insertion"][m], fake),
+            }
+            for m in methods
+        },
         "pointing_game": {m: mean(per_image["pointing"][m]) for m in methods},
         "mass_inside_mask": {m: mean(per_image["mass"][m]) for m in methods},
         "top_region_is_seam": {m: mean(per_image["region_hit"][m]) for m in methods},
         "chance": {
             "mask_share": mean(mask_share),
             "seam_region": float(seams.bincount().max() / len(seams)) if len(seams) else math.nan,
-            "seam_regions": {REGIONS[int(r)]: int(n) for r, n in zip(*seams.unique(return_counts=True))},
+            "seam_regions": {
+                REGIONS[int(r)]: int(n) for r, n in zip(*seams.unique(return_counts=True))
+            },
         },
         "seconds_per_image": seconds,
         "sanity": sanity,
@@ -253,31 +284,65 @@ def write_xai_report(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
             lines.append(_row([k, _fmt(TABLE1_PAPER[k], pct), *cells]))
         lines += ["", f"Closest to the paper (pixel-weighted): {closest_to_paper(table1)}", ""]
     chance = results.get("chance", {})
-    head = ["method", "deletion AUC ↓", "deletion AUC (fakes) ↓", "insertion AUC ↑",
-            "insertion AUC (fakes) ↑", "pointing game ↑", "mass inside mask ↑",
-            "top region = seam region ↑", "s / image"]
+    head = [
+        "method",
+        "deletion AUC ↓",
+        "deletion AUC (fakes) ↓",
+        "insertion AUC ↑",
+        "insertion AUC (fakes) ↑",
+        "pointing game ↑",
+        "mass inside mask ↑",
+        "top region = seam region ↑",
+        "s / image",
+    ]
+    steps = results.get("steps", 20)
+    faithfulness = f"{results['baseline']} baseline, {steps} steps" if steps else "not measured"
     lines += [
-        f"## Faithfulness ({results['baseline']} baseline, {results.get('steps', 20)} steps) and "
-        f"localisation ({results['masked_images']} masked images)",
+        f"## Faithfulness ({faithfulness}) and localisation "
+        f"({results['masked_images']} masked images)",
         "",
         _row(head),
         _row(["---"] * len(head)),
     ]
     for m in results["deletion"]:
-        lines.append(_row([
-            m, _fmt(results["deletion"][m]["all"]), _fmt(results["deletion"][m]["fake"]),
-            _fmt(results["insertion"][m]["all"]), _fmt(results["insertion"][m]["fake"]),
-            _fmt(results["pointing_game"][m], True), _fmt(results["mass_inside_mask"][m], True),
-            _fmt(results.get("top_region_is_seam", {}).get(m), True),
-            _fmt(results.get("seconds_per_image", {}).get(m)),
-        ]))
+        lines.append(
+            _row(
+                [
+                    m,
+                    _fmt(results["deletion"][m]["all"]),
+                    _fmt(results["deletion"][m]["fake"]),
+                    _fmt(results["insertion"][m]["all"]),
+                    _fmt(results["insertion"][m]["fake"]),
+                    _fmt(results["pointing_game"][m], True),
+                    _fmt(results["mass_inside_mask"][m], True),
+                    _fmt(results.get("top_region_is_seam", {}).get(m), True),
+                    _fmt(results.get("seconds_per_image", {}).get(m)),
+                ]
+            )
+        )
     if chance:
-        lines.append(_row(["chance", "", "", "", "", _fmt(chance["mask_share"], True),
-                           _fmt(chance["mask_share"], True), _fmt(chance["seam_region"], True), ""]))
-        lines += ["", "Chance: a random pixel lands in the mask, and a uniform map puts its mass there, "
-                  "as often as the mask's share of the crop; no fixed guess of the region holding the "
-                  "blend seam beats the seam's most common region "
-                  f"({', '.join(f'{r}: {n}' for r, n in chance['seam_regions'].items())})."]
+        lines.append(
+            _row(
+                [
+                    "chance",
+                    "",
+                    "",
+                    "",
+                    "",
+                    _fmt(chance["mask_share"], True),
+                    _fmt(chance["mask_share"], True),
+                    _fmt(chance["seam_region"], True),
+                    "",
+                ]
+            )
+        )
+        lines += [
+            "",
+            "Chance: a random pixel lands in the mask, and a uniform map puts its mass there, "
+            "as often as the mask's share of the crop; no fixed guess of the region holding the "
+            "blend seam beats the seam's most common region "
+            f"({', '.join(f'{r}: {n}' for r, n in chance['seam_regions'].items())}).",
+        ]
     sanity = results["sanity"]
     head = ["method"] + [f"random up to {s}" for s in sanity["stages"]]
     lines += [
@@ -302,7 +367,7 @@ def run_xai_eval(
     out_dir: str | Path,
     dataset: str = "",
     methods: Sequence[str] = METHODS,
-    baseline: str = "blur",
+    baseline: str = "mean",
     steps: int = 20,
     samples: int = SAMPLES,
     sanity_images: int = 8,
@@ -327,15 +392,25 @@ def run_xai_eval(
         labels = torch.tensor([f.label for f in chunk], dtype=torch.float32)
         boxes = torch.tensor([f.box for f in chunk], dtype=torch.float32)
         if not localisation_only:
-            yield EvalBatch(to_tensor([f.crop for f in chunk], policy).to(device), labels, boxes=boxes)
+            yield EvalBatch(
+                to_tensor([f.crop for f in chunk], policy).to(device), labels, boxes=boxes
+            )
         reals = [f for f in chunk if f.label == 0]
         if reals:
-            uint8 = torch.stack([torch.from_numpy(f.crop).permute(2, 0, 1).contiguous() for f in reals])
+            uint8 = torch.stack(
+                [torch.from_numpy(f.crop).permute(2, 0, 1).contiguous() for f in reals]
+            )
             inputs, fake_labels, masks = self_blended(uint8, policy.mean, policy.std, rng)
-            regions = torch.stack([torch.from_numpy(region_labels(shape, f.box, f.landmarks))
-                                   for f in reals])
-            yield EvalBatch(inputs.to(device), fake_labels, masks, regions,
-                            torch.tensor([f.box for f in reals], dtype=torch.float32))
+            regions = torch.stack(
+                [torch.from_numpy(region_labels(shape, f.box, f.landmarks)) for f in reals]
+            )
+            yield EvalBatch(
+                inputs.to(device),
+                fake_labels,
+                masks,
+                regions,
+                torch.tensor([f.box for f in reals], dtype=torch.float32),
+            )
 
     def batches():
         chunk: list[LabelledFace] = []
@@ -347,8 +422,21 @@ def run_xai_eval(
         if chunk:
             yield from evaluated(chunk)
 
-    results = xai_eval(member.model, batches(), methods, member.cam_layers, baseline, sanity_images,
-                       sanity_depth, steps=0 if localisation_only else steps, samples=samples)
-    results["model"] = {"name": member.spec.name, "arch": member.spec.arch, "sha256": member.spec.sha256}
+    results = xai_eval(
+        member.model,
+        batches(),
+        methods,
+        member.cam_layers,
+        baseline,
+        sanity_images,
+        sanity_depth,
+        steps=0 if localisation_only else steps,
+        samples=samples,
+    )
+    results["model"] = {
+        "name": member.spec.name,
+        "arch": member.spec.arch,
+        "sha256": member.spec.sha256,
+    }
     results["dataset"] = dataset
     return write_xai_report(results, out_dir)
