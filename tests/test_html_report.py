@@ -98,6 +98,7 @@ def test_cli_formats_and_overlay_video(random_model, video, tmp_path):
     args = ["analyze", str(video), "--model", str(random_model), "--frames", "4", "--explain", "hirescam++"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "all"), "--overlay-video"])
     assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1].strip().endswith(".") and "evidence" in result.output  # regions
     folder = tmp_path / "all" / video.stem
     report = json.loads((folder / "report.json").read_text())
     assert report["files"] == {"overlay_video": "overlay.mp4", "html": "report.html", "pdf": "report.pdf"}

@@ -132,8 +132,10 @@ def analyze(
         report, code = guarded(str(path), run)
         if report is not None:
             out.print(report.summary(), markup=False)
-            if report.verdict.deciding_track in report.evidence:
-                out.print(f"  {report.evidence[report.verdict.deciding_track]['evidence']}", markup=False)
+            # Where the deciding track's evidence is (or the first explained track's).
+            shown = next((t for t in (report.verdict.deciding_track, *report.evidence) if t in report.evidence), None)
+            if shown is not None:
+                out.print(f"  track {shown}: {report.evidence[shown]['evidence']}", markup=False)
             if report.label == "no_face":
                 code = NoFaceError.exit_code
         worst = max(worst, code)
