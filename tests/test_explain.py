@@ -376,6 +376,7 @@ def test_cli_explain_and_xai_eval(random_model, shared_data, tmp_path):
     assert result.exit_code == 0, result.output
     written = {p.name for p in (tmp_path / "explained" / crop.stem).iterdir()}
     assert written == {"hirescampp.png", "comparison.png"}
+    assert "face 1: " in result.output and "evidence" in result.output
     methods = ["hirescam++", "lime", "centre prior"]  # the others: test_model_agnostic_baselines
     result = runner.invoke(app, ["xai-eval", str(folder), "--limit", "2", "--model", str(random_model),
                                  "--out", str(tmp_path / "xai"), "--methods", ",".join(methods),
@@ -387,6 +388,7 @@ def test_cli_explain_and_xai_eval(random_model, shared_data, tmp_path):
     assert sum(results["chance"]["seam_regions"].values()) == 1
     text = (tmp_path / "xai" / "xai.md").read_text()
     assert all(f"| {m} |" in text for m in methods) and "| chance |" in text
+    assert all(f"| {m} |" in result.output for m in methods)  # printed too
     result = runner.invoke(app, ["xai-eval", str(folder), "--member", "3", "--model", str(random_model)])
     assert result.exit_code == 2 and "--member must be between 0 and 0" in result.output
 

@@ -134,3 +134,21 @@ def test_explanations_give_evidence_per_face_region(analyzer, example_video, tmp
         assert entry["evidence"].endswith(".") and entry["track_id"] == 0
     evidence = data["tracks"][0]["evidence"]
     assert evidence["faces"] == len(data["chosen_frames"]) and sum(evidence["regions"].values()) == pytest.approx(1.0)
+
+
+def test_real_clip_pdf_and_regions_with_the_shipped_model(shared_data, tmp_path):
+    """`analyze --format all` on a Celeb-DF clip: report.pdf with images, region shares per
+    chosen frame summing to 1 over the named regions."""
+    from fakescope.explain.regions import REGIONS
+
+    clip = shared_data / "celebdf-clips" / "fake" / "id10_id12_0004_segment_1.mp4"
+    result = CliRunner().invoke(app, ["analyze", str(clip), "--frames", "8", "--explain", "hirescam++",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / clip.stem
+    data = json.loads((folder / "report.json").read_text())
+    assert data["explanations"] and data["files"]["pdf"] == "report.pdf"
+    for entry in data["explanations"]:
+        assert list(entry["regions"]) == list(REGIONS) and sum(entry["regions"].values()) == pytest.approx(1.0)
+    pdf = (folder / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and pdf.count(b"/Subtype /Image") >= len(data["explanations"]) + 1

@@ -341,6 +341,7 @@ def xai_evaluate(
 
     written, code = guarded(str(dataset), run)
     if written is not None:
+        out.print(written[1].read_text(encoding="utf-8"), markup=False)  # the tables, one row per method
         out.print(f"wrote {written[0]} and {written[1]}", markup=False)
     raise typer.Exit(code)
 
