@@ -53,15 +53,20 @@ def test_shares_sum_to_one_and_follow_the_mass():
     heat[3, 3] = 1.0
     heat[100, 100] = -5.0  # negative values carry no evidence
     shares = region_shares(heat, labels)
-    assert shares["mouth"] == pytest.approx(0.75) and shares["outside the face"] == pytest.approx(0.25)
+    assert shares["mouth"] == pytest.approx(0.75) and shares["outside the face"] == pytest.approx(
+        0.25
+    )
     assert sum(shares.values()) == pytest.approx(1.0)
     assert region_shares(np.zeros((224, 224)), labels) is None
-    assert mean_shares([shares, None, {r: 1.0 * (r == "nose") for r in REGIONS}], [1, 5, 3])["nose"] == 0.75
+    assert (
+        mean_shares([shares, None, {r: 1.0 * (r == "nose") for r in REGIONS}], [1, 5, 3])["nose"]
+        == 0.75
+    )
 
 
 @pytest.mark.parametrize("resize", ["stretch", "pad"])
 def test_landmarks_map_into_the_crop_where_the_pasted_map_puts_them(resize):
-    """A map peaked at a landmark's crop position, pasted back, peaks at the landmark in the frame."""
+    """A map peaked at a landmark's crop position, pasted back, peaks at the landmark."""
     policy = CropPolicy(size=96, margin=0.2, resize=resize)
     box, landmark = (300.0, 100.0, 380.0, 220.0), np.array([[331.0, 150.0]])
     source, content = crop_geometry(box, policy)
@@ -75,10 +80,22 @@ def test_landmarks_map_into_the_crop_where_the_pasted_map_puts_them(resize):
 
 def test_evidence_sentence():
     shares = dict.fromkeys(REGIONS, 0.0)
-    assert evidence_sentence({**shares, "mouth": 0.6, "nose": 0.4}) == "Most of the evidence is at the mouth (60%)."
-    assert evidence_sentence({**shares, "mouth": 0.41, "face boundary": 0.22, "nose": 0.2, "cheeks": 0.17}) == (
-        "Most of the evidence is at the mouth (41%) and at the face boundary (22%).")
-    spread = {**shares, "outside the face": 0.28, "nose": 0.2, "cheeks": 0.19, "mouth": 0.18, "left eye": 0.15}
+    assert (
+        evidence_sentence({**shares, "mouth": 0.6, "nose": 0.4})
+        == "Most of the evidence is at the mouth (60%)."
+    )
+    assert evidence_sentence(
+        {**shares, "mouth": 0.41, "face boundary": 0.22, "nose": 0.2, "cheeks": 0.17}
+    ) == ("Most of the evidence is at the mouth (41%) and at the face boundary (22%).")
+    spread = {
+        **shares,
+        "outside the face": 0.28,
+        "nose": 0.2,
+        "cheeks": 0.19,
+        "mouth": 0.18,
+        "left eye": 0.15,
+    }
     assert evidence_sentence(spread) == (
-        "The evidence is spread: outside the face (28%), at the nose (20%) and at the cheeks (19%).")
+        "The evidence is spread: outside the face (28%), at the nose (20%) and at the cheeks (19%)."
+    )
     assert "empty" in evidence_sentence(None)

@@ -37,5 +37,6 @@ def region_table(report: Report) -> tuple[list[str], list[list[str]]]:
     if not columns:
         return [], []
     header = ["region", *(name for name, _ in columns)]
-    rows = [[region, *(f"{100 * shares[region]:.0f}%" for _, shares in columns)] for region in REGIONS]
+    rows = [[region, *(f"{100 * shares[region]:.0f}%" for _, shares in columns)]
+            for region in REGIONS]
     return header, rows
