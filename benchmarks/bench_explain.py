@@ -21,7 +21,7 @@ from pytorch_grad_cam import GradCAM, HiResCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from fakescope.explain import explain
+from fakescope.explain.cam import explain
 from fakescope.models.registry import resolve_cam_layers
 
 METHODS = ["gradcam-n", "gradcam-n1", "hirescam", "hirescam++"]

@@ -32,7 +32,7 @@ from PIL import Image, ImageFilter
 from fakescope.faces import resize_rgb
 from fakescope.media import read_image
 from fakescope.pipeline import Analyzer, Settings
-from fakescope.training.metrics import metrics_with_intervals
+from fakescope.metrics import metrics_with_intervals
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CHUNK = 64

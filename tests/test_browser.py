@@ -92,6 +92,8 @@ def test_upload_in_the_page_shows_verdict_timeline_and_heat_maps(server, page, t
     assert page.locator("#timelines svg circle").count() == 6  # one point per analysed frame with a face
     page.wait_for_function(all_loaded("#heatmaps img"), timeout=10_000)
     assert page.locator("#heatmaps img").count() == 4
+    assert page.locator("#heatmaps .evidence").count() == 4  # evidence per face region, in words
+    assert "evidence" in page.text_content("#heatmaps .evidence")
 
     png = page.screenshot(full_page=True)
     image = Image.open(io.BytesIO(png))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -16,8 +17,8 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
 
-from fakescope.explain import METHODS, explain, minmax, overlay, paste_heatmap
-from fakescope.faithfulness import (
+from fakescope.explain.cam import METHODS, explain, minmax
+from fakescope.explain.faithfulness import (
     aggregate_table1,
     closest_to_paper,
     deletion_insertion,
@@ -26,9 +27,9 @@ from fakescope.faithfulness import (
     randomisation_check,
     self_blended,
     table1_stats,
-    write_xai_report,
-    xai_eval,
 )
+from fakescope.explain.render import overlay, paste_heatmap
+from fakescope.explain.xai_eval import write_xai_report, xai_eval
 from fakescope.models.registry import resolve_cam_layers
 from fakescope.types import FakescopeError
 
@@ -392,3 +393,113 @@ def test_closest_to_paper():
 
     table = {"hirescam++": t1(0.05, 0.1, 0.5, 0.6), "hirescam++gate": t1(0.0, math.nan, 0.7, 0.63)}
     assert closest_to_paper(table) == "hirescam++gate"
+
+
+def test_cli_explain_and_xai_eval(random_model, shared_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from fakescope.cli import app
+
+    folder = tmp_path / "faces"
+    for label in ("real", "fake"):
+        (folder / label).mkdir(parents=True)
+        for source in sorted((shared_data / "dfdc-faces" / "val" / label).iterdir())[:1]:
+            shutil.copy(source, folder / label / source.name)
+    crop = next((folder / "real").iterdir())
+    runner = CliRunner()
+    result = runner.invoke(app, ["explain", str(crop), "--crops", "--model", str(random_model),
+                                 "--methods", "hirescam++", "--out", str(tmp_path / "explained")])
+    assert result.exit_code == 0, result.output
+    written = {p.name for p in (tmp_path / "explained" / crop.stem).iterdir()}
+    assert written == {"hirescampp.png", "comparison.png"}
+    assert "face 1: " in result.output and "evidence" in result.output
+    methods = ["hirescam++", "lime", "centre prior"]  # the others: test_model_agnostic_baselines
+    result = runner.invoke(app, ["xai-eval", str(folder), "--limit", "2", "--model", str(random_model),
+                                 "--out", str(tmp_path / "xai"), "--methods", ",".join(methods),
+                                 "--steps", "4", "--samples", "8", "--baseline", "noise"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "xai" / "xai.json").read_text())
+    assert (results["images"], results["fakes"], results["masked_images"]) == (3, 2, 1)
+    assert list(results["deletion"]) == methods and set(results["seconds_per_image"]) == set(methods)
+    assert sum(results["chance"]["seam_regions"].values()) == 1
+    text = (tmp_path / "xai" / "xai.md").read_text()
+    assert all(f"| {m} |" in text for m in methods) and "| chance |" in text
+    assert all(f"| {m} |" in result.output for m in methods)  # printed too
+    result = runner.invoke(app, ["xai-eval", str(folder), "--member", "3", "--model", str(random_model)])
+    assert result.exit_code == 2 and "--member must be between 0 and 0" in result.output
+
+
+def test_model_agnostic_baselines_and_region_hits(tmp_path):
+    """LIME, KernelSHAP and occlusion (Captum) find the one patch a model looks at; xai_eval
+    scores them beside the CAMs with localisation chance levels and seam-region hits."""
+    from fakescope.explain.agnostic import agnostic_map, centre_prior
+    from fakescope.explain.faithfulness import blend_boundary, top_region_hits
+    from fakescope.explain.xai_eval import EvalBatch
+
+    class Corner(torch.nn.Module):  # logit = mean of channel 0 in the top-left 16 x 16 patch
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return self.scale * x[:, :1, :16, :16].mean((2, 3))
+
+    images = torch.rand(2, 3, 64, 64) + 0.5
+    for method in ("lime", "kernelshap", "occlusion"):
+        maps = agnostic_map(Corner(), images, method, samples=24, patch=16)
+        assert maps.shape == (2, 64, 64)
+        inside, outside = maps[:, :16, :16].mean(), maps[:, 16:, 16:].abs().mean()
+        assert inside > 5 * outside, method
+    prior = centre_prior(images)
+    assert prior[0, 32, 32] == prior.max() and prior[0, 0, 0] < 0.03
+
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[:, 16:48, 16:48] = True
+    seam = blend_boundary(masks, 5)
+    assert seam[0, 16, 30] and seam[0, 15, 30] and not seam[0, 30, 30] and not seam[0, 2, 2]
+    regions = torch.zeros(2, 64, 64, dtype=torch.long)
+    regions[:, 30:, :] = 1  # region 1 holds the bottom half of the seam and its sides' lower parts
+    heat = torch.zeros(2, 64, 64)
+    heat[0, 40:, :] = 1  # in region 1
+    heat[1, :10, :] = 1  # in region 0
+    assert top_region_hits(heat, seam, regions).tolist() == [True, False]
+
+    model = build("tf_efficientnet_lite0")
+    rng = random.Random(0)
+    real = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    inputs, labels, masks = self_blended(real, (0.5,) * 3, (0.5,) * 3, rng)
+    methods = ["hirescam++", "lime", "kernelshap", "occlusion", "centre prior"]
+    batch = EvalBatch(inputs, labels, masks, regions)
+    results = xai_eval(model, [batch], methods, baseline="mean", sanity_images=2, sanity_depth=1, steps=4,
+                       samples=8)
+    assert 0 < results["chance"]["mask_share"] < 1 and results["chance"]["seam_region"] in (0.5, 1.0)
+    assert all(0 <= results["top_region_is_seam"][m] <= 1 for m in methods)
+    assert results["sanity"]["spearman"]["centre prior"] == [pytest.approx(1.0)]  # knows no model
+    _, md_path = write_xai_report(results, tmp_path)
+    assert "| occlusion |" in md_path.read_text()
+    located = xai_eval(model, [batch], ["hirescam++"], sanity_images=2, sanity_depth=1, steps=0)
+    assert math.isnan(located["deletion"]["hirescam++"]["all"]) and located["masked_images"] == 2
+
+
+def test_localisation_metrics_match_quantus():
+    """Pointing game and mass inside the mask against Quantus, an independent implementation."""
+    quantus = pytest.importorskip("quantus")
+
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.rand(6, 32, 32, generator=generator) ** 4
+    masks = torch.zeros(6, 32, 32, dtype=torch.bool)
+    for i in range(6):
+        masks[i, 4 * i : 4 * i + 12, 2 + 3 * i : 14 + 3 * i] = True
+    maps[0, 5, 5] = 10.0  # the maximum inside the first mask...
+    maps[1, 0, 31] = 10.0  # ...and outside the second
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 2))
+    x, y = np.random.default_rng(0).random((6, 3, 32, 32), np.float32), np.zeros(6, int)
+    a, s = maps[:, None].numpy(), masks[:, None].numpy().astype(np.float32)
+    kwargs = {"disable_warnings": True, "display_progressbar": False}
+    theirs_mass = quantus.RelevanceMassAccuracy(abs=False, normalise=False, **kwargs)(
+        model=model, x_batch=x, y_batch=y, a_batch=a, s_batch=s, channel_first=True, device="cpu")
+    theirs_pointing = quantus.PointingGame(abs=False, normalise=False, **kwargs)(
+        model=model, x_batch=x, y_batch=y, a_batch=a, s_batch=s, channel_first=True, device="cpu")
+    assert mass_inside(maps, masks).tolist() == pytest.approx(theirs_mass, abs=1e-6)
+    assert pointing_game(maps, masks).tolist() == [bool(v) for v in theirs_pointing]
+    assert pointing_game(maps, masks)[:2].tolist() == [True, False]

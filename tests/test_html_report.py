@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from fakescope.explain.regions import REGIONS
 from fakescope.media import probe, write_video
 from fakescope.pipeline import Analyzer, Settings
 from fakescope.reports import score_colour
@@ -48,6 +49,10 @@ def test_html_is_self_contained_with_verdict_and_images(analyzer, small_video, t
     assert html.count('<svg class="timeline"') == len(report.verdict.tracks)
     assert report.model["members"][0]["sha256"] in html and "fakescope analyze" in html
     assert 'href="report.json"' in html
+    # Evidence per face region: the sentences and one table row per region.
+    assert all(escape(e["evidence"]) in html for e in report.explanations)
+    assert escape(report.evidence[0]["evidence"]) in html
+    assert html.count("<tr><td>") >= len(REGIONS) and "<td>outside the face</td>" in html
 
 
 def test_html_without_frames_or_heat_maps(analyzer, small_video, tmp_path):
@@ -63,6 +68,10 @@ def test_no_face_report(analyzer, tmp_path):
     assert report.label == "no_face"
     html = write_html(report, tmp_path).read_text()
     assert "NO FACE" in html and not EXTERNAL.search(html)
+    from fakescope.reports.pdf import write_pdf
+
+    pdf = write_pdf(report, tmp_path).read_bytes()
+    assert pdf.startswith(b"%PDF-") and pdf.count(b"/Type /Page\n") == 1
 
 
 def test_inconclusive_report_says_why_and_shows_unjudged_tracks(random_model, small_video, tmp_path):
@@ -84,10 +93,12 @@ def test_cli_formats_and_overlay_video(random_model, small_video, tmp_path):
     args = ["analyze", str(small_video), "--model", str(random_model), "--frames", "4", "--explain", "hirescam++"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "all"), "--overlay-video"])
     assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1].strip().endswith(".") and "evidence" in result.output  # regions
     folder = tmp_path / "all" / small_video.stem
     report = json.loads((folder / "report.json").read_text())
-    assert report["files"] == {"overlay_video": "overlay.mp4", "html": "report.html"}
+    assert report["files"] == {"overlay_video": "overlay.mp4", "html": "report.html", "pdf": "report.pdf"}
     assert (folder / "report.html").is_file()
+    check_pdf(folder / "report.pdf", report, tmp_path / "pages")
     info = probe(folder / "overlay.mp4")
     assert (info.kind, info.codec, info.width, info.height, info.frame_count) == ("video", "h264", 640, 360, 4)
 
@@ -102,4 +113,33 @@ def test_cli_formats_and_overlay_video(random_model, small_video, tmp_path):
     pngs = [name for e in report["explanations"] for name in (e["overlays"]["hirescam++"], e["comparison"])]
     assert sorted(p.name for p in folder.iterdir()) == sorted(["report.json", *pngs])
     assert len(set(pngs)) == 2 * len(report["chosen_frames"])
-    assert runner.invoke(app, [*args, "--format", "pdf"]).exit_code == 2
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "pdf"), "--format", "pdf"])
+    assert result.exit_code == 0, result.output
+    assert {p.suffix for p in (tmp_path / "pdf" / small_video.stem).iterdir()} == {".pdf", ".png"}
+    assert runner.invoke(app, [*args, "--format", "docx"]).exit_code == 2
+
+
+def check_pdf(path, report: dict, pages_dir) -> None:
+    """Render every page with poppler's pdftoppm: the right count, none blank, the verdict's
+    colour on page 1, and the heat maps and timeline embedded as images."""
+    import math
+    import shutil
+    import subprocess
+
+    from fakescope.reports.pdf import LABEL_COLOURS, STRIPS_PER_PAGE
+
+    assert path.read_bytes().startswith(b"%PDF-")
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("pdftoppm (poppler-utils) is not installed")
+    pages_dir.mkdir()
+    subprocess.run(["pdftoppm", "-r", "40", "-png", str(path), str(pages_dir / "page")], check=True)
+    pages = sorted(pages_dir.glob("page-*.png"))
+    assert len(pages) == 1 + math.ceil(len(report["explanations"]) / STRIPS_PER_PAGE) + 1  # + regions
+    for page in pages:
+        assert np.asarray(Image.open(page).convert("L")).std() > 5, page.name
+    first = np.asarray(Image.open(pages[0]).convert("RGB")).reshape(-1, 3).astype(int)
+    colour = np.array(LABEL_COLOURS[report["label"]])
+    assert (np.abs(first - colour).sum(1) < 30).sum() > 500  # the verdict box
+    listed = subprocess.run(["pdfimages", "-list", str(path)], capture_output=True, text=True, check=True)
+    images = len(listed.stdout.splitlines()) - 2  # two header lines
+    assert images >= len(report["explanations"]) + len(report["tracks"])

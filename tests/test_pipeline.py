@@ -30,7 +30,7 @@ def test_generated_720p_video_gives_one_track_and_a_complete_report(analyzer, ex
     assert len(data["tracks"]) == 1 and len(data["tracks"][0]["faces"]) == 8
     face = data["tracks"][0]["faces"][0]
     assert set(face) == {"frame_index", "timestamp", "box", "detector_score", "member_scores", "score", "size",
-                         "sharpness", "unjudged"}
+                         "sharpness", "unjudged", "landmarks"}
     assert face["member_scores"]["random-lite0"] == pytest.approx(face["score"])
     box = face["box"]
     assert face["size"] == pytest.approx(min(box[2] - box[0], box[3] - box[1])) and face["size"] >= 48
@@ -168,3 +168,33 @@ def test_onnx_fast_path_equals_eager_pytorch(random_model, example_video):
     b = [f.score for t in eager.verdict.tracks for f in t.faces]
     assert len(a) == len(b) == 6
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_explanations_give_evidence_per_face_region(analyzer, example_video, tmp_path):
+    data = analyzer.analyze(example_video, tmp_path, ["hirescam++"]).to_dict()
+    assert data["schema_version"] == "1.2"
+    face = data["tracks"][0]["faces"][0]
+    assert np.asarray(face["landmarks"]).shape == (5, 2)  # RetinaFace's, in frame pixels
+    for entry in data["explanations"]:
+        assert sum(entry["regions"].values()) == pytest.approx(1.0)
+        assert entry["evidence"].endswith(".") and entry["track_id"] == 0
+    evidence = data["tracks"][0]["evidence"]
+    assert evidence["faces"] == len(data["chosen_frames"]) and sum(evidence["regions"].values()) == pytest.approx(1.0)
+
+
+def test_real_clip_pdf_and_regions_with_the_shipped_model(shared_data, tmp_path):
+    """`analyze --format all` on a Celeb-DF clip: report.pdf with images, region shares per
+    chosen frame summing to 1 over the named regions."""
+    from fakescope.explain.regions import REGIONS
+
+    clip = shared_data / "celebdf-clips" / "fake" / "id10_id12_0004_segment_1.mp4"
+    result = CliRunner().invoke(app, ["analyze", str(clip), "--frames", "8", "--explain", "hirescam++",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / clip.stem
+    data = json.loads((folder / "report.json").read_text())
+    assert data["explanations"] and data["files"]["pdf"] == "report.pdf"
+    for entry in data["explanations"]:
+        assert list(entry["regions"]) == list(REGIONS) and sum(entry["regions"].values()) == pytest.approx(1.0)
+    pdf = (folder / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and pdf.count(b"/Subtype /Image") >= len(data["explanations"]) + 1

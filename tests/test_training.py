@@ -14,7 +14,7 @@ from fakescope.faces import get_detector
 from fakescope.models.checkpoints import efficientnet_lite_imagenet, read_spec
 from fakescope.models.registry import get_arch
 from fakescope.training.data import balanced_epoch, list_samples, split_by_cluster
-from fakescope.training.metrics import fit_temperature, metrics_with_intervals, point_metrics
+from fakescope.metrics import fit_temperature, metrics_with_intervals, point_metrics
 from helpers import copy_first
 
 

@@ -106,7 +106,7 @@ def analyze(
     min_sharpness: MinSharpness = Settings.min_sharpness,
     min_track_faces: MinTrackFaces = Settings.min_track_faces,
     explain: str | None = typer.Option(None, "--explain", help="heat maps for the chosen frames, e.g. hirescam++,gradcam-n,gradcam-n1,hirescam"),
-    fmt: Literal["html", "json", "all"] = typer.Option("all", "--format", help="report.html, report.json or both"),
+    fmt: Literal["html", "json", "pdf", "all"] = typer.Option("all", "--format", help="report.html, report.json, report.pdf or all three"),
     overlay_video: bool = typer.Option(False, "--overlay-video", help="also write overlay.mp4: every analysed frame with its HiResCAM++ map, face boxes and the running P(fake)"),
     max_pixels: MaxPixels = None,
     max_duration: float | None = typer.Option(None, "--max-duration", help="seconds of each video read (default 3600)"),
@@ -118,6 +118,7 @@ def analyze(
     from .media import probe
     from .pipeline import Analyzer, Settings
     from .reports.html import write_html
+    from .reports.pdf import write_pdf
     from .reports.video import write_overlay_video
 
     verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
@@ -146,18 +147,26 @@ def analyze(
         def run(path=path, target=target):
             report = analyzer.analyze(path, target, _methods(explain), keep_frames=fmt != "json" or overlay_video)
             if overlay_video:
-                report.files["overlay_video"] = write_overlay_video(analyzer, report, target / "overlay.mp4").name
-            if fmt != "json":
+                report.files["overlay_video"] = write_overlay_video(analyzer.ensemble, report, target / "overlay.mp4").name
+            if fmt in ("html", "all"):
                 report.files["html"] = "report.html"  # so that report.json lists it too
-            if fmt != "html":
+            if fmt in ("pdf", "all"):
+                report.files["pdf"] = "report.pdf"
+            if fmt in ("json", "all"):
                 report.write_json(target / "report.json")
-            if fmt != "json":
+            if fmt in ("html", "all"):
                 write_html(report, target)
+            if fmt in ("pdf", "all"):
+                write_pdf(report, target)
             return report
 
         report, code = guarded(str(path), run)
         if report is not None:
             out.print(f"{report.summary()} -> {target}", markup=False)
+            # Where the deciding track's evidence is (or the first explained track's).
+            shown = next((t for t in (report.verdict.deciding_track, *report.evidence) if t in report.evidence), None)
+            if shown is not None:
+                out.print(f"  track {shown}: {report.evidence[shown]['evidence']}", markup=False)
             for warning in report.warnings:
                 err.print(f"warning: {path}: {warning}", markup=False)
             if report.label == "no_face":
@@ -363,7 +372,6 @@ def explain_images(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Heat maps for single images: overlays and a comparison strip per image."""
-    from .heatmaps import explain_image
     from .pipeline import Analyzer, Settings
 
     analyzer, code = guarded("setup", lambda: Analyzer(model, Settings(detector=detector), device))
@@ -371,9 +379,11 @@ def explain_images(
         raise typer.Exit(code)
     worst = 0
     for path in images:
-        written, code = guarded(str(path), lambda path=path: explain_image(analyzer, path, _methods(methods), out_dir / path.stem, crops))
+        written, code = guarded(str(path), lambda path=path: analyzer.explain_image(path, _methods(methods), out_dir / path.stem, crops))
         if written is not None:
-            out.print(f"{path}: {len(written)} face(s), p(fake) {', '.join(f'{s:.3f}' for s in written)} -> {out_dir / path.stem}", markup=False)
+            out.print(f"{path}: {len(written)} face(s), p(fake) {', '.join(f'{s:.3f}' for s, _ in written)} -> {out_dir / path.stem}", markup=False)
+            for i, (_, sentence) in enumerate(written):
+                out.print(f"  face {i + 1}: {sentence}", markup=False)
         worst = max(worst, code)
     raise typer.Exit(worst)
 
@@ -387,19 +397,36 @@ def xai_evaluate(
     model: str = typer.Option("default", "--model"),
     member: int = typer.Option(0, "--member", help="which ensemble member to explain"),
     device: str = typer.Option("cpu", "--device"),
+    methods: str | None = typer.Option(None, "--methods", help="comma-separated: CAMs, lime, kernelshap, occlusion, 'centre prior' (default: every CAM)"),
+    baseline: str = typer.Option("mean", "--baseline", help="deletion / insertion baseline: mean (colour), blur or noise"),
+    steps: int = typer.Option(20, "--steps", help="deletion / insertion steps"),
+    samples: int = typer.Option(64, "--samples", help="perturbed inputs per image for LIME and KernelSHAP"),
+    sanity_images: int = typer.Option(8, "--sanity-images", help="images in the randomisation check"),
+    sanity_depth: int = typer.Option(4, "--sanity-depth", help="units randomised, from the classifier down"),
+    localisation_only: bool = typer.Option(False, "--localisation-only", help="self-blended fakes only, no deletion / insertion"),
 ) -> None:
     """The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes, sanity check."""
+    from .evaluate import labelled_faces
+    from .explain.cam import METHODS
+    from .explain.xai_eval import run_xai_eval
     from .pipeline import Analyzer, Settings
-    from .faithfulness import run_xai_eval
 
     def run():
         _at_least("--limit", limit, 2)  # half real, half fake
         _at_least("--member", member, 0)
+        for option, value in (("--steps", steps), ("--samples", samples),
+                              ("--sanity-images", sanity_images), ("--sanity-depth", sanity_depth)):
+            _at_least(option, value, 1)
         analyzer = Analyzer(model, Settings(), device)
-        return run_xai_eval(analyzer, dataset, out_dir, crops=crops, limit=limit, member=member)
+        chosen = analyzer.ensemble.member(member)
+        faces = labelled_faces(analyzer, dataset, chosen.spec.crop, crops, limit)
+        chosen_methods = _methods(methods) if methods else list(METHODS)
+        return run_xai_eval(chosen, faces, out_dir, str(dataset), chosen_methods, baseline, steps, samples,
+                            sanity_images, sanity_depth, localisation_only)
 
     written, code = guarded(str(dataset), run)
     if written is not None:
+        out.print(written[1].read_text(encoding="utf-8"), markup=False)  # the tables, one row per method
         out.print(f"wrote {written[0]} and {written[1]}", markup=False)
     raise typer.Exit(code)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,14 +26,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
 from rich.table import Table  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import log_loss, roc_auc_score, roc_curve  # noqa: E402
 
+from .explain.render import frame_to_crop  # noqa: E402
+from .explain.xai_eval import LabelledFace  # noqa: E402
+from .faces import crop_face, crop_geometry, for_whole_image  # noqa: E402
 from .files import write_atomic  # noqa: E402
 from .media import read_image  # noqa: E402
+from .metrics import EPS, metrics_with_intervals  # noqa: E402
+from .models.registry import CropPolicy  # noqa: E402
 from .pipeline import Analyzer  # noqa: E402
-from .training.metrics import EPS, metrics_with_intervals  # noqa: E402
 from .types import Decision, FakescopeError  # noqa: E402
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".mp4", ".mov", ".mkv", ".webm", ".avi"}
@@ -288,3 +292,27 @@ def metrics_line(result: dict) -> str:
     m = result["metrics"]
     parts = [f"{name} {v['value']:.3f} [{v['low']:.3f}, {v['high']:.3f}]" for name, v in m.items()]
     return f"{result['count']['real']} real, {result['count']['fake']} fake: " + "; ".join(parts)
+
+
+def labelled_faces(analyzer: Analyzer, dataset: Path, policy: CropPolicy, crops: bool = True,
+                   limit: int | None = None) -> Iterator[LabelledFace]:
+    """The faces of a labelled folder's images, cropped under `policy`, in `labelled_files`
+    order, with the detector's box and landmarks mapped into the crop. `crops`: each image
+    already is a face (the detector, run on it, only places the landmarks); otherwise its
+    largest face is used and images without a face are skipped."""
+    for item in labelled_files(dataset, limit):
+        image = read_image(item.path, analyzer.limits)
+        whole = (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))
+        found = analyzer.detector.detect([image])[0]
+        largest = max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), default=None)
+        if largest is None and not crops:
+            continue
+        used = for_whole_image(policy) if crops else policy
+        source, content = crop_geometry(whole if crops else largest.box, used)
+        crop = crop_face(image, whole if crops else largest.box, used)
+        if largest is None:
+            yield LabelledFace(crop, item.label, tuple(float(v) for v in content))
+            continue
+        box = tuple(float(v) for v in frame_to_crop(np.reshape(largest.box, (2, 2)), source, content).ravel())
+        points = None if largest.landmarks is None else frame_to_crop(largest.landmarks, source, content)
+        yield LabelledFace(crop, item.label, box, points)

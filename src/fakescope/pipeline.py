@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 from .faces import crop_face, for_whole_image, get_detector, link_tracks, sharpness, to_tensor
-from .heatmaps import check_methods, explain_chosen_frames
-from .media import Limits, iter_frames, planned_frames, probe, read_ahead
+from .explain.cam import check_methods
+from .explain.stage import explain_chosen_frames, explain_faces
+from .media import Limits, iter_frames, planned_frames, probe, read_ahead, read_image
 from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
 from .models.registry import CropPolicy
 from .report import Report
-from .types import Detection, FaceScore, FakescopeError, MediaError, MediaInfo, TrackedFace
+from .types import Detection, FaceScore, FakescopeError, MediaError, MediaInfo, NoFaceError, TrackedFace
 from .settings import Settings
 from .verdict import decide
 
@@ -169,7 +170,7 @@ class Analyzer:
                           float(face.detection.score), {name: float(s[offset + i]) for name, s in member.items()},
                           float(ensemble[offset + i]),
                           _short_side(face.detection.box) / p.media.scale,  # in source pixels
-                          p.sharpness[i])
+                          p.sharpness[i], landmarks=face.detection.landmarks)
                 for i, (track_id, face) in enumerate(p.faces)
             ]
             offset += len(faces)
@@ -205,12 +206,30 @@ class Analyzer:
             if progress:
                 progress("explain")
             start = time.perf_counter()
-            report.explanations = explain_chosen_frames(self, report, prepared.images, explain, Path(out_dir))
+            report.explanations, report.evidence = explain_chosen_frames(
+                self.ensemble, report.verdict, prepared.images, explain, Path(out_dir))
             report.timings["explain"] = time.perf_counter() - start
             report.timings["total"] += report.timings["explain"]
         if keep_frames:
             report.images = prepared.images
         return report
+
+    def explain_image(self, path: str | Path, methods: list[str], out_dir: Path,
+                      crops: bool = False) -> list[tuple[float, str]]:
+        """`fakescope explain`: overlays and a comparison strip for one image; returns each
+        face's P(fake) and evidence sentence."""
+        check_methods(methods)
+        image = read_image(path, self.limits)
+        if crops:
+            faces = [Detection((0.0, 0.0, float(image.shape[1]), float(image.shape[0])), 1.0)]
+        else:
+            faces = self.detector.detect([image])[0]
+            if not faces:
+                raise NoFaceError(f"{path}: no face found")
+        _, scores = self.score_faces([image] * len(faces), [f.box for f in faces], whole=crops)
+        scores = [float(s) for s in scores]
+        sentences = explain_faces(self.ensemble, image, faces, scores, methods, out_dir, whole=crops)
+        return list(zip(scores, sentences))
 
 
 def analyze(path: str | Path, model: str | Path = DEFAULT_MODEL, out_dir: str | Path | None = None,

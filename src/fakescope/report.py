@@ -13,7 +13,7 @@ from .files import write_atomic
 from .types import MediaInfo, Verdict
 
 # 1.1: inconclusive label, reason, judged faces and tracks; 1.2: frames_requested, warnings,
-# media.scale
+# media.scale, evidence per face region
 SCHEMA_VERSION = "1.2"
 
 
@@ -27,6 +27,8 @@ class Report:
     settings: dict
     timings: dict[str, float]
     explanations: list[dict] = field(default_factory=list)  # heat-map images per chosen frame
+    # Per track id with a face in the chosen frames: evidence per face region (explain.stage).
+    evidence: dict[int, dict] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # other outputs, relative to the report's folder
     frames_requested: int = 0  # frames the sampling asked for; `frames` holds those decoded
     warnings: list[str] = field(default_factory=list)  # one line each, e.g. a truncated file
@@ -76,9 +78,11 @@ class Report:
                     "faces": [
                         {"frame_index": f.frame_index, "timestamp": f.timestamp, "box": list(f.box),
                          "detector_score": f.detector_score, "member_scores": f.member_scores, "score": f.score,
-                         "size": f.size, "sharpness": f.sharpness, "unjudged": f.unjudged}
+                         "size": f.size, "sharpness": f.sharpness, "unjudged": f.unjudged,
+                         "landmarks": None if f.landmarks is None else np.asarray(f.landmarks).tolist()}
                         for f in track.faces
                     ],
+                    "evidence": self.evidence.get(track.track_id),
                 }
                 for track in verdict.tracks
             ],

@@ -98,6 +98,7 @@ class FaceScore:
     size: float  # the box's shorter side in source pixels: how much detail the model can see
     sharpness: float  # variance of the Laplacian of the box at 112 px grey (see faces.sharpness)
     unjudged: str | None = None  # why this face cannot be judged (too small, too blurred); None if it can
+    landmarks: np.ndarray | None = None  # 5 x 2 frame pixels from the detector (Detection.landmarks)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,11 @@ class Ensemble:
         """Distinct crop policies of the members, so each face is cropped once per policy."""
         return list(dict.fromkeys(m.spec.crop for m in self.members))
 
+    def member(self, index: int) -> Member:
+        if not 0 <= index < len(self.members):
+            raise FakescopeError(f"--member must be between 0 and {len(self.members) - 1}")
+        return self.members[index]
+
     def combine(self, member_probs: dict[str, np.ndarray]) -> np.ndarray:
         """Weighted mean of member probabilities."""
         total = sum(m.weight for m in self.members)

@@ -20,7 +20,7 @@ from .. import __version__
 from ..files import write_atomic
 from ..report import SCHEMA_VERSION, Report
 from ..types import FaceScore, FakescopeError, TrackVerdict
-from . import GREEN, INCONCLUSIVE, RED, UNJUDGED, hex_colour, score_colour
+from . import GREEN, INCONCLUSIVE, RED, UNJUDGED, hex_colour, region_table, score_colour
 
 READING = ("Warm colours mark the regions that pushed the model toward 'fake'; HiResCAM++ keeps only "
            "what the last layer also marks, at the finer resolution of the layer before.")
@@ -64,7 +64,9 @@ def render_html(report: Report, out_dir: Path) -> str:
     files = {name: rel for name, rel in report.files.items() if rel != "report.html"}
     if (out_dir / "report.json").exists():
         files = {"report": "report.json", **files}
+    header, rows = region_table(report)
     return _env.get_template("report.html.j2").render(
+        regions_header=header, regions_rows=rows, evidence=report.evidence,
         report=report, version=__version__, tracks=tracks, frames=frames, explanations=explanations,
         verdict_colour=_verdict_colour(report), turbo=_turbo_gradient(), reading=READING, files=files,
         command=reproduce_command(report), settings_json=json.dumps(report.settings, indent=2),

@@ -9,11 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..explain import overlay
-from ..heatmaps import frame_maps
+from ..explain.render import overlay
+from ..explain.stage import frame_maps
 from ..media import write_video
+from ..models.ensemble import Ensemble
 from ..report import Report
-from ..types import FaceScore, FakescopeError
+from ..types import Detection, FaceScore, FakescopeError
 from ..verdict import STRATEGIES
 from . import score_colour
 
@@ -22,7 +23,7 @@ MAX_SIDE = 1280  # px: bigger frames are scaled down, encoding cost grows with t
 MAX_FPS = 10.0
 
 
-def write_overlay_video(analyzer, report: Report, path: str | Path) -> Path:
+def write_overlay_video(ensemble: Ensemble, report: Report, path: str | Path) -> Path:
     """H.264 video of the analysed frames. HiResCAM++ runs on every frame with faces (one
     forward and backward pass per member and frame), so it costs about as much as scoring."""
     if not report.images:
@@ -30,10 +31,10 @@ def write_overlay_video(analyzer, report: Report, path: str | Path) -> Path:
     duration = report.media.duration
     # Analysed frames are spread over the input, so showing them at n/duration keeps its pace.
     fps = min(max(len(report.frames) / duration, 1.0), MAX_FPS) if duration > 0 else 1.0
-    return write_video(path, _frames(analyzer, report), fps)
+    return write_video(path, _frames(ensemble, report), fps)
 
 
-def _frames(analyzer, report: Report) -> Iterator[np.ndarray]:
+def _frames(ensemble: Ensemble, report: Report) -> Iterator[np.ndarray]:
     threshold = report.verdict.threshold
     aggregate, frames = STRATEGIES[report.verdict.strategy], len(report.frames)
     by_frame: dict[int, list[FaceScore]] = {}
@@ -44,7 +45,8 @@ def _frames(analyzer, report: Report) -> Iterator[np.ndarray]:
     for info in report.frames:
         image, faces = report.images[info["index"]], by_frame.get(info["index"], [])
         if faces:
-            heat = frame_maps(analyzer.ensemble, [(image, [f.box for f in faces])], [METHOD])[0][METHOD]
+            heat = frame_maps(ensemble, [(image, [Detection(f.box, f.detector_score) for f in faces])],
+                              [METHOD])[0].maps[METHOD]
             image = overlay(image, heat, alpha=0.5)
         scale = min(1.0, MAX_SIDE / max(image.shape[:2]))
         image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image.copy()

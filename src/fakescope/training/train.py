@@ -29,10 +29,10 @@ from ..models.checkpoints import (
     save_fakescope,
 )
 from ..models.registry import ModelSpec, channels_last, get_arch
+from ..metrics import fit_temperature, point_metrics
 from ..types import FakescopeError, WeightsError
 from .batches import TrainingBatches, eval_batches
 from .data import CropDataset, balanced_epoch, held_out, list_samples, split_by_cluster
-from .metrics import fit_temperature, point_metrics
 from .pack import CropSet, is_pack, load_folder, load_pack
 
 

@@ -129,6 +129,7 @@ function showResult(url, status) {
   for (const track of report.tracks) {
     const judged = track.probability === null ? `not judged: ${track.unjudged}` : `P(fake) ${track.probability.toFixed(3)}`;
     timelines.append(el("div", {}, `Track ${track.track_id}: ${judged}`));
+    if (track.evidence) timelines.append(el("p", { class: "evidence" }, track.evidence.evidence));
     if (report.kind === "video") timelines.append(timeline(track, threshold, report.real_below, report.media.duration));
   }
   if (!report.tracks.length) timelines.append(el("p", { class: "muted" }, "No face found."));
@@ -138,7 +139,9 @@ function showResult(url, status) {
   for (const e of report.explanations) {
     const figure = el("figure");
     figure.append(el("img", { src: `${url}/files/${encodeURIComponent(e.comparison)}`, alt: `heat maps of frame ${e.frame_index}` }));
-    figure.append(el("figcaption", {}, `${e.timestamp.toFixed(2)} s · frame ${e.frame_index} · face P(fake) ${e.face_score.toFixed(3)}`));
+    const caption = el("figcaption", {}, `${e.timestamp.toFixed(2)} s · frame ${e.frame_index} · face P(fake) ${e.face_score.toFixed(3)}`);
+    if (e.evidence) caption.append(el("br"), el("span", { class: "evidence" }, e.evidence));
+    figure.append(caption);
     heatmaps.append(figure);
   }
   if (!report.explanations.length) heatmaps.append(el("p", { class: "muted" }, "No face, so no heat map."));

@@ -1,0 +1,133 @@
+"""Rendering: heat maps pasted back onto the frame, coloured overlays and the comparison strip."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+from ..types import FakescopeError
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2
+COMPARISON = ("gradcam-n", "gradcam-n1", "hirescam", "hirescam++")
+LABELS = {
+    "gradcam-n": "GradCAM N",
+    "gradcam-n1": "GradCAM N-1",
+    "hirescam": "HiResCAM",
+    "hirescam++": "HiResCAM++",
+}
+TILE = 224
+
+
+def paste_heatmap(
+    frame_shape: Sequence[int],
+    source_box: Box,
+    heatmap: np.ndarray | Tensor,
+    content_box: Box | None = None,
+) -> np.ndarray:
+    """A frame-sized float32 map (H x W) with a crop's heat map put back where the crop came from.
+
+    Crop geometry contract: `content_box` (x1, y1, x2, y2 in crop pixels; default the whole
+    crop) is the part of the crop that shows the frame's `source_box` (x1, y1, x2, y2 in frame
+    pixels; the expanded face box, possibly partly outside the frame). 'stretch' crops use the
+    default; 'pad' crops pass the rectangle the resized face occupies inside the padding.
+    Frame pixels outside the source box are zero; combine several faces with np.maximum.
+    """
+    heat = (
+        heatmap.detach().cpu().float().numpy()
+        if isinstance(heatmap, Tensor)
+        else np.asarray(heatmap, np.float32)
+    )
+    height, width = int(frame_shape[0]), int(frame_shape[1])
+    x1, y1, x2, y2 = source_box
+    cx1, cy1, cx2, cy2 = content_box or (0.0, 0.0, float(heat.shape[1]), float(heat.shape[0]))
+    if x2 <= x1 or y2 <= y1 or cx2 <= cx1 or cy2 <= cy1:
+        raise FakescopeError(f"empty crop geometry: source {source_box}, content {content_box}")
+    # Cut the content out first so that padding cannot bleed in at its edges.
+    left, top = math.floor(cx1), math.floor(cy1)
+    heat = np.ascontiguousarray(heat[top : math.ceil(cy2), left : math.ceil(cx2)])
+    cx1, cx2, cy1, cy2 = cx1 - left, cx2 - left, cy1 - top, cy2 - top
+    sx, sy = (cx2 - cx1) / (x2 - x1), (cy2 - cy1) / (y2 - y1)
+    # Frame pixel index -> crop pixel index, both with pixel centres at index + 0.5.
+    to_crop = np.array([[sx, 0, cx1 + (0.5 - x1) * sx - 0.5], [0, sy, cy1 + (0.5 - y1) * sy - 0.5]])
+    out = cv2.warpAffine(
+        heat,
+        to_crop,
+        (width, height),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    xs, ys = np.arange(width) + 0.5, np.arange(height) + 0.5
+    inside = ((ys >= y1) & (ys <= y2))[:, None] & ((xs >= x1) & (xs <= x2))[None, :]
+    return np.where(inside, out, 0.0).astype(np.float32)
+
+
+def frame_to_crop(points: np.ndarray, source_box: Box, content_box: Box) -> np.ndarray:
+    """N x 2 frame pixel coordinates -> crop pixel coordinates, through the crop geometry of
+    `paste_heatmap` (same contract), so regions laid out in the crop match the pasted map."""
+    x1, y1, x2, y2 = source_box
+    cx1, cy1, cx2, cy2 = content_box
+    scale = np.array([(cx2 - cx1) / (x2 - x1), (cy2 - cy1) / (y2 - y1)])
+    return np.array([cx1, cy1]) + (np.asarray(points, np.float64) - np.array([x1, y1])) * scale
+
+
+def overlay(
+    image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "turbo"
+) -> np.ndarray:
+    """RGB uint8 image with the [0, 1] heat map blended in; pixels where the map is 0 stay
+    as they are."""
+    if image.shape[:2] != heatmap.shape:
+        raise FakescopeError(f"heat map {heatmap.shape} does not match image {image.shape[:2]}")
+    out = image.copy()
+    rows, cols = (
+        np.nonzero(np.any(heatmap > 0, axis=1))[0],
+        np.nonzero(np.any(heatmap > 0, axis=0))[0],
+    )
+    if not len(rows):
+        return out
+    # Blend only the box around the map's support: faces cover a small part of a frame.
+    window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    heat = np.clip(heatmap[window], 0, 1)
+    lut = (matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
+    colour = lut[np.rint(heat * 255).astype(np.uint8)]
+    weight = (alpha * (heat > 0))[..., None]
+    out[window] = np.rint(image[window].astype(np.float32) * (1 - weight) + colour * weight).astype(
+        np.uint8
+    )
+    return out
+
+
+def _caption(tile: Image.Image, text: str) -> Image.Image:
+    canvas = Image.new("RGB", (tile.width, tile.height + 22), "white")
+    canvas.paste(tile, (0, 22))
+    ImageDraw.Draw(canvas).text((6, 5), text, fill="black")
+    return canvas
+
+
+def comparison_image(
+    image: np.ndarray, box: tuple, maps: dict[str, np.ndarray], score: float
+) -> Image.Image:
+    """face | GradCAM N | GradCAM N-1 | HiResCAM | HiResCAM++ around one face, zoomed to its box."""
+    x1, y1, x2, y2 = box
+    pad = 0.25 * max(x2 - x1, y2 - y1)
+    left, top = max(0, int(x1 - pad)), max(0, int(y1 - pad))
+    right, bottom = min(image.shape[1], int(x2 + pad)), min(image.shape[0], int(y2 + pad))
+    region = image[top:bottom, left:right]
+
+    def tile(pixels: np.ndarray) -> Image.Image:
+        return Image.fromarray(pixels).resize((TILE, TILE), Image.BILINEAR)
+
+    tiles = [_caption(tile(region), f"face  p(fake)={score:.2f}")]
+    for method in COMPARISON:
+        if method in maps:
+            heat = maps[method][top:bottom, left:right]
+            tiles.append(_caption(tile(overlay(region, heat, alpha=0.55)), LABELS[method]))
+    strip = Image.new("RGB", (sum(t.width for t in tiles), tiles[0].height), "white")
+    for i, t in enumerate(tiles):
+        strip.paste(t, (i * TILE, 0))
+    return strip

@@ -1,0 +1,182 @@
+"""The explanation stage of an analysis: heat maps for the chosen frames, pasted back onto the
+full frame, written as overlay PNGs and one side-by-side comparison PNG per chosen frame.
+
+Maps are computed only for the chosen frames (paper step 5b), with one forward and one
+backward pass per member; scores in the report come from the scoring pass and never change.
+The stage takes typed records (the ensemble, the verdict, frame pixels), nothing from above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..faces import crop_face, crop_geometry, for_whole_image, to_tensor
+from ..models.ensemble import Ensemble
+from ..types import Detection, FaceScore, Verdict
+from .cam import check_methods, explain
+from .regions import METHOD, evidence_sentence, mean_shares, region_labels, region_shares
+from .render import COMPARISON, comparison_image, frame_to_crop, overlay, paste_heatmap
+
+
+@dataclass
+class FrameMaps:
+    maps: dict[str, np.ndarray]  # method -> frame-sized [0, 1] map
+    regions: list[dict[str, float] | None]  # per face: shares of regions.METHOD's positive mass
+
+
+def frame_maps(
+    ensemble: Ensemble,
+    frames: list[tuple[np.ndarray, list[Detection]]],
+    methods: list[str],
+    whole: bool = False,
+) -> list[FrameMaps]:
+    """Frame-sized [0, 1] maps per method for each (image, faces): each member's map pasted
+    at every face box, faces combined by maximum, members by the ensemble's weights; and,
+    when regions.METHOD is among the methods, each face's evidence per region.
+
+    All faces of all frames go through one explanation pass per member: a single backward
+    over a batch costs little more than over one crop. `whole`: each image is the face crop.
+    """
+    total = sum(m.weight for m in ensemble.members)
+    combined = [
+        FrameMaps({m: np.zeros(image.shape[:2], np.float32) for m in methods}, [])
+        for image, _ in frames
+    ]
+    located = [(i, image, face) for i, (image, faces) in enumerate(frames) for face in faces]
+    if not located:
+        return combined
+    per_member: list[list[dict[str, float] | None]] = []  # member -> face -> shares
+    for member in ensemble.members:
+        policy = for_whole_image(member.spec.crop) if whole else member.spec.crop
+        batch = to_tensor(
+            [crop_face(image, face.box, policy) for _, image, face in located], policy
+        )
+        device = next(member.model.parameters()).device
+        result = explain(member.model, batch.to(device), methods, member.cam_layers)
+        geometry = [crop_geometry(face.box, policy) for _, _, face in located]
+        for method in methods:
+            faces_max = [np.zeros(image.shape[:2], np.float32) for image, _ in frames]
+            for j, ((i, image, _), (source, content)) in enumerate(zip(located, geometry)):
+                pasted = paste_heatmap(image.shape[:2], source, result[method].display[j], content)
+                np.maximum(faces_max[i], pasted, out=faces_max[i])
+            for frame, member_map in zip(combined, faces_max):
+                frame.maps[method] += member.weight / total * member_map
+        if METHOD in methods:
+            shares = []
+            for j, ((_, _, face), (source, content)) in enumerate(zip(located, geometry)):
+                box = frame_to_crop(np.reshape(face.box, (2, 2)), source, content).ravel()
+                points = (
+                    None
+                    if face.landmarks is None
+                    else frame_to_crop(face.landmarks, source, content)
+                )
+                labels = region_labels((policy.size, policy.size), tuple(box), points)
+                shares.append(region_shares(result[METHOD].display[j].cpu().numpy(), labels))
+            per_member.append(shares)
+    if per_member:
+        weights = [m.weight for m in ensemble.members]
+        for j, (i, _, _) in enumerate(located):
+            combined[i].regions.append(mean_shares([shares[j] for shares in per_member], weights))
+    return combined
+
+
+def _with_comparison(methods: list[str]) -> list[str]:
+    # The comparison strip needs all four.
+    return list(dict.fromkeys(check_methods(methods) + list(COMPARISON)))
+
+
+def _save_overlays(
+    image: np.ndarray,
+    maps: dict[str, np.ndarray],
+    methods: list[str],
+    out_dir: Path,
+    prefix: str = "",
+) -> dict[str, str]:
+    names = {}
+    for method in methods:
+        name = f"{prefix}{method.replace('+', 'p')}.png"
+        Image.fromarray(overlay(image, maps[method], alpha=0.5)).save(
+            out_dir / name, compress_level=1
+        )
+        names[method] = name
+    return names
+
+
+def _detection(face: FaceScore) -> Detection:
+    return Detection(face.box, face.detector_score, face.landmarks)
+
+
+def explain_chosen_frames(
+    ensemble: Ensemble,
+    verdict: Verdict,
+    images: dict[int, np.ndarray],
+    methods: list[str],
+    out_dir: Path,
+) -> tuple[list[dict], dict[int, dict]]:
+    """Write heat-map images for the verdict's chosen frames. Returns their report.json index
+    and, per track with a face in those frames, its evidence per region (the mean over them)."""
+    wanted = _with_comparison(methods)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    faces_by_frame: dict[int, list[FaceScore]] = {}
+    for track in verdict.tracks:
+        for face in track.faces:
+            faces_by_frame.setdefault(face.frame_index, []).append(face)
+    chosen = verdict.chosen_frames
+    frames = [(images[i], [_detection(f) for f in faces_by_frame[i]]) for i in chosen]
+    entries, by_track = [], {}
+    for frame_index, result in zip(chosen, frame_maps(ensemble, frames, wanted)):
+        image, faces = images[frame_index], faces_by_frame[frame_index]
+        for face, shares in zip(faces, result.regions):
+            by_track.setdefault(face.track_id, []).append(shares)
+        worst = max(range(len(faces)), key=lambda k: faces[k].score)
+        face, shares = faces[worst], result.regions[worst]
+        overlays = _save_overlays(image, result.maps, methods, out_dir, f"frame{frame_index:05d}_")
+        comparison = f"frame{frame_index:05d}_comparison.png"
+        comparison_image(image, face.box, result.maps, face.score).save(out_dir / comparison)
+        entries.append(
+            {
+                "frame_index": frame_index,
+                "timestamp": face.timestamp,
+                "overlays": overlays,
+                "comparison": comparison,
+                "face_box": list(face.box),
+                "face_score": face.score,
+                "track_id": face.track_id,
+                "regions": shares,
+                "evidence": evidence_sentence(shares),
+            }
+        )
+    tracks = {}
+    for track_id, shares in by_track.items():
+        mean = mean_shares(shares)
+        tracks[track_id] = {
+            "regions": mean,
+            "evidence": evidence_sentence(mean),
+            "faces": len(shares),
+        }
+    return entries, tracks
+
+
+def explain_faces(
+    ensemble: Ensemble,
+    image: np.ndarray,
+    faces: list[Detection],
+    scores: list[float],
+    methods: list[str],
+    out_dir: Path,
+    whole: bool = False,
+) -> list[str]:
+    """`fakescope explain`: overlays of every method and a comparison strip around the face
+    with the highest score, for the faces in one image; returns each face's evidence sentence."""
+    result = frame_maps(ensemble, [(image, faces)], _with_comparison(methods), whole=whole)[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _save_overlays(image, result.maps, methods, out_dir)
+    worst = int(np.argmax(scores))
+    comparison_image(image, faces[worst].box, result.maps, float(scores[worst])).save(
+        out_dir / "comparison.png"
+    )
+    return [evidence_sentence(shares) for shares in result.regions]
