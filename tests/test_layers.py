@@ -14,11 +14,6 @@ PACKAGE = ROOT / "src" / "fakescope"
 KNOWN_EXCEPTIONS = {
     # The crop policy and geometry sit in faces.py until the crops stage has its own module.
     ("faces.py", "models/registry.py"),
-    # xai-eval lists a labelled folder with evaluate's helper; listing belongs lower down.
-    ("faithfulness.py", "evaluate.py"),
-    # The version comes from the package root, which imports the pipeline.
-    ("report.py", "__init__.py"),
-    ("reports/html.py", "__init__.py"),
 }
 
 

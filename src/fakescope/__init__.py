@@ -5,7 +5,7 @@
     print(report.label, report.fake_probability)
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 __all__ = ["Analyzer", "Report", "analyze", "__version__"]
 
 

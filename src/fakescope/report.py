@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .files import write_atomic
 from .types import MediaInfo, Verdict
 

@@ -1,6 +1,6 @@
 """Faithfulness and localisation metrics of explanations: the paper's Table 1 (HiResCAM++
 against HiResCAM), deletion / insertion AUC, localisation on self-blended pseudo-fakes with
-exact masks, and the model-randomisation sanity check (definitions in docs/xai-methods.md)."""
+exact masks, and the model-randomisation sanity check (definitions in docs/explanations.md)."""
 
 from __future__ import annotations
 

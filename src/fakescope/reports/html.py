@@ -16,7 +16,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 from PIL import Image, ImageDraw
 
-from .. import __version__
+from ..version import __version__
 from ..files import write_atomic
 from ..report import SCHEMA_VERSION, Report
 from ..types import FaceScore, FakescopeError, TrackVerdict

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from fpdf import FPDF  # noqa: E402
 
-from .. import __version__  # noqa: E402
+from ..version import __version__  # noqa: E402
 from ..report import Report  # noqa: E402
 from ..types import TrackVerdict  # noqa: E402
 from . import GREEN, RED, region_table, score_colour  # noqa: E402
