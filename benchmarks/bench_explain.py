@@ -34,7 +34,11 @@ def with_pgc(model: torch.nn.Module, x: torch.Tensor, n: str, n1: str) -> dict[s
         with cls(model=model, target_layers=[model.get_submodule(layer)]) as cam:
             return cam(input_tensor=x, targets=targets)
 
-    maps = {"gradcam-n": run(GradCAM, n), "gradcam-n1": run(GradCAM, n1), "hirescam": run(HiResCAM, n)}
+    maps = {
+        "gradcam-n": run(GradCAM, n),
+        "gradcam-n1": run(GradCAM, n1),
+        "hirescam": run(HiResCAM, n),
+    }
     maps["hirescam++"] = scale_cam_image(maps["hirescam"] * run(HiResCAM, n1))
     return maps
 
@@ -56,7 +60,11 @@ def timed(fn, repeats: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="tf_efficientnet_b0", help="timm model name (one-logit head, random weights)")
+    parser.add_argument(
+        "--arch",
+        default="tf_efficientnet_b0",
+        help="timm model name (one-logit head, random weights)",
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
@@ -73,7 +81,9 @@ def main() -> None:
     # Like with like: fakescope's raw maps through pytorch-grad-cam's own scaling.
     check = explain(model, x, ["gradcam-n", "gradcam-n1", "hirescam", "hirescam-n1"])
     same_scaling = {m: pgc_scaling(check[m].raw, args.size) for m in check.maps}
-    same_scaling["hirescam++"] = scale_cam_image(same_scaling["hirescam"] * same_scaling["hirescam-n1"])
+    same_scaling["hirescam++"] = scale_cam_image(
+        same_scaling["hirescam"] * same_scaling["hirescam-n1"]
+    )
     diffs = {m: float(np.abs(same_scaling[m] - theirs[m]).max()) for m in METHODS}
     gap = float(np.abs(ours["hirescam++"].display.numpy() - theirs["hirescam++"]).mean())
 
@@ -83,12 +93,23 @@ def main() -> None:
         pgc_times += timed(lambda: with_pgc(model, x, n, n1), 1)
     ours_s, theirs_s = statistics.median(fakescope_times), statistics.median(pgc_times)
 
-    print(f"arch: {args.arch}  layers: N={n}, N-1={n1}  batch: {args.batch} x 3 x {args.size} x {args.size}  "
-          f"threads: {torch.get_num_threads()}")
-    print("max |difference| after the same scaling: " + ", ".join(f"{m} {d:.1e}" for m, d in diffs.items()))
-    print(f"hirescam++ on the N-1 grid vs product of pytorch-grad-cam's 224 px maps: mean |difference| {gap:.3f}")
-    print(f"fakescope, one pass, 4 maps: median {ours_s:.3f} s  ({', '.join(f'{t:.3f}' for t in fakescope_times)})")
-    print(f"pytorch-grad-cam, 4 maps:    median {theirs_s:.3f} s  ({', '.join(f'{t:.3f}' for t in pgc_times)})")
+    print(
+        f"arch: {args.arch}  layers: N={n}, N-1={n1}  batch: {args.batch} x 3 x {args.size} x {args.size}  "
+        f"threads: {torch.get_num_threads()}"
+    )
+    print(
+        "max |difference| after the same scaling: "
+        + ", ".join(f"{m} {d:.1e}" for m, d in diffs.items())
+    )
+    print(
+        f"hirescam++ on the N-1 grid vs product of pytorch-grad-cam's 224 px maps: mean |difference| {gap:.3f}"
+    )
+    print(
+        f"fakescope, one pass, 4 maps: median {ours_s:.3f} s  ({', '.join(f'{t:.3f}' for t in fakescope_times)})"
+    )
+    print(
+        f"pytorch-grad-cam, 4 maps:    median {theirs_s:.3f} s  ({', '.join(f'{t:.3f}' for t in pgc_times)})"
+    )
     if max(diffs.values()) > 1e-4:
         raise SystemExit(f"maps disagree: {diffs}")
     print(f"speedup: {theirs_s / ours_s:.1f}x")

@@ -36,7 +36,9 @@ WIDTH, HEIGHT, FPS, SECONDS = 1280, 720, 30, 600
 
 def make_video(path: Path) -> None:
     with resources.files("fakescope").joinpath("assets", "astronaut.jpg").open("rb") as f:
-        photo = cv2.resize(np.asarray(Image.open(f).convert("RGB")), (400, 400), interpolation=cv2.INTER_AREA)
+        photo = cv2.resize(
+            np.asarray(Image.open(f).convert("RGB")), (400, 400), interpolation=cv2.INTER_AREA
+        )
     tmp = path.with_name(path.stem + ".part.mp4")
     with av.open(str(tmp), "w") as container:
         stream = container.add_stream("libx264", rate=FPS, options={"preset": "ultrafast"})
@@ -47,7 +49,9 @@ def make_video(path: Path) -> None:
             x = int(440 + 300 * math.sin(i)) // 2 * 2
             y = int(160 + 100 * math.cos(i)) // 2 * 2
             canvas[y : y + 400, x : x + 400] = photo
-            shots.append(av.VideoFrame.from_ndarray(canvas, format="rgb24").reformat(format="yuv420p"))
+            shots.append(
+                av.VideoFrame.from_ndarray(canvas, format="rgb24").reformat(format="yuv420p")
+            )
         for n in range(SECONDS * FPS):
             frame = shots[n // FPS % len(shots)]
             frame.pts = n
@@ -69,8 +73,16 @@ def peak_rss_mb(command: list[str], log: Path) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model config .json (default: shipped default, else random weights)")
-    parser.add_argument("--video", type=Path, default=Path(tempfile.gettempdir()) / "fakescope-bench" / "ten-minutes-720p.mp4")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model config .json (default: shipped default, else random weights)",
+    )
+    parser.add_argument(
+        "--video",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "fakescope-bench" / "ten-minutes-720p.mp4",
+    )
     parser.add_argument("--limit-mb", type=float, default=2048)
     args = parser.parse_args()
 
@@ -86,23 +98,48 @@ def main() -> None:
         if model is None:
             arch = get_arch("efficientnet-lite0")
             torch.manual_seed(0)  # the same weights every run, so the cached export is found
-            save_fakescope(arch.build().eval(), ModelSpec("random-lite0", arch.name, arch.crop), tmp)
+            save_fakescope(
+                arch.build().eval(), ModelSpec("random-lite0", arch.name, arch.crop), tmp
+            )
             model = str(Path(tmp) / "random-lite0.json")
         cli = [sys.executable, "-m", "fakescope.cli"]
         runs = {
-            "analyze": [*cli, "analyze", str(args.video), "--model", model, "--out", str(Path(tmp) / "out")],
-            "scan": [*cli, "scan", str(args.video), "--model", model, "--db", str(Path(tmp) / "r.sqlite"), "--quiet"],
+            "analyze": [
+                *cli,
+                "analyze",
+                str(args.video),
+                "--model",
+                model,
+                "--out",
+                str(Path(tmp) / "out"),
+            ],
+            "scan": [
+                *cli,
+                "scan",
+                str(args.video),
+                "--model",
+                model,
+                "--db",
+                str(Path(tmp) / "r.sqlite"),
+                "--quiet",
+            ],
         }
         with av.open(str(args.video)) as container:
             stream = container.streams.video[0]
-            print(f"video: {stream.width}x{stream.height}, {float(stream.duration * stream.time_base):.0f} s at "
-                  f"{float(stream.average_rate):.0f} fps, {args.video.stat().st_size / 1e6:.1f} MB; torch threads {torch.get_num_threads()}")
+            print(
+                f"video: {stream.width}x{stream.height}, {float(stream.duration * stream.time_base):.0f} s at "
+                f"{float(stream.average_rate):.0f} fps, {args.video.stat().st_size / 1e6:.1f} MB; torch threads {torch.get_num_threads()}"
+            )
         worst = 0.0
         for name, command in runs.items():
             peak, seconds = peak_rss_mb(command, Path(tmp) / f"{name}.log")
             worst = max(worst, peak)
-            print(f"{name}: peak RSS {peak:.0f} MB ({seconds:.0f} s, default settings: 32 frames, retinaface)")
-        print(f"peak RSS: {worst:.0f} MB (limit {args.limit_mb:.0f} MB): {'ok' if worst < args.limit_mb else 'OVER'}")
+            print(
+                f"{name}: peak RSS {peak:.0f} MB ({seconds:.0f} s, default settings: 32 frames, retinaface)"
+            )
+        print(
+            f"peak RSS: {worst:.0f} MB (limit {args.limit_mb:.0f} MB): {'ok' if worst < args.limit_mb else 'OVER'}"
+        )
         sys.exit(0 if worst < args.limit_mb else 1)
 
 

@@ -26,7 +26,9 @@ def decode_all(path: Path) -> int:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        return sum(1 for frame in container.decode(stream) if frame.to_ndarray(format="rgb24") is not None)
+        return sum(
+            1 for frame in container.decode(stream) if frame.to_ndarray(format="rgb24") is not None
+        )
 
 
 def main() -> None:
@@ -52,9 +54,15 @@ def main() -> None:
             stages.append(report.timings)
 
     decode, analyze = statistics.median(decode_times), statistics.median(analyze_times)
-    print(f"video: 10 s 1280x720 30 fps H.264, {frames} frames; model {args.model}, {args.frames} frames analysed, device {args.device}")
-    print(f"decode every frame with PyAV: median {decode:.2f} s  {[round(t, 2) for t in decode_times]}")
-    print(f"analyze (+ hirescam++ on {len(report.verdict.chosen_frames)} chosen frames): median {analyze:.2f} s  {[round(t, 2) for t in analyze_times]}")
+    print(
+        f"video: 10 s 1280x720 30 fps H.264, {frames} frames; model {args.model}, {args.frames} frames analysed, device {args.device}"
+    )
+    print(
+        f"decode every frame with PyAV: median {decode:.2f} s  {[round(t, 2) for t in decode_times]}"
+    )
+    print(
+        f"analyze (+ hirescam++ on {len(report.verdict.chosen_frames)} chosen frames): median {analyze:.2f} s  {[round(t, 2) for t in analyze_times]}"
+    )
     for stage in stages[0]:
         print(f"  {stage:8s} {statistics.median(s[stage] for s in stages):6.2f} s")
     print(f"analyze frames per second: {args.frames / analyze:.1f}")

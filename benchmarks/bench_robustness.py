@@ -31,8 +31,8 @@ from PIL import Image, ImageFilter
 
 from fakescope.faces import resize_rgb
 from fakescope.media import read_image
-from fakescope.pipeline import Analyzer, Settings
 from fakescope.metrics import metrics_with_intervals
+from fakescope.pipeline import Analyzer, Settings
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CHUNK = 64
@@ -56,7 +56,9 @@ PERTURBATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "jpeg q70": lambda im: encoded(im, "JPEG", 70),
     "webp q75": lambda im: encoded(im, "WEBP", 75),
     "x0.5 and back": half_and_back,
-    "blur sigma 1.5": lambda im: np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(1.5))),
+    "blur sigma 1.5": lambda im: np.asarray(
+        Image.fromarray(im).filter(ImageFilter.GaussianBlur(1.5))
+    ),
     "jpeg-double q90 q60": lambda im: encoded(encoded(im, "JPEG", 90), "JPEG", 60),
 }
 
@@ -67,18 +69,37 @@ def labelled(folder: Path, pattern: str, limit: int | None) -> list[tuple[Path, 
     for label, name in enumerate(("real", "fake")):
         paths = sorted((folder / name).glob(pattern))
         if limit:
-            paths = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, limit // 2).round().astype(int))]
+            paths = [
+                paths[i]
+                for i in np.unique(np.linspace(0, len(paths) - 1, limit // 2).round().astype(int))
+            ]
         out += [(p, label) for p in paths]
     return out
 
 
 def row(name: str, labels: list[int], probs: list[float], skipped: int = 0) -> dict:
-    if len(set(labels)) < 2:  # no AUC (nor bootstrap) from one class, e.g. no fake had a face to judge
-        return {"name": name, "n": len(labels), "skipped": skipped, "auc": None, "low": None, "high": None,
-                "log_loss": None}
+    if (
+        len(set(labels)) < 2
+    ):  # no AUC (nor bootstrap) from one class, e.g. no fake had a face to judge
+        return {
+            "name": name,
+            "n": len(labels),
+            "skipped": skipped,
+            "auc": None,
+            "low": None,
+            "high": None,
+            "log_loss": None,
+        }
     m = metrics_with_intervals(labels, probs)
-    return {"name": name, "n": len(labels), "skipped": skipped, "auc": m["auc"]["value"], "low": m["auc"]["low"],
-            "high": m["auc"]["high"], "log_loss": m["log_loss"]["value"]}
+    return {
+        "name": name,
+        "n": len(labels),
+        "skipped": skipped,
+        "auc": m["auc"]["value"],
+        "low": m["auc"]["low"],
+        "high": m["auc"]["high"],
+        "log_loss": m["log_loss"]["value"],
+    }
 
 
 def bench_crops(analyzer: Analyzer, folder: Path, limit: int | None) -> list[dict]:
@@ -89,7 +110,9 @@ def bench_crops(analyzer: Analyzer, folder: Path, limit: int | None) -> list[dic
     for name, perturb in PERTURBATIONS.items():
         probs = []
         for start in range(0, len(images), CHUNK):
-            probs += analyzer.score_crops([perturb(im) for im in images[start:start + CHUNK]])[1].tolist()
+            probs += analyzer.score_crops([perturb(im) for im in images[start : start + CHUNK]])[
+                1
+            ].tolist()
         rows.append(row(name, labels, probs))
     return rows
 
@@ -117,7 +140,10 @@ def reencoded(source: Path, target: Path, seconds: float, crf: int, scale: float
         stream.thread_type = "AUTO"
         fps = Fraction(stream.average_rate or 25).limit_denominator(1001)
         out = dst.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
-        out.width, out.height = int(stream.width * scale) // 2 * 2, int(stream.height * scale) // 2 * 2
+        out.width, out.height = (
+            int(stream.width * scale) // 2 * 2,
+            int(stream.height * scale) // 2 * 2,
+        )
         out.pix_fmt = "yuv420p"
         start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
         for i, frame in enumerate(src.decode(stream)):
@@ -130,12 +156,16 @@ def reencoded(source: Path, target: Path, seconds: float, crf: int, scale: float
     return target
 
 
-def bench_videos(analyzer: Analyzer, folder: Path, limit: int | None, seconds: float, crf: int) -> tuple[list, list]:
+def bench_videos(
+    analyzer: Analyzer, folder: Path, limit: int | None, seconds: float, crf: int
+) -> tuple[list, list]:
     variants: dict[str, Callable[[Path, Path], Path]] = {
         "clean": lambda src, tmp: src,
         f"clean, first {seconds:g} s": lambda src, tmp: trimmed(src, tmp / "trim.mp4", seconds),
         f"h264 crf{crf}": lambda src, tmp: reencoded(src, tmp / "crf.mp4", seconds, crf),
-        f"x0.5 + h264 crf{crf}": lambda src, tmp: reencoded(src, tmp / "half.mp4", seconds, crf, 0.5),
+        f"x0.5 + h264 crf{crf}": lambda src, tmp: reencoded(
+            src, tmp / "half.mp4", seconds, crf, 0.5
+        ),
     }
     per_video = []
     for path, label in labelled(folder, "*.mp4", limit):
@@ -144,13 +174,26 @@ def bench_videos(analyzer: Analyzer, folder: Path, limit: int | None, seconds: f
             for name, make in variants.items():
                 # None: no face found, or none large and sharp enough to judge.
                 entry[name] = analyzer.analyze(make(path, Path(tmp))).fake_probability
-        print(f"  {entry['file']}: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} no verdict"
-                                                  for k, v in entry.items() if k in variants))
+        print(
+            f"  {entry['file']}: "
+            + ", ".join(
+                f"{k} {v:.3f}" if v is not None else f"{k} no verdict"
+                for k, v in entry.items()
+                if k in variants
+            )
+        )
         per_video.append(entry)
     rows = []
     for name in variants:
         scored = [e for e in per_video if e[name] is not None]
-        rows.append(row(name, [e["label"] for e in scored], [e[name] for e in scored], len(per_video) - len(scored)))
+        rows.append(
+            row(
+                name,
+                [e["label"] for e in scored],
+                [e[name] for e in scored],
+                len(per_video) - len(scored),
+            )
+        )
     return rows, per_video
 
 
@@ -165,7 +208,9 @@ def print_table(title: str, rows: list[dict], baseline: Callable[[str], dict]) -
             print(f"| {r['name']} | n/a (one class) | n/a | |")
             continue
         change = f"{r['auc_change']:+.3f} vs {base['name']}" if has_change else ""
-        print(f"| {r['name']} | {r['auc']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {r['log_loss']:.3f} | {change} |")
+        print(
+            f"| {r['name']} | {r['auc']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {r['log_loss']:.3f} | {change} |"
+        )
     skipped = [f"{r['name']} {r['skipped']}" for r in rows if r["skipped"]]
     if skipped:
         print("skipped (no face that can be judged): " + ", ".join(skipped))
@@ -175,28 +220,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help='"default" or a model config .json')
     parser.add_argument("--crops", type=Path, default=SHARED / "dfdc-faces" / "val")
-    parser.add_argument("--limit", type=int, default=None, help="crops to use, half real, half fake")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="crops to use, half real, half fake"
+    )
     parser.add_argument("--videos", type=Path, default=SHARED / "ffpp-dev")
     parser.add_argument("--no-videos", action="store_true")
-    parser.add_argument("--video-limit", type=int, default=None, help="videos to use, half real, half fake")
+    parser.add_argument(
+        "--video-limit", type=int, default=None, help="videos to use, half real, half fake"
+    )
     parser.add_argument("--crf", type=int, default=35)
-    parser.add_argument("--seconds", type=float, default=10.0, help="seconds of each video to re-encode")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="seconds of each video to re-encode"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write all results as JSON")
     args = parser.parse_args()
 
     analyzer = Analyzer(args.model, Settings(), "cpu")
-    results: dict = {"model": analyzer.ensemble.describe()["name"], "args": {k: str(v) for k, v in vars(args).items()}}
+    results: dict = {
+        "model": analyzer.ensemble.describe()["name"],
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     crop_rows = bench_crops(analyzer, args.crops, args.limit)
     results["crops"] = crop_rows
-    print_table(f"crops: {crop_rows[0]['n']} from {args.crops}, model {results['model']}", crop_rows,
-                lambda name: crop_rows[0])
+    print_table(
+        f"crops: {crop_rows[0]['n']} from {args.crops}, model {results['model']}",
+        crop_rows,
+        lambda name: crop_rows[0],
+    )
     if not args.no_videos:
         print(f"\nvideos from {args.videos} (P(fake) per variant):")
-        video_rows, per_video = bench_videos(analyzer, args.videos, args.video_limit, args.seconds, args.crf)
+        video_rows, per_video = bench_videos(
+            analyzer, args.videos, args.video_limit, args.seconds, args.crf
+        )
         results["videos"], results["per_video"] = video_rows, per_video
         # re-encodes cover only the first --seconds: compare them with the clean clip of that length
-        print_table(f"videos: {len(per_video)}, {Settings().frames} frames each", video_rows,
-                    lambda name: video_rows[0] if name.startswith("clean") else video_rows[1])
+        print_table(
+            f"videos: {len(per_video)}, {Settings().frames} frames each",
+            video_rows,
+            lambda name: video_rows[0] if name.startswith("clean") else video_rows[1],
+        )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
         print(f"\nwrote {args.out}")

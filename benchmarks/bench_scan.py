@@ -39,7 +39,9 @@ SHARED_VAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "d
 
 def make_crops(folder: Path, count: int) -> str:
     if SHARED_VAL.is_dir():
-        sources = sorted((SHARED_VAL / "real").glob("*.jpg"))[: count // 2] + sorted((SHARED_VAL / "fake").glob("*.jpg"))
+        sources = sorted((SHARED_VAL / "real").glob("*.jpg"))[: count // 2] + sorted(
+            (SHARED_VAL / "fake").glob("*.jpg")
+        )
         for i, source in enumerate(sources[:count]):
             (folder / f"{i:04d}.jpg").write_bytes(source.read_bytes())
         return f"{count} DFDC validation crops"
@@ -47,8 +49,16 @@ def make_crops(folder: Path, count: int) -> str:
         photo = Image.open(f).convert("RGB")
     rng = np.random.default_rng(0)
     for i in range(count):
-        x, y, side = 150 + rng.integers(-25, 25), 40 + rng.integers(-25, 25), 180 + rng.integers(-30, 30)
-        crop = photo.crop((x, y, x + side, y + side)).resize((224, 224)).rotate(float(rng.uniform(-10, 10)))
+        x, y, side = (
+            150 + rng.integers(-25, 25),
+            40 + rng.integers(-25, 25),
+            180 + rng.integers(-30, 30),
+        )
+        crop = (
+            photo.crop((x, y, x + side, y + side))
+            .resize((224, 224))
+            .rotate(float(rng.uniform(-10, 10)))
+        )
         crop.save(folder / f"{i:04d}.jpg", quality=int(rng.integers(70, 95)))
     return f"{count} jittered astronaut crops"
 
@@ -77,21 +87,34 @@ def best(fn, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=64)
-    parser.add_argument("--model", default=None, help="model config .json (default: shipped default, else random weights)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model config .json (default: shipped default, else random weights)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads for both (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch and ONNX Runtime threads for both (default: torch's)",
+    )
     args = parser.parse_args()
     if args.threads:  # on a busy machine, more threads than free cores make PyTorch's OpenMP crawl
         torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        os.environ["FAKESCOPE_CACHE"] = str(tmp / "cache")  # the ONNX export (untimed) stays out of the user's cache
+        os.environ["FAKESCOPE_CACHE"] = str(
+            tmp / "cache"
+        )  # the ONNX export (untimed) stays out of the user's cache
         model = args.model or ("default" if "default" in installed_models() else None)
         if model is None:
             arch = get_arch("efficientnet-lite0")
             torch.manual_seed(0)
-            save_fakescope(arch.build().eval(), ModelSpec("random-lite0", arch.name, arch.crop), tmp)
+            save_fakescope(
+                arch.build().eval(), ModelSpec("random-lite0", arch.name, arch.crop), tmp
+            )
             model = tmp / "random-lite0.json"
         crops = tmp / "crops"
         crops.mkdir()
@@ -100,9 +123,11 @@ def main() -> None:
         analyzer = Analyzer(model)
         member = analyzer.ensemble.members[0]
         plain = load_fakescope(member.spec).eval()  # default memory format, as a user would load it
-        quiet = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+        quiet = Console(file=open(os.devnull, "w"))
 
-        stores = (tmp / f"scan{i}.sqlite" for i in itertools.count())  # a fresh store per run: nothing skipped
+        stores = (
+            tmp / f"scan{i}.sqlite" for i in itertools.count()
+        )  # a fresh store per run: nothing skipped
 
         def scan() -> None:
             run_scan(analyzer, [crops], next(stores), crops=True, quiet=True, console=quiet)
@@ -117,10 +142,14 @@ def main() -> None:
         got = np.array([stored[sha256_of(p)] for p in paths])
         agree = np.abs(got - naive(plain, paths, member.spec.crop)).max()
         backend = analyzer.ensemble.describe()["members"][0]["backend"]
-        print(f"{what}, model {member.spec.name} ({member.spec.arch}, scan scores with {backend}), "
-              f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores")
+        print(
+            f"{what}, model {member.spec.name} ({member.spec.arch}, scan scores with {backend}), "
+            f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores"
+        )
         print(f"naive loop: {args.count / t_naive:7.1f} crops/s ({t_naive:.2f} s)")
-        print(f"scan:       {args.count / t_scan:7.1f} crops/s ({t_scan:.2f} s, store + batches of {analyzer.settings.batch_size})")
+        print(
+            f"scan:       {args.count / t_scan:7.1f} crops/s ({t_scan:.2f} s, store + batches of {analyzer.settings.batch_size})"
+        )
         print(f"largest score difference: {agree:.2e} (scores {got.min():.4f} to {got.max():.4f})")
         print(f"speedup: {t_naive / t_scan:.1f}x")
 

@@ -31,7 +31,9 @@ from fakescope.training.batches import TrainingBatches
 from fakescope.training.data import CropDataset, balanced_epoch, list_samples
 from fakescope.training.pack import load_folder
 
-SHARED_TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dfdc-faces" / "train"
+SHARED_TRAIN = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dfdc-faces" / "train"
+)
 
 
 def unpack(pack: Path, folder: Path) -> Path:
@@ -49,8 +51,9 @@ def unpack(pack: Path, folder: Path) -> Path:
 
 def _loader_batches(samples, items, size, crop, batch_size, workers, device):
     data = CropDataset(samples, items, size, crop.mean, crop.std, train=True, seed=0)
-    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, drop_last=True,
-                        persistent_workers=False)
+    loader = DataLoader(
+        data, batch_size=batch_size, num_workers=workers, drop_last=True, persistent_workers=False
+    )
     for images, targets in loader:
         yield images.to(device, memory_format=torch.channels_last), targets.to(device)
 
@@ -81,7 +84,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--model-steps", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved; the best of each is kept")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="interleaved; the best of each is kept"
+    )
     parser.add_argument("--pack", type=Path, help="read the crops from this pack")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -133,10 +138,14 @@ def main() -> None:
     for _ in range(args.repeats):
         train_old = max(train_old, _rate(old(), args.model_steps, args.batch_size, step))
         train_new = max(train_new, _rate(new(), args.model_steps, args.batch_size, step))
-    print(f"device {device}, {args.workers} loader workers, {torch.get_num_threads()} torch threads, "
-          f"batch {args.batch_size}, {len(samples)} crops")
-    print(f"cache: {len(samples)} crops decoded in {decode:.1f} s ({len(samples) / decode:.0f} crops/s), "
-          f"{crops.images.numel() / 2**20:.0f} MiB")
+    print(
+        f"device {device}, {args.workers} loader workers, {torch.get_num_threads()} torch threads, "
+        f"batch {args.batch_size}, {len(samples)} crops"
+    )
+    print(
+        f"cache: {len(samples)} crops decoded in {decode:.1f} s ({len(samples) / decode:.0f} crops/s), "
+        f"{crops.images.numel() / 2**20:.0f} MiB"
+    )
     print(f"input  img/s: per-image loader {input_old:8.1f}   batched cache {input_new:8.1f}")
     print(f"train  img/s: per-image loader {train_old:8.1f}   batched cache {train_new:8.1f}")
     print(f"new/old img/s: input {input_new / input_old:.2f}, train {train_new / train_old:.2f}")

@@ -41,7 +41,9 @@ def scene_groups(files: list[str]) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("videos", type=Path, help="videos.csv from `fakescope evaluate`")
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--max-false-alarm", type=float, default=0.15)
@@ -54,20 +56,34 @@ def main() -> None:
     labelled = []
     for fold in range(args.folds):
         fit = [r for r, f in zip(rows, fold_of) if f != fold and r["probability"] is not None]
-        decision = fit_decision(np.array([r["label"] for r in fit]), np.array([r["probability"] for r in fit]),
-                                args.max_false_alarm, args.max_miss)
+        decision = fit_decision(
+            np.array([r["label"] for r in fit]),
+            np.array([r["probability"] for r in fit]),
+            args.max_false_alarm,
+            args.max_miss,
+        )
         held = [r for r, f in zip(rows, fold_of) if f == fold]
-        print(f"fold {fold}: fitted on {len(fit)} videos: fake at >= {decision.threshold:.3f}, "
-              f"real below {decision.real_below:.3f}; applied to {len(held)}")
+        print(
+            f"fold {fold}: fitted on {len(fit)} videos: fake at >= {decision.threshold:.3f}, "
+            f"real below {decision.real_below:.3f}; applied to {len(held)}"
+        )
         labelled += relabel(held, decision)
     everything = [r for r in rows if r["probability"] is not None]
-    shipped = fit_decision(np.array([r["label"] for r in everything]), np.array([r["probability"] for r in everything]),
-                           args.max_false_alarm, args.max_miss)
-    print(f"fitted on all {len(everything)}: fake at >= {shipped.threshold:.3f}, real below {shipped.real_below:.3f}")
+    shipped = fit_decision(
+        np.array([r["label"] for r in everything]),
+        np.array([r["probability"] for r in everything]),
+        args.max_false_alarm,
+        args.max_miss,
+    )
+    print(
+        f"fitted on all {len(everything)}: fake at >= {shipped.threshold:.3f}, real below {shipped.real_below:.3f}"
+    )
     for r in labelled:  # the manifest's manipulation, read back from the evaluation's group column
         r["group"] = r["group"] or "-"
     result = {"group_by": "group", **video_report(labelled, "group")}
-    table = results_table(result, f"{args.videos}: {args.folds}-fold cross-fitted decision, 95% intervals")
+    table = results_table(
+        result, f"{args.videos}: {args.folds}-fold cross-fitted decision, 95% intervals"
+    )
     Console(width=160).print(table)
 
 

@@ -10,10 +10,12 @@ import pytest
 
 # Tests run beside other work on small machines: one intra-op thread keeps them predictable.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import torch  # noqa: E402
-from helpers import shared_data_dir  # noqa: E402
+import torch
+
+from helpers import shared_data_dir
 
 torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
@@ -52,4 +54,6 @@ def small_video(tmp_path_factory) -> Path:
     """A 2 s 640x360 H.264 video of the astronaut: a face about 40 px wide."""
     from fakescope.media import make_example_video
 
-    return make_example_video(tmp_path_factory.mktemp("media") / "clip.mp4", seconds=2, size=(640, 360))
+    return make_example_video(
+        tmp_path_factory.mktemp("media") / "clip.mp4", seconds=2, size=(640, 360)
+    )

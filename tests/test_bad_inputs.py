@@ -20,8 +20,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from helpers import astronaut, audio_only, png_header
 from fakescope.media import write_video
+from helpers import astronaut, audio_only, png_header
 
 runner = CliRunner()
 SCORED = ("fake", "real", "inconclusive")  # a face found: any answer but no_face
@@ -32,7 +32,9 @@ def face_frame(width: int = 192, height: int = 144) -> np.ndarray:
     frame = np.full((height, width, 3), 90, np.uint8)
     side = int(height * 0.8)
     x, y = (width - side) // 2, (height - side) // 2
-    frame[y : y + side, x : x + side] = cv2.resize(np.asarray(astronaut()), (side, side), interpolation=cv2.INTER_AREA)
+    frame[y : y + side, x : x + side] = cv2.resize(
+        np.asarray(astronaut()), (side, side), interpolation=cv2.INTER_AREA
+    )
     return frame
 
 
@@ -72,6 +74,7 @@ def image_as(mode: str):
             rgba.save(path)
         else:
             photo.convert(mode).save(path)
+
     return make
 
 
@@ -91,8 +94,14 @@ def symlink_loop(folder: Path) -> None:
 CORPUS = {
     "zero.mp4": (lambda p: p.write_bytes(b""), "error: empty file"),
     "truncated.mp4": (truncated, "error: not a readable image or video"),
-    "random.mp4": (lambda p: p.write_bytes(np.random.default_rng(1).bytes(4096)), "error: not a readable"),
-    "notes.txt": (lambda p: p.write_text("hello\nthis is not a video\n" * 50), "error: not a readable"),
+    "random.mp4": (
+        lambda p: p.write_bytes(np.random.default_rng(1).bytes(4096)),
+        "error: not a readable",
+    ),
+    "notes.txt": (
+        lambda p: p.write_text("hello\nthis is not a video\n" * 50),
+        "error: not a readable",
+    ),
     "audio.mp4": (audio_only, "error: no video stream"),
     "dot.png": (lambda p: Image.new("RGB", (1, 1), (1, 2, 3)).save(p), "no_face"),
     "bomb.png": (lambda p: p.write_bytes(png_header(30000, 30000)), "error: pixel limit"),
@@ -100,10 +109,20 @@ CORPUS = {
     "cmyk.jpg": (image_as("CMYK"), "scored"),
     "deep.png": (image_as("I;16"), "scored"),
     "alpha.png": (image_as("RGBA"), "scored"),
-    "rotated.mp4": (lambda p: write_video(p, [np.ascontiguousarray(np.rot90(face_frame(), -1))] * 10, 10, rotation=90), "scored"),
+    "rotated.mp4": (
+        lambda p: write_video(
+            p, [np.ascontiguousarray(np.rot90(face_frame(), -1))] * 10, 10, rotation=90
+        ),
+        "scored",
+    ),
     "vfr.mp4": (variable_frame_rate, "scored"),
     # Ten minutes at 1 fps with a 10 s keyframe interval: a long video that takes a second to make.
-    "long.mp4": (lambda p: write_video(p, (np.roll(face_frame(128, 96), i % 7, axis=1) for i in range(600)), 1), "scored"),
+    "long.mp4": (
+        lambda p: write_video(
+            p, (np.roll(face_frame(128, 96), i % 7, axis=1) for i in range(600)), 1
+        ),
+        "scored",
+    ),
     "caf\udce9-photo.png": (non_utf8, "scored"),
     "loop/face.jpg": (lambda p: symlink_loop(p.parent), "scored"),
     "loop/a": (lambda p: None, "error: Too many levels of symbolic links"),
@@ -132,19 +151,25 @@ def rows(db: Path) -> dict[str, dict]:
 def test_corpus_scans_in_one_batch(corpus, random_model, tmp_path):
     db, out = tmp_path / "results.sqlite", tmp_path / "results.jsonl"
     common = ["--db", str(db), "--model", str(random_model), "--frames", "4", "--quiet"]
-    earlier = runner.invoke(app, ["scan", str(corpus / "gray.png"), str(corpus / "dot.png"), *common])
+    earlier = runner.invoke(
+        app, ["scan", str(corpus / "gray.png"), str(corpus / "dot.png"), *common]
+    )
     assert earlier.exit_code == 0, earlier.output
     kept = rows(db)
 
     result = runner.invoke(app, ["scan", str(corpus), *common, "--out", str(out)])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"scanned {len(CORPUS)} inputs ({len(CORPUS) - 2} new, 2 already stored)" in result.stdout
+    assert (
+        f"scanned {len(CORPUS)} inputs ({len(CORPUS) - 2} new, 2 already stored)" in result.stdout
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     stored = rows(db)
     assert all(stored[path] == row for path, row in kept.items())  # nothing stored earlier is lost
     for name, (_, expected) in CORPUS.items():
         path = str(corpus / name)
-        if name.startswith("loop/") and expected.startswith("error"):  # unreadable: reported, never stored
+        if name.startswith("loop/") and expected.startswith(
+            "error"
+        ):  # unreadable: reported, never stored
             assert path not in stored
             [line] = [e for e in errors if path in e]
         elif expected.startswith("error"):
@@ -165,29 +190,76 @@ def test_corpus_scans_in_one_batch(corpus, random_model, tmp_path):
     assert len(exported) == len(stored)
 
 
-@pytest.mark.parametrize(("name", "code", "message"), [
-    ("zero.mp4", 3, "empty file"),
-    ("notes.txt", 3, "not a readable"),
-    ("bomb.png", 3, "pixel limit"),
-    ("dot.png", 4, "no face found"),
-    ("blank.mp4", 4, "no face found"),
-])
-def test_analyze_gives_one_line_and_a_distinct_code(corpus, random_model, tmp_path, name, code, message):
+@pytest.mark.parametrize(
+    ("name", "code", "message"),
+    [
+        ("zero.mp4", 3, "empty file"),
+        ("notes.txt", 3, "not a readable"),
+        ("bomb.png", 3, "pixel limit"),
+        ("dot.png", 4, "no face found"),
+        ("blank.mp4", 4, "no face found"),
+    ],
+)
+def test_analyze_gives_one_line_and_a_distinct_code(
+    corpus, random_model, tmp_path, name, code, message
+):
     path = corpus / name
     if name == "blank.mp4":
         path = write_video(tmp_path / name, [np.full((96, 128, 3), 120, np.uint8)] * 10, 10)
-    result = runner.invoke(app, ["analyze", str(path), "--model", str(random_model), "--frames", "4", "--out", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "analyze",
+            str(path),
+            "--model",
+            str(random_model),
+            "--frames",
+            "4",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == code and "Traceback" not in result.output
     [line] = [line for line in result.output.splitlines() if str(path) in line]
     assert message in line
 
 
 def test_hard_limits_are_options(corpus, random_model, tmp_path):
-    result = runner.invoke(app, ["scan", str(corpus / "gray.png"), "--db", str(tmp_path / "r.sqlite"), "--model", str(random_model),
-                                 "--max-pixels", "1000", "--quiet"])
+    result = runner.invoke(
+        app,
+        [
+            "scan",
+            str(corpus / "gray.png"),
+            "--db",
+            str(tmp_path / "r.sqlite"),
+            "--model",
+            str(random_model),
+            "--max-pixels",
+            "1000",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 1 and "over the limit of 1,000 pixels" in result.stderr
-    result = runner.invoke(app, ["analyze", str(corpus / "long.mp4"), "--model", str(random_model), "--frames", "4",
-                                 "--max-duration", "60", "--out", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "analyze",
+            str(corpus / "long.mp4"),
+            "--model",
+            str(random_model),
+            "--frames",
+            "4",
+            "--max-duration",
+            "60",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "long" / "report.json").read_text())
-    assert [f["timestamp"] for f in report["frames_analysed"]] == [7.0, 22.0, 37.0, 52.0]  # centres of 4 runs of 60 s
+    assert [f["timestamp"] for f in report["frames_analysed"]] == [
+        7.0,
+        22.0,
+        37.0,
+        52.0,
+    ]  # centres of 4 runs of 60 s

@@ -21,10 +21,18 @@ from fakescope.server.app import create_app
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip("no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+)
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # The README's picture is refreshed only on request: a test run leaves the checkout as it was.
 README_PICTURE = Path(__file__).parents[1] / "docs" / "images" / "web-page.png"
 MAX_PNG = 300_000  # bytes: the screenshot is committed
@@ -35,8 +43,12 @@ def server(random_model, tmp_path_factory):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # a free port, held until uvicorn takes the socket over
     # The 360p clip's face is about 40 px: judged only below the default 48 px floor.
-    app = create_app(random_model, settings=Settings(frames=6, min_face=24),
-                     token="browser-test-token-0123", data_dir=tmp_path_factory.mktemp("server"))
+    app = create_app(
+        random_model,
+        settings=Settings(frames=6, min_face=24),
+        token="browser-test-token-0123",
+        data_dir=tmp_path_factory.mktemp("server"),
+    )
     web = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=web.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -53,7 +65,9 @@ def server(random_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(server):
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=ARGS
+        )
         page = browser.new_page(viewport={"width": 1100, "height": 1000})
         outside: list[str] = []
 
@@ -75,8 +89,10 @@ def page(server):
 
 
 def all_loaded(selector: str) -> str:
-    return f"() => {{ const i = [...document.querySelectorAll('{selector}')]; " \
-           "return i.length > 0 && i.every(img => img.complete && img.naturalWidth > 0); }"
+    return (
+        f"() => {{ const i = [...document.querySelectorAll('{selector}')]; "
+        "return i.length > 0 && i.every(img => img.complete && img.naturalWidth > 0); }"
+    )
 
 
 def test_upload_in_the_page_shows_verdict_timeline_and_heat_maps(server, page, tmp_path):
@@ -84,12 +100,16 @@ def test_upload_in_the_page_shows_verdict_timeline_and_heat_maps(server, page, t
     page.goto(f"{server}/?token=browser-test-token-0123")  # the link `fakescope serve` prints
     page.wait_for_function("() => document.getElementById('limit').textContent !== ''")
     page.set_input_files("#file", str(video))
-    page.wait_for_function("() => !document.getElementById('result').hidden || !document.getElementById('error').hidden",
-                           timeout=90_000)
+    page.wait_for_function(
+        "() => !document.getElementById('result').hidden || !document.getElementById('error').hidden",
+        timeout=90_000,
+    )
     assert page.is_hidden("#error"), page.text_content("#error")
     assert page.text_content("#verdict .label") in ("FAKE", "REAL")
     assert "Why: " in page.text_content("#verdict .reason")  # the verdict's reason, in words
-    assert page.locator("#timelines svg circle").count() == 6  # one point per analysed frame with a face
+    assert (
+        page.locator("#timelines svg circle").count() == 6
+    )  # one point per analysed frame with a face
     page.wait_for_function(all_loaded("#heatmaps img"), timeout=10_000)
     assert page.locator("#heatmaps img").count() == 4
     assert page.locator("#heatmaps .evidence").count() == 4  # evidence per face region, in words
@@ -97,11 +117,17 @@ def test_upload_in_the_page_shows_verdict_timeline_and_heat_maps(server, page, t
 
     png = page.screenshot(full_page=True)
     image = Image.open(io.BytesIO(png))
-    image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.LANCZOS)  # a README-sized picture
+    image = image.resize(
+        (image.width * 3 // 4, image.height * 3 // 4), Image.LANCZOS
+    )  # a README-sized picture
     buffer = io.BytesIO()
     image.quantize(256, method=Image.Quantize.MEDIANCUT).save(buffer, "PNG", optimize=True)
     assert len(buffer.getvalue()) < MAX_PNG
-    target = README_PICTURE if os.environ.get("FAKESCOPE_UPDATE_SCREENSHOTS") else tmp_path / "web-page.png"
+    target = (
+        README_PICTURE
+        if os.environ.get("FAKESCOPE_UPDATE_SCREENSHOTS")
+        else tmp_path / "web-page.png"
+    )
     target.write_bytes(buffer.getvalue())
 
     # The full report renders in the browser too, with every inline image decodable.

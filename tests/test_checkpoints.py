@@ -7,7 +7,14 @@ import timm
 import torch
 from torch import nn
 
-from fakescope.models.checkpoints import import_checkpoint, load_dfdc_b7, load_fakescope, load_resnext50, read_spec, save_fakescope
+from fakescope.models.checkpoints import (
+    import_checkpoint,
+    load_dfdc_b7,
+    load_fakescope,
+    load_resnext50,
+    read_spec,
+    save_fakescope,
+)
 from fakescope.models.ensemble import load_ensemble
 from fakescope.models.registry import ModelSpec, get_arch, resolve_cam_layers
 from fakescope.types import WeightsError
@@ -105,10 +112,18 @@ def test_ensemble_weighted_mean(tmp_path):
     arch = get_arch("efficientnet-lite0")
     for name in ("a", "b"):
         save_fakescope(arch.build(), ModelSpec(name, arch.name, arch.crop), tmp_path)
-    (tmp_path / "pair.json").write_text(json.dumps({"format": "fakescope-ensemble", "name": "pair",
-        "members": [{"config": "a.json", "weight": 3}, {"config": "b.json", "weight": 1}]}))
+    (tmp_path / "pair.json").write_text(
+        json.dumps(
+            {
+                "format": "fakescope-ensemble",
+                "name": "pair",
+                "members": [{"config": "a.json", "weight": 3}, {"config": "b.json", "weight": 1}],
+            }
+        )
+    )
     ensemble = load_ensemble(tmp_path / "pair.json")
     import numpy as np
+
     combined = ensemble.combine({"a": np.array([1.0]), "b": np.array([0.0])})
     assert combined[0] == pytest.approx(0.75)
 
@@ -129,9 +144,18 @@ def test_reimport_in_fp16_keeps_policy_and_temperature(tmp_path):
     model = arch.build().eval()
     spec = ModelSpec("m", arch.name, replace(arch.crop, size=160), temperature=1.7)
     save_fakescope(model, spec, tmp_path / "fp32")
-    half = import_checkpoint(tmp_path / "fp32" / "m.json", "fakescope", tmp_path / "fp16", half=True)
+    half = import_checkpoint(
+        tmp_path / "fp32" / "m.json", "fakescope", tmp_path / "fp16", half=True
+    )
     assert half.crop.size == 160 and half.temperature == 1.7
-    assert (tmp_path / "fp16" / "m.safetensors").stat().st_size < 0.6 * (tmp_path / "fp32" / "m.safetensors").stat().st_size
+    assert (tmp_path / "fp16" / "m.safetensors").stat().st_size < 0.6 * (
+        tmp_path / "fp32" / "m.safetensors"
+    ).stat().st_size
     x = torch.randn(1, 3, 160, 160)
     with torch.no_grad():
-        assert torch.allclose(load_fakescope(read_spec(tmp_path / "fp16" / "m.json"))(x), model(x), rtol=2e-2, atol=2e-2)
+        assert torch.allclose(
+            load_fakescope(read_spec(tmp_path / "fp16" / "m.json"))(x),
+            model(x),
+            rtol=2e-2,
+            atol=2e-2,
+        )

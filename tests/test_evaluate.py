@@ -8,15 +8,29 @@ from sklearn.metrics import roc_auc_score
 
 from fakescope.calibrate import write_calibrated
 from fakescope.evaluate import (
-    decision_metrics, labelled_files, read_rows, relabel, size_bucket, video_report, wilson, write_rows,
+    decision_metrics,
+    labelled_files,
+    read_rows,
+    relabel,
+    size_bucket,
+    video_report,
+    wilson,
+    write_rows,
 )
 from fakescope.models.ensemble import load_ensemble
 from fakescope.types import Decision, FakescopeError
 
 
 def row(label, probability, predicted, group="", face_size=100.0, file="x.mp4"):
-    return {"file": file, "label": label, "group": group, "probability": probability, "predicted": predicted,
-            "face_size": face_size, "reason": ""}
+    return {
+        "file": file,
+        "label": label,
+        "group": group,
+        "probability": probability,
+        "predicted": predicted,
+        "face_size": face_size,
+        "reason": "",
+    }
 
 
 def test_wilson_interval_matches_the_textbook_values():
@@ -27,8 +41,16 @@ def test_wilson_interval_matches_the_textbook_values():
 
 
 def test_rates_count_each_answer_against_its_class():
-    rows = [row(0, 0.1, "real"), row(0, 0.9, "fake"), row(0, 0.6, "inconclusive"), row(0, None, "inconclusive"),
-            row(1, 0.95, "fake"), row(1, 0.97, "fake"), row(1, 0.2, "real"), row(1, None, "no_face")]
+    rows = [
+        row(0, 0.1, "real"),
+        row(0, 0.9, "fake"),
+        row(0, 0.6, "inconclusive"),
+        row(0, None, "inconclusive"),
+        row(1, 0.95, "fake"),
+        row(1, 0.97, "fake"),
+        row(1, 0.2, "real"),
+        row(1, None, "no_face"),
+    ]
     m = decision_metrics(rows)
     assert m["false_alarm"]["value"] == pytest.approx(1 / 4)
     assert m["detection"]["value"] == pytest.approx(2 / 4)
@@ -42,8 +64,12 @@ def test_rates_count_each_answer_against_its_class():
 
 
 def test_a_manipulation_is_ranked_against_all_reals():
-    rows = [row(0, 0.1, "real", "original"), row(0, 0.4, "real", "original"),
-            row(1, 0.9, "fake", "Deepfakes"), row(1, 0.3, "real", "NeuralTextures")]
+    rows = [
+        row(0, 0.1, "real", "original"),
+        row(0, 0.4, "real", "original"),
+        row(1, 0.9, "fake", "Deepfakes"),
+        row(1, 0.3, "real", "NeuralTextures"),
+    ]
     report = video_report(rows, "manipulation")
     assert report["groups"]["Deepfakes"]["auc"]["value"] == 1.0
     assert report["groups"]["NeuralTextures"]["auc"]["value"] == 0.5  # between the two reals
@@ -51,8 +77,18 @@ def test_a_manipulation_is_ranked_against_all_reals():
 
 
 def test_face_size_buckets():
-    assert [size_bucket(s) for s in (None, 20, 48, 100, 500)] == ["no face", "0-48 px", "48-96 px", "96-160 px", "160+ px"]
-    rows = [row(0, 0.1, "real", face_size=30), row(1, 0.9, "fake", face_size=200), row(1, None, "no_face", face_size=None)]
+    assert [size_bucket(s) for s in (None, 20, 48, 100, 500)] == [
+        "no face",
+        "0-48 px",
+        "48-96 px",
+        "96-160 px",
+        "160+ px",
+    ]
+    rows = [
+        row(0, 0.1, "real", face_size=30),
+        row(1, 0.9, "fake", face_size=200),
+        row(1, None, "no_face", face_size=None),
+    ]
     assert set(video_report(rows, None)["sizes"]) == {"0-48 px", "160+ px", "no face"}
 
 
@@ -72,19 +108,27 @@ def test_manifest_columns_join_files(tmp_path):
     (tmp_path / "fake").mkdir()
     (tmp_path / "real" / "a.mp4").write_bytes(b"")
     (tmp_path / "fake" / "b.mp4").write_bytes(b"")
-    (tmp_path / "manifest.csv").write_text("file,manipulation\nreal/a.mp4,original\nfake/b.mp4,FaceSwap\n")
+    (tmp_path / "manifest.csv").write_text(
+        "file,manipulation\nreal/a.mp4,original\nfake/b.mp4,FaceSwap\n"
+    )
     files = labelled_files(tmp_path)
-    assert [(f.path.name, f.label, f.columns["manipulation"]) for f in files] == [("a.mp4", 0, "original"),
-                                                                                  ("b.mp4", 1, "FaceSwap")]
+    assert [(f.path.name, f.label, f.columns["manipulation"]) for f in files] == [
+        ("a.mp4", 0, "original"),
+        ("b.mp4", 1, "FaceSwap"),
+    ]
 
 
 def test_calibrated_config_loads_with_its_decision(random_model, tmp_path):
     rng = np.random.default_rng(1)
     rows = [row(0, float(p), "real") for p in rng.uniform(0.2, 0.8, 20)]
-    rows += [row(1, float(p), "fake") for p in rng.uniform(0.5, 1.0, 20)] + [row(1, None, "inconclusive")]
+    rows += [row(1, float(p), "fake") for p in rng.uniform(0.5, 1.0, 20)] + [
+        row(1, None, "inconclusive")
+    ]
     write_rows(rows, tmp_path / "videos.csv")
     config = tmp_path / "fitted" / "model.json"
-    decision = write_calibrated(tmp_path / "videos.csv", str(random_model), config, 0.1, 0.1, "test videos")
+    decision = write_calibrated(
+        tmp_path / "videos.csv", str(random_model), config, 0.1, 0.1, "test videos"
+    )
     saved = json.loads(config.read_text())
     assert saved["decision"]["fitted_on"] == "test videos" and saved["decision"]["videos"] == 40
     ensemble = load_ensemble(config, backend="torch")
@@ -95,8 +139,16 @@ def test_calibrated_config_loads_with_its_decision(random_model, tmp_path):
 
 def test_bad_decision_block_is_a_weights_error(random_model, tmp_path):
     config = tmp_path / "bad.json"
-    config.write_text(json.dumps({"format": "fakescope-ensemble", "name": "bad", "decision": {"threshold": 0.3, "real_below": 0.7},
-                                  "members": [{"config": str(random_model), "weight": 1.0}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "format": "fakescope-ensemble",
+                "name": "bad",
+                "decision": {"threshold": 0.3, "real_below": 0.7},
+                "members": [{"config": str(random_model), "weight": 1.0}],
+            }
+        )
+    )
     with pytest.raises(FakescopeError, match="bad decision block") as error:
         load_ensemble(config, backend="torch")
     assert error.value.exit_code == 5

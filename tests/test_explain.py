@@ -68,7 +68,10 @@ def batch(n: int = 2, size: int = SIZE, seed: int = 1) -> torch.Tensor:
 
 
 def no_hooks(model: torch.nn.Module) -> bool:
-    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in model.modules())
+    return all(
+        not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+        for m in model.modules()
+    )
 
 
 def pgc(cls, model, layer_name: str, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,19 +120,31 @@ def test_matches_pytorch_grad_cam(arch, request):
     # EigenCAM: the sign-corrected first principal component of pytorch-grad-cam's activations.
     _, acts, _ = pgc(EigenCAM, model, result.layers[0], x)
     expected = np.maximum(get_2d_projection_with_sign_correction(acts), 0)
-    np.testing.assert_allclose(minmax(result["eigencam"].raw).numpy(), minmax(torch.from_numpy(expected)).numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        minmax(result["eigencam"].raw).numpy(),
+        minmax(torch.from_numpy(expected)).numpy(),
+        atol=1e-4,
+    )
 
 
 def test_gradcam_equals_hirescam_at_n_not_at_n1(b0):
     result = explain(b0, batch(), ["gradcam-n", "hirescam", "gradcam-n1", "hirescam-n1"])
     at_n = result["gradcam-n"].raw
     assert at_n.max() > 0
-    torch.testing.assert_close(at_n, result["hirescam"].raw, rtol=1e-5, atol=1e-6 * float(at_n.max()))
-    assert not torch.allclose(result["gradcam-n1"].display, result["hirescam-n1"].display, atol=1e-2)
+    torch.testing.assert_close(
+        at_n, result["hirescam"].raw, rtol=1e-5, atol=1e-6 * float(at_n.max())
+    )
+    assert not torch.allclose(
+        result["gradcam-n1"].display, result["hirescam-n1"].display, atol=1e-2
+    )
 
 
 def test_hirescam_pp_variants(b0):
-    result = explain(b0, batch(), ["hirescam", "hirescam-n1", "hirescam++", "hirescam++gate", "hirescam++filtered"])
+    result = explain(
+        b0,
+        batch(),
+        ["hirescam", "hirescam-n1", "hirescam++", "hirescam++gate", "hirescam++filtered"],
+    )
     h_n, h_n1 = result["hirescam"].raw, result["hirescam-n1"].raw
     up = F.interpolate(h_n[:, None], h_n1.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     torch.testing.assert_close(result["hirescam++"].raw, h_n1 * up)
@@ -142,7 +157,10 @@ def test_hirescam_pp_variants(b0):
 def test_filtered_matches_full_graph(b0):
     x = batch().requires_grad_()  # an independent route: the whole graph, from the input
     store = {}
-    handles = [b0.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: store.__setitem__(n, o)) for n in ("bn2", "blocks.4")]
+    handles = [
+        b0.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: store.__setitem__(n, o))
+        for n in ("bn2", "blocks.4")
+    ]
     try:
         logits = b0(x)
     finally:
@@ -210,8 +228,11 @@ def test_explain_inside_inference_mode(b0):
 
 @pytest.mark.parametrize(
     "name, layers",
-    [("tf_efficientnet_b0", ("bn2", "blocks.4")), ("tf_efficientnet_lite0", ("bn2", "blocks.4")),
-     ("resnext50_32x4d", ("layer4", "layer3"))],
+    [
+        ("tf_efficientnet_b0", ("bn2", "blocks.4")),
+        ("tf_efficientnet_lite0", ("bn2", "blocks.4")),
+        ("resnext50_32x4d", ("layer4", "layer3")),
+    ],
 )
 def test_layer_resolution(name, layers):
     assert resolve_cam_layers(timm.create_model(name, num_classes=1)) == layers
@@ -270,7 +291,9 @@ def test_deletion_insertion_known_answer():
     image = values.view(1, 1, 10, 10).expand(2, 3, 10, 10).clone()
     image[1] = 1 - image[1]
     best = image[:, 0]  # rank pixels by their own value: the ideal order for this model
-    deletion, insertion = deletion_insertion(MeanOfChannel0(), image, best, "mean", score=lambda y: y)
+    deletion, insertion = deletion_insertion(
+        MeanOfChannel0(), image, best, "mean", score=lambda y: y
+    )
     x = np.linspace(0, 1, 21)
     for i in range(2):
         v = np.sort(image[i, 0].flatten().numpy())[::-1]
@@ -279,7 +302,9 @@ def test_deletion_insertion_known_answer():
         ins_curve = [(v[: 5 * k].sum() + (100 - 5 * k) * mean) / 100 for k in range(21)]
         assert deletion[i] == pytest.approx(np.trapezoid(del_curve, x), abs=1e-6)
         assert insertion[i] == pytest.approx(np.trapezoid(ins_curve, x), abs=1e-6)
-    worst_del, worst_ins = deletion_insertion(MeanOfChannel0(), image, -best, "mean", batch_size=3, score=lambda y: y)
+    worst_del, worst_ins = deletion_insertion(
+        MeanOfChannel0(), image, -best, "mean", batch_size=3, score=lambda y: y
+    )
     assert (deletion < worst_del).all() and (insertion > worst_ins).all()
     blur_del, blur_ins = deletion_insertion(MeanOfChannel0(), image, best, "blur", batch_size=5)
     assert blur_del.shape == blur_ins.shape == (2,)
@@ -301,7 +326,9 @@ def test_paste_heatmap_geometry():
     np.testing.assert_allclose(out, expected)
     # Upscaling matches bilinear interpolation with half-pixel centres (cv2 keeps 5-bit weights).
     small = np.array([[0.0, 1], [0.5, 0.25]], np.float32)
-    up = F.interpolate(torch.from_numpy(small)[None, None], (6, 6), mode="bilinear", align_corners=False)[0, 0]
+    up = F.interpolate(
+        torch.from_numpy(small)[None, None], (6, 6), mode="bilinear", align_corners=False
+    )[0, 0]
     np.testing.assert_allclose(paste_heatmap((6, 6), (0, 0, 6, 6), small), up.numpy(), atol=0.03)
     # Pad geometry: only the content rectangle is pasted, padding never leaks in.
     padded = np.full((8, 8), 9.0, np.float32)
@@ -326,14 +353,19 @@ def test_randomisation_check(b0):
     before = {k: v.clone() for k, v in b0.state_dict().items()}
     check = randomisation_check(b0, batch(2, 64), ["gradcam-n", "hirescam++"], depth=2)
     assert check["stages"] == ["classifier", "bn2"]
-    assert all(len(c) == 2 and all(math.isnan(v) or -1 <= v <= 1 for v in c) for c in check["spearman"].values())
+    assert all(
+        len(c) == 2 and all(math.isnan(v) or -1 <= v <= 1 for v in c)
+        for c in check["spearman"].values()
+    )
     assert all(torch.equal(before[k], v) for k, v in b0.state_dict().items())
 
 
 def test_xai_eval_and_report(tmp_path):
     model = build("tf_efficientnet_lite0")
     rng = random.Random(0)
-    real = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    real = torch.randint(
+        0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     fakes = self_blended(real, (0.5,) * 3, (0.5,) * 3, rng)
     assert fakes[2].any() and fakes[0].shape == (2, 3, 64, 64)
     batches = [fakes, ((real.float() / 255 - 0.5) / 0.5, torch.zeros(2), None)]
@@ -344,26 +376,36 @@ def test_xai_eval_and_report(tmp_path):
     assert results["table1"]["hirescam++gate"]["pixel_weighted"]["outside_share"] == 0
     assert all(0 <= results["deletion"][m]["all"] <= 1 for m in methods)
     json_path, md_path = write_xai_report(results, tmp_path)
-    assert json.loads(json_path.read_text()) == json.loads(json.dumps(results).replace("NaN", "null"))
+    assert json.loads(json_path.read_text()) == json.loads(
+        json.dumps(results).replace("NaN", "null")
+    )
     # The report shows what was computed, row by row (the paper's column is printed whatever).
     tables = markdown_tables(md_path.read_text())
     table1 = tables["Table 1: HiResCAM++ inside HiResCAM's region at N"]
     for k in ("outside_share", "mean_outside", "mean_inside", "coincidence"):
         pct = k in ("outside_share", "coincidence")
-        computed = [shown(results["table1"][v][agg][k], pct)
-                    for v in ("hirescam++", "hirescam++gate") for agg in ("pixel_weighted", "per_image")]
+        computed = [
+            shown(results["table1"][v][agg][k], pct)
+            for v in ("hirescam++", "hirescam++gate")
+            for agg in ("pixel_weighted", "per_image")
+        ]
         assert table1[k][1:] == computed
     faithfulness = next(rows for title, rows in tables.items() if title.startswith("Faithfulness"))
     assert set(faithfulness) == {"method", *methods}
     for m in methods:
         assert faithfulness[m] == [
-            shown(results["deletion"][m]["all"]), shown(results["deletion"][m]["fake"]),
-            shown(results["insertion"][m]["all"]), shown(results["insertion"][m]["fake"]),
-            shown(results["pointing_game"][m], True), shown(results["mass_inside_mask"][m], True)]
+            shown(results["deletion"][m]["all"]),
+            shown(results["deletion"][m]["fake"]),
+            shown(results["insertion"][m]["all"]),
+            shown(results["insertion"][m]["fake"]),
+            shown(results["pointing_game"][m], True),
+            shown(results["mass_inside_mask"][m], True),
+        ]
     sanity = next(rows for title, rows in tables.items() if title.startswith("Sanity check"))
     assert sanity["method"] == ["random up to classifier", "random up to bn2"]
     assert {m: row for m, row in sanity.items() if m != "method"} == {
-        m: [shown(c) for c in cs] for m, cs in results["sanity"]["spearman"].items()}
+        m: [shown(c) for c in cs] for m, cs in results["sanity"]["spearman"].items()
+    }
 
 
 def shown(value: float, percent: bool = False) -> str:
@@ -388,7 +430,12 @@ def markdown_tables(text: str) -> dict[str, dict[str, list[str]]]:
 
 def test_closest_to_paper():
     def t1(share, outside, inside, coincidence):
-        values = dict(zip(("outside_share", "mean_outside", "mean_inside", "coincidence"), (share, outside, inside, coincidence)))
+        values = dict(
+            zip(
+                ("outside_share", "mean_outside", "mean_inside", "coincidence"),
+                (share, outside, inside, coincidence),
+            )
+        )
         return {"pixel_weighted": values}
 
     table = {"hirescam++": t1(0.05, 0.1, 0.5, 0.6), "hirescam++gate": t1(0.0, math.nan, 0.7, 0.63)}
@@ -407,25 +454,59 @@ def test_cli_explain_and_xai_eval(random_model, shared_data, tmp_path):
             shutil.copy(source, folder / label / source.name)
     crop = next((folder / "real").iterdir())
     runner = CliRunner()
-    result = runner.invoke(app, ["explain", str(crop), "--crops", "--model", str(random_model),
-                                 "--methods", "hirescam++", "--out", str(tmp_path / "explained")])
+    result = runner.invoke(
+        app,
+        [
+            "explain",
+            str(crop),
+            "--crops",
+            "--model",
+            str(random_model),
+            "--methods",
+            "hirescam++",
+            "--out",
+            str(tmp_path / "explained"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = {p.name for p in (tmp_path / "explained" / crop.stem).iterdir()}
     assert written == {"hirescampp.png", "comparison.png"}
     assert "face 1: " in result.output and "evidence" in result.output
     methods = ["hirescam++", "lime", "centre prior"]  # the others: test_model_agnostic_baselines
-    result = runner.invoke(app, ["xai-eval", str(folder), "--limit", "2", "--model", str(random_model),
-                                 "--out", str(tmp_path / "xai"), "--methods", ",".join(methods),
-                                 "--steps", "4", "--samples", "8", "--baseline", "noise"])
+    result = runner.invoke(
+        app,
+        [
+            "xai-eval",
+            str(folder),
+            "--limit",
+            "2",
+            "--model",
+            str(random_model),
+            "--out",
+            str(tmp_path / "xai"),
+            "--methods",
+            ",".join(methods),
+            "--steps",
+            "4",
+            "--samples",
+            "8",
+            "--baseline",
+            "noise",
+        ],
+    )
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "xai" / "xai.json").read_text())
     assert (results["images"], results["fakes"], results["masked_images"]) == (3, 2, 1)
-    assert list(results["deletion"]) == methods and set(results["seconds_per_image"]) == set(methods)
+    assert list(results["deletion"]) == methods and set(results["seconds_per_image"]) == set(
+        methods
+    )
     assert sum(results["chance"]["seam_regions"].values()) == 1
     text = (tmp_path / "xai" / "xai.md").read_text()
     assert all(f"| {m} |" in text for m in methods) and "| chance |" in text
     assert all(f"| {m} |" in result.output for m in methods)  # printed too
-    result = runner.invoke(app, ["xai-eval", str(folder), "--member", "3", "--model", str(random_model)])
+    result = runner.invoke(
+        app, ["xai-eval", str(folder), "--member", "3", "--model", str(random_model)]
+    )
     assert result.exit_code == 2 and "--member must be between 0 and 0" in result.output
 
 
@@ -466,13 +547,26 @@ def test_model_agnostic_baselines_and_region_hits(tmp_path):
 
     model = build("tf_efficientnet_lite0")
     rng = random.Random(0)
-    real = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    real = torch.randint(
+        0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     inputs, labels, masks = self_blended(real, (0.5,) * 3, (0.5,) * 3, rng)
     methods = ["hirescam++", "lime", "kernelshap", "occlusion", "centre prior"]
     batch = EvalBatch(inputs, labels, masks, regions)
-    results = xai_eval(model, [batch], methods, baseline="mean", sanity_images=2, sanity_depth=1, steps=4,
-                       samples=8)
-    assert 0 < results["chance"]["mask_share"] < 1 and results["chance"]["seam_region"] in (0.5, 1.0)
+    results = xai_eval(
+        model,
+        [batch],
+        methods,
+        baseline="mean",
+        sanity_images=2,
+        sanity_depth=1,
+        steps=4,
+        samples=8,
+    )
+    assert 0 < results["chance"]["mask_share"] < 1 and results["chance"]["seam_region"] in (
+        0.5,
+        1.0,
+    )
     assert all(0 <= results["top_region_is_seam"][m] <= 1 for m in methods)
     assert results["sanity"]["spearman"]["centre prior"] == [pytest.approx(1.0)]  # knows no model
     _, md_path = write_xai_report(results, tmp_path)
@@ -497,9 +591,11 @@ def test_localisation_metrics_match_quantus():
     a, s = maps[:, None].numpy(), masks[:, None].numpy().astype(np.float32)
     kwargs = {"disable_warnings": True, "display_progressbar": False}
     theirs_mass = quantus.RelevanceMassAccuracy(abs=False, normalise=False, **kwargs)(
-        model=model, x_batch=x, y_batch=y, a_batch=a, s_batch=s, channel_first=True, device="cpu")
+        model=model, x_batch=x, y_batch=y, a_batch=a, s_batch=s, channel_first=True, device="cpu"
+    )
     theirs_pointing = quantus.PointingGame(abs=False, normalise=False, **kwargs)(
-        model=model, x_batch=x, y_batch=y, a_batch=a, s_batch=s, channel_first=True, device="cpu")
+        model=model, x_batch=x, y_batch=y, a_batch=a, s_batch=s, channel_first=True, device="cpu"
+    )
     assert mass_inside(maps, masks).tolist() == pytest.approx(theirs_mass, abs=1e-6)
     assert pointing_game(maps, masks).tolist() == [bool(v) for v in theirs_pointing]
     assert pointing_game(maps, masks)[:2].tolist() == [True, False]

@@ -24,7 +24,9 @@ def retinaface() -> faces.FaceDetector:
 
 @pytest.fixture(scope="module")
 def mtcnn() -> faces.FaceDetector:
-    pytest.importorskip("facenet_pytorch", reason="install with `pip install --no-deps facenet-pytorch`")
+    pytest.importorskip(
+        "facenet_pytorch", reason="install with `pip install --no-deps facenet-pytorch`"
+    )
     return faces.get_detector("mtcnn")
 
 
@@ -135,11 +137,15 @@ def synthetic() -> np.ndarray:
 
 
 def test_crop_stretch_fills_the_square_with_the_box():
-    crop = crop_face(synthetic(), (60, 40, 100, 120), CropPolicy(size=64, margin=0.0, resize="stretch"))
+    crop = crop_face(
+        synthetic(), (60, 40, 100, 120), CropPolicy(size=64, margin=0.0, resize="stretch")
+    )
     assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
     assert np.all(crop[2:-2, 2:-2] == (255, 0, 0))
     # With margin 0.5 the box grows by half its width/height on every side: red is the middle half.
-    crop = crop_face(synthetic(), (60, 40, 100, 120), CropPolicy(size=64, margin=0.5, resize="stretch"))
+    crop = crop_face(
+        synthetic(), (60, 40, 100, 120), CropPolicy(size=64, margin=0.5, resize="stretch")
+    )
     assert np.all(crop[18:46, 18:46] == (255, 0, 0)) and np.all(crop[:14, :14] == (0, 255, 0))
 
 
@@ -164,7 +170,9 @@ def test_to_tensor_normalises_channels_last():
     x = to_tensor(crops, CropPolicy(size=16, mean=TF_MEAN, std=TF_STD))
     assert x.shape == (2, 3, 16, 16) and x.dtype == torch.float32
     assert x.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(x[0], torch.ones(3, 16, 16)) and torch.allclose(x[1], -torch.ones(3, 16, 16))
+    assert torch.allclose(x[0], torch.ones(3, 16, 16)) and torch.allclose(
+        x[1], -torch.ones(3, 16, 16)
+    )
     x = to_tensor(crops[:1], CropPolicy(size=16, mean=IMAGENET_MEAN, std=IMAGENET_STD))
     expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(x[0, :, 0, 0], expected)

@@ -79,7 +79,10 @@ def test_decoding_never_raises_anything_but_media_error(folder, sample):
     kind, data = sample
     path = folder / f"input.{kind}"
     path.write_bytes(data)
-    for decode in (lambda p: [f.image for f in media.read_frames(p, count=4)[1]], lambda p: [media.read_image(p)]):
+    for decode in (
+        lambda p: [f.image for f in media.read_frames(p, count=4)[1]],
+        lambda p: [media.read_image(p)],
+    ):
         try:
             images = decode(path)
         except MediaError as error:

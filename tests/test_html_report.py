@@ -22,7 +22,9 @@ from fakescope.reports.html import READING, write_html
 
 DATA_URI = re.compile(r'src="data:(image/(?:png|jpeg));base64,([A-Za-z0-9+/=]+)"')
 # Any reference to another host: src/href/url() with a scheme or a protocol-relative //.
-EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:[a-z]+:)?//|url\(\s*["']?\s*(?:[a-z]+:)?//""", re.IGNORECASE)
+EXTERNAL = re.compile(
+    r"""(?:src|href)\s*=\s*["']?\s*(?:[a-z]+:)?//|url\(\s*["']?\s*(?:[a-z]+:)?//""", re.IGNORECASE
+)
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +76,19 @@ def test_no_face_report(analyzer, tmp_path):
     assert pdf.startswith(b"%PDF-") and pdf.count(b"/Type /Page\n") == 1
 
 
-def test_inconclusive_report_says_why_and_shows_unjudged_tracks(random_model, small_video, tmp_path):
-    report = Analyzer(random_model, Settings(frames=4)).analyze(small_video, keep_frames=True)  # a 40 px face
+def test_inconclusive_report_says_why_and_shows_unjudged_tracks(
+    random_model, small_video, tmp_path
+):
+    report = Analyzer(random_model, Settings(frames=4)).analyze(
+        small_video, keep_frames=True
+    )  # a 40 px face
     assert report.label == "inconclusive" and report.fake_probability is None
     html = write_html(report, tmp_path).read_text()
-    assert "INCONCLUSIVE" in html and "no face can be judged" in html and "not judged</b>: every face too small" in html
+    assert (
+        "INCONCLUSIVE" in html
+        and "no face can be judged" in html
+        and "not judged</b>: every face too small" in html
+    )
     assert "#4b5b8f" in html  # the inconclusive colour, off the green-red scale
     assert "INCONCLUSIVE" in report.summary().upper() and "p(fake)" not in report.summary()
 
@@ -90,17 +100,38 @@ def test_score_colours_run_green_yellow_red():
 
 def test_cli_formats_and_overlay_video(random_model, small_video, tmp_path):
     runner = CliRunner()
-    args = ["analyze", str(small_video), "--model", str(random_model), "--frames", "4", "--explain", "hirescam++"]
+    args = [
+        "analyze",
+        str(small_video),
+        "--model",
+        str(random_model),
+        "--frames",
+        "4",
+        "--explain",
+        "hirescam++",
+    ]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "all"), "--overlay-video"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[1].strip().endswith(".") and "evidence" in result.output  # regions
+    assert (
+        result.output.splitlines()[1].strip().endswith(".") and "evidence" in result.output
+    )  # regions
     folder = tmp_path / "all" / small_video.stem
     report = json.loads((folder / "report.json").read_text())
-    assert report["files"] == {"overlay_video": "overlay.mp4", "html": "report.html", "pdf": "report.pdf"}
+    assert report["files"] == {
+        "overlay_video": "overlay.mp4",
+        "html": "report.html",
+        "pdf": "report.pdf",
+    }
     assert (folder / "report.html").is_file()
     check_pdf(folder / "report.pdf", report, tmp_path / "pages")
     info = probe(folder / "overlay.mp4")
-    assert (info.kind, info.codec, info.width, info.height, info.frame_count) == ("video", "h264", 640, 360, 4)
+    assert (info.kind, info.codec, info.width, info.height, info.frame_count) == (
+        "video",
+        "h264",
+        640,
+        360,
+        4,
+    )
 
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "json"), "--format", "json"])
     assert result.exit_code == 0, result.output
@@ -110,7 +141,11 @@ def test_cli_formats_and_overlay_video(random_model, small_video, tmp_path):
     # frames: sampled 0.5 s apart, this 40 px face moves more than its size between the 2nd
     # and 3rd frames, and the tracker makes two tracks of two faces.)
     assert report["chosen_frames"]
-    pngs = [name for e in report["explanations"] for name in (e["overlays"]["hirescam++"], e["comparison"])]
+    pngs = [
+        name
+        for e in report["explanations"]
+        for name in (e["overlays"]["hirescam++"], e["comparison"])
+    ]
     assert sorted(p.name for p in folder.iterdir()) == sorted(["report.json", *pngs])
     assert len(set(pngs)) == 2 * len(report["chosen_frames"])
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "pdf"), "--format", "pdf"])
@@ -134,12 +169,16 @@ def check_pdf(path, report: dict, pages_dir) -> None:
     pages_dir.mkdir()
     subprocess.run(["pdftoppm", "-r", "40", "-png", str(path), str(pages_dir / "page")], check=True)
     pages = sorted(pages_dir.glob("page-*.png"))
-    assert len(pages) == 1 + math.ceil(len(report["explanations"]) / STRIPS_PER_PAGE) + 1  # + regions
+    assert (
+        len(pages) == 1 + math.ceil(len(report["explanations"]) / STRIPS_PER_PAGE) + 1
+    )  # + regions
     for page in pages:
         assert np.asarray(Image.open(page).convert("L")).std() > 5, page.name
     first = np.asarray(Image.open(pages[0]).convert("RGB")).reshape(-1, 3).astype(int)
     colour = np.array(LABEL_COLOURS[report["label"]])
     assert (np.abs(first - colour).sum(1) < 30).sum() > 500  # the verdict box
-    listed = subprocess.run(["pdfimages", "-list", str(path)], capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        ["pdfimages", "-list", str(path)], capture_output=True, text=True, check=True
+    )
     images = len(listed.stdout.splitlines()) - 2  # two header lines
     assert images >= len(report["explanations"]) + len(report["tracks"])

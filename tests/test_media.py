@@ -49,12 +49,22 @@ def codec_or_skip(encoder: str) -> None:
         pytest.skip(f"PyAV wheel has no {encoder} encoder")
 
 
-@pytest.mark.parametrize(("ext", "encoder", "codec"), ENCODERS, ids=[f"{e}-{c}" for e, c, _ in ENCODERS])
+@pytest.mark.parametrize(
+    ("ext", "encoder", "codec"), ENCODERS, ids=[f"{e}-{c}" for e, c, _ in ENCODERS]
+)
 def test_formats_sample_evenly(tmp_path, ext, encoder, codec):
     codec_or_skip(encoder)
-    path = media.write_video(tmp_path / f"clip.{ext}", (numbered(i, 64, 64) for i in range(50)), 25, encoder)
+    path = media.write_video(
+        tmp_path / f"clip.{ext}", (numbered(i, 64, 64) for i in range(50)), 25, encoder
+    )
     info, frames = media.read_frames(path, count=8)
-    assert (info.kind, info.codec, info.width, info.height, info.fps) == ("video", codec, 64, 64, 25.0)
+    assert (info.kind, info.codec, info.width, info.height, info.fps) == (
+        "video",
+        codec,
+        64,
+        64,
+        25.0,
+    )
     assert info.duration == pytest.approx(2.0, abs=0.05)
     assert info.frame_count == 50
     # Centres of 8 equal runs of 50 frames.
@@ -78,7 +88,9 @@ def test_count_and_limits(tmp_path):
 
 def test_seek_matches_sequential(tmp_path, monkeypatch):
     # 60 s with a keyframe every 10 s (x264's default): long enough for the seeking path.
-    path = media.write_video(tmp_path / "long.mp4", (numbered(i % 50, 32, 32) for i in range(1500)), 25)
+    path = media.write_video(
+        tmp_path / "long.mp4", (numbered(i % 50, 32, 32) for i in range(1500)), 25
+    )
     info = media.probe(path)
     assert info.duration == pytest.approx(60.0, abs=0.05)
     sequential = list(media.iter_frames(path, 16, info=info, seek=False))
@@ -128,7 +140,10 @@ def test_exif_rotated_jpeg_comes_out_upright(tmp_path):
         (lambda: Image.new("1", (4, 3), 1), (255, 255, 255)),
         (lambda: Image.new("CMYK", (4, 3), (255, 0, 0, 0)), (0, 255, 255)),
         (lambda: Image.fromarray(np.full((3, 4), 32896, np.uint16)), (128, 128, 128)),  # 16-bit
-        (lambda: Image.new("RGBA", (4, 3), (255, 0, 0, 0)), (255, 255, 255)),  # transparent -> white
+        (
+            lambda: Image.new("RGBA", (4, 3), (255, 0, 0, 0)),
+            (255, 255, 255),
+        ),  # transparent -> white
         (lambda: Image.new("RGBA", (4, 3), (255, 0, 0, 255)), (255, 0, 0)),
         (lambda: Image.new("LA", (4, 3), (0, 128)), (127, 127, 127)),  # half-transparent black
     ],
@@ -182,12 +197,17 @@ BAD_INPUTS = {
     "missing": (lambda p: None, "no such file"),
     "zero-byte": (lambda p: p.write_bytes(b""), "empty file"),
     "truncated": (truncated_mp4, "not a readable image or video"),
-    "random-bytes": (lambda p: p.write_bytes(np.random.default_rng(1).bytes(4096)), "not a readable"),
+    "random-bytes": (
+        lambda p: p.write_bytes(np.random.default_rng(1).bytes(4096)),
+        "not a readable",
+    ),
     "text": (lambda p: p.write_text("hello\nthis is not a video\n" * 50), "not a readable"),
     "audio-only": (audio_only, "no video stream"),
     "png-bomb": (lambda p: p.write_bytes(png_header(30000, 30000)), "pixel limit"),
-    "png-over-limit": (lambda p: p.write_bytes(png_header(8000, 8000)),
-                       "over the limit of 36,000,000"),
+    "png-over-limit": (
+        lambda p: p.write_bytes(png_header(8000, 8000)),
+        "over the limit of 36,000,000",
+    ),
 }
 
 
@@ -197,7 +217,12 @@ def test_bad_inputs_raise_one_line_media_error(tmp_path, name, suffix):
     make, message = BAD_INPUTS[name]
     path = tmp_path / f"input{suffix}"
     make(path)
-    for call in (media.probe, media.read_frames, media.media_kind, lambda p: list(media.iter_frames(p))):
+    for call in (
+        media.probe,
+        media.read_frames,
+        media.media_kind,
+        lambda p: list(media.iter_frames(p)),
+    ):
         with pytest.raises(MediaError) as caught:
             call(path)
         text = str(caught.value)

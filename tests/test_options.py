@@ -91,8 +91,9 @@ def test_only_the_inputs_own_errors_are_stored():
     ids=" ".join,
 )
 def test_train_options_are_checked_before_any_data_is_read(options, tmp_path):
-    result = runner.invoke(app, ["train", str(tmp_path / "absent"), "--out", str(tmp_path / "run"),
-                                 *options])
+    result = runner.invoke(
+        app, ["train", str(tmp_path / "absent"), "--out", str(tmp_path / "run"), *options]
+    )
     assert result.exit_code == 2, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:")
     assert "absent" not in result.stderr and not (tmp_path / "run").exists()

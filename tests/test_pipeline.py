@@ -22,21 +22,43 @@ def analyzer(random_model):
     return Analyzer(random_model, Settings(frames=8))
 
 
-def test_generated_720p_video_gives_one_track_and_a_complete_report(analyzer, example_video, tmp_path):
+def test_generated_720p_video_gives_one_track_and_a_complete_report(
+    analyzer, example_video, tmp_path
+):
     report = analyzer.analyze(example_video)
     data = report.to_dict()
-    assert data["kind"] == "video" and data["media"]["width"] == 1280 and data["media"]["height"] == 720
+    assert (
+        data["kind"] == "video"
+        and data["media"]["width"] == 1280
+        and data["media"]["height"] == 720
+    )
     assert len(data["frames_analysed"]) == 8
     assert len(data["tracks"]) == 1 and len(data["tracks"][0]["faces"]) == 8
     face = data["tracks"][0]["faces"][0]
-    assert set(face) == {"frame_index", "timestamp", "box", "detector_score", "member_scores", "score", "size",
-                         "sharpness", "unjudged", "landmarks"}
+    assert set(face) == {
+        "frame_index",
+        "timestamp",
+        "box",
+        "detector_score",
+        "member_scores",
+        "score",
+        "size",
+        "sharpness",
+        "unjudged",
+        "landmarks",
+    }
     assert face["member_scores"]["random-lite0"] == pytest.approx(face["score"])
     box = face["box"]
-    assert face["size"] == pytest.approx(min(box[2] - box[0], box[3] - box[1])) and face["size"] >= 48
-    assert face["sharpness"] > 6 and face["unjudged"] is None and data["tracks"][0]["unjudged"] is None
+    assert (
+        face["size"] == pytest.approx(min(box[2] - box[0], box[3] - box[1])) and face["size"] >= 48
+    )
+    assert (
+        face["sharpness"] > 6 and face["unjudged"] is None and data["tracks"][0]["unjudged"] is None
+    )
     assert 0 <= data["fake_probability"] <= 1 and data["label"] in ("fake", "real", "inconclusive")
-    assert data["reason"] and data["deciding_track"] == 0 and data["real_below"] <= data["threshold"]
+    assert (
+        data["reason"] and data["deciding_track"] == 0 and data["real_below"] <= data["threshold"]
+    )
     assert 1 <= len(data["chosen_frames"]) <= 4
     assert data["model"]["members"][0]["sha256"]
     assert {"decode", "detect", "score", "total"} <= set(data["timings"])
@@ -98,8 +120,10 @@ def test_celebdf_clip_end_to_end(shared_data, tmp_path):
     assert np.ptp(expected) > 0.01  # the faces differ, so the scores do
 
     # The video's probability is the confident aggregate of its worst judged track.
-    per_track = [confident_strategy(np.array([f.score for f in t.faces if f.unjudged is None]), 8)
-                 for t in judged]
+    per_track = [
+        confident_strategy(np.array([f.score for f in t.faces if f.unjudged is None]), 8)
+        for t in judged
+    ]
     assert [t.probability for t in judged] == pytest.approx(per_track)
     assert report.fake_probability == pytest.approx(max(per_track))
     decision = Decision(report.verdict.threshold, report.verdict.real_below)
@@ -120,7 +144,19 @@ def test_celebdf_clip_end_to_end(shared_data, tmp_path):
 
 
 def test_cli_analyze_writes_report_and_summary(random_model, example_video, tmp_path):
-    result = runner.invoke(app, ["analyze", str(example_video), "--model", str(random_model), "--frames", "4", "--out", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "analyze",
+            str(example_video),
+            "--model",
+            str(random_model),
+            "--frames",
+            "4",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "astronaut.mp4:" in result.output and "p(fake)=" in result.output
     data = json.loads((tmp_path / "astronaut" / "report.json").read_text())
@@ -132,10 +168,14 @@ def test_cli_bad_and_faceless_inputs_get_one_line_and_distinct_codes(random_mode
     junk.write_bytes(b"not a video at all")
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)
-    bad = runner.invoke(app, ["analyze", str(junk), "--model", str(random_model), "--out", str(tmp_path)])
+    bad = runner.invoke(
+        app, ["analyze", str(junk), "--model", str(random_model), "--out", str(tmp_path)]
+    )
     assert bad.exit_code == 3 and "Traceback" not in bad.output
     assert len([l for l in bad.output.splitlines() if l.startswith("error:")]) == 1
-    faceless = runner.invoke(app, ["analyze", str(blank), "--model", str(random_model), "--out", str(tmp_path)])
+    faceless = runner.invoke(
+        app, ["analyze", str(blank), "--model", str(random_model), "--out", str(tmp_path)]
+    )
     assert faceless.exit_code == 4 and "no face" in faceless.output
 
 
@@ -152,7 +192,20 @@ def test_scan_crops_on_a_folder(random_model, shared_data, tmp_path):
     copy_first(shared_data / "dfdc-faces" / "val" / "fake", crops, 3)
     (crops / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     out = tmp_path / "results.jsonl"
-    result = runner.invoke(app, ["scan", str(crops), "--crops", "--model", str(random_model), "--out", str(out), "--db", str(tmp_path / "results.sqlite")])
+    result = runner.invoke(
+        app,
+        [
+            "scan",
+            str(crops),
+            "--crops",
+            "--model",
+            str(random_model),
+            "--out",
+            str(out),
+            "--db",
+            str(tmp_path / "results.sqlite"),
+        ],
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and result.exit_code == 1
     good = [r for r in rows if r["error"] is None]
@@ -163,7 +216,10 @@ def test_scan_crops_on_a_folder(random_model, shared_data, tmp_path):
 def test_onnx_fast_path_equals_eager_pytorch(random_model, example_video):
     fast = Analyzer(random_model, Settings(frames=6, backend="onnx")).analyze(example_video)
     eager = Analyzer(random_model, Settings(frames=6, backend="torch")).analyze(example_video)
-    assert fast.model["members"][0]["backend"] == "onnxruntime" and eager.model["members"][0]["backend"] == "torch"
+    assert (
+        fast.model["members"][0]["backend"] == "onnxruntime"
+        and eager.model["members"][0]["backend"] == "torch"
+    )
     a = [f.score for t in fast.verdict.tracks for f in t.faces]
     b = [f.score for t in eager.verdict.tracks for f in t.faces]
     assert len(a) == len(b) == 6
@@ -179,7 +235,9 @@ def test_explanations_give_evidence_per_face_region(analyzer, example_video, tmp
         assert sum(entry["regions"].values()) == pytest.approx(1.0)
         assert entry["evidence"].endswith(".") and entry["track_id"] == 0
     evidence = data["tracks"][0]["evidence"]
-    assert evidence["faces"] == len(data["chosen_frames"]) and sum(evidence["regions"].values()) == pytest.approx(1.0)
+    assert evidence["faces"] == len(data["chosen_frames"]) and sum(
+        evidence["regions"].values()
+    ) == pytest.approx(1.0)
 
 
 def test_real_clip_pdf_and_regions_with_the_shipped_model(shared_data, tmp_path):
@@ -188,13 +246,19 @@ def test_real_clip_pdf_and_regions_with_the_shipped_model(shared_data, tmp_path)
     from fakescope.explain.regions import REGIONS
 
     clip = shared_data / "celebdf-clips" / "fake" / "id10_id12_0004_segment_1.mp4"
-    result = CliRunner().invoke(app, ["analyze", str(clip), "--frames", "8", "--explain", "hirescam++",
-                                      "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        app,
+        ["analyze", str(clip), "--frames", "8", "--explain", "hirescam++", "--out", str(tmp_path)],
+    )
     assert result.exit_code == 0, result.output
     folder = tmp_path / clip.stem
     data = json.loads((folder / "report.json").read_text())
     assert data["explanations"] and data["files"]["pdf"] == "report.pdf"
     for entry in data["explanations"]:
-        assert list(entry["regions"]) == list(REGIONS) and sum(entry["regions"].values()) == pytest.approx(1.0)
+        assert list(entry["regions"]) == list(REGIONS) and sum(
+            entry["regions"].values()
+        ) == pytest.approx(1.0)
     pdf = (folder / "report.pdf").read_bytes()
-    assert pdf.startswith(b"%PDF-") and pdf.count(b"/Subtype /Image") >= len(data["explanations"]) + 1
+    assert (
+        pdf.startswith(b"%PDF-") and pdf.count(b"/Subtype /Image") >= len(data["explanations"]) + 1
+    )

@@ -34,7 +34,11 @@ def make_crops(folder: Path, count: int, seed: int = 0, size: int = 96) -> list[
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(count):
-        x, y, side = 150 + rng.integers(-20, 20), 40 + rng.integers(-20, 20), 180 + rng.integers(-30, 30)
+        x, y, side = (
+            150 + rng.integers(-20, 20),
+            40 + rng.integers(-20, 20),
+            180 + rng.integers(-30, 30),
+        )
         crop = photo.crop((x, y, x + side, y + side)).resize((size, size))
         if i % 2:
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -63,8 +67,20 @@ def test_scan_stores_once_and_resumes(random_model, analyzer, tmp_path):
     (tmp_path / "in" / "bad.png").write_bytes(b"not an image")
     (tmp_path / "in" / "copy.png").write_bytes(crops[0].read_bytes())  # same content: one row
     db, out = tmp_path / "results.sqlite", tmp_path / "results.jsonl"
-    args = ["scan", str(tmp_path / "in"), "--crops", "--db", str(db), "--out", str(out),
-            "--model", str(random_model), "--batch-size", "4", "--quiet"]
+    args = [
+        "scan",
+        str(tmp_path / "in"),
+        "--crops",
+        "--db",
+        str(db),
+        "--out",
+        str(out),
+        "--model",
+        str(random_model),
+        "--batch-size",
+        "4",
+        "--quiet",
+    ]
     first = runner.invoke(app, args)
     assert first.exit_code == 1, first.output  # the bad file is an error
     assert "scanned 8 inputs" in first.stdout and "1 errors" in first.stdout
@@ -73,15 +89,27 @@ def test_scan_stores_once_and_resumes(random_model, analyzer, tmp_path):
     rows = table(db)
     assert len(rows) == 7 and len({r["key"] for r in rows}) == 7
     assert {r["label"] for r in rows} <= {"fake", "real", "inconclusive", "error"}
-    assert all(r["reason"] for r in rows if r["label"] != "error")  # why each answer, as in report.json
+    assert all(
+        r["reason"] for r in rows if r["label"] != "error"
+    )  # why each answer, as in report.json
     # The same probabilities as scoring the crops one call at a time through the API.
     _, expected = analyzer.score_crops([read_image(p) for p in crops])
     stored = {r["content_hash"]: r["fake_probability"] for r in rows}
     assert [stored[sha256_of(p)] for p in crops] == pytest.approx(expected.tolist(), abs=1e-6)
     exported = [json.loads(line) for line in out.read_text().splitlines()]
     assert [e["key"] for e in exported] == [r["key"] for r in rows]
-    assert set(exported[0]) == {"path", "key", "content_hash", "label", "fake_probability", "faces", "error", "timings", "created",
-                                "reason"}
+    assert set(exported[0]) == {
+        "path",
+        "key",
+        "content_hash",
+        "label",
+        "fake_probability",
+        "faces",
+        "error",
+        "timings",
+        "created",
+        "reason",
+    }
 
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "(0 new, 8 already stored)" in again.stdout
@@ -100,9 +128,19 @@ def test_error_rows_are_retried_only_when_asked(random_model, tmp_path):
     analyzer = Analyzer(random_model, Settings(batch_size=4))
     run_scan(analyzer, [tmp_path / "in"], db, crops=True, quiet=True, console=quiet_console())
     [before] = table(db)
-    summary = run_scan(analyzer, [tmp_path / "in"], db, crops=True, quiet=True, console=quiet_console())
+    summary = run_scan(
+        analyzer, [tmp_path / "in"], db, crops=True, quiet=True, console=quiet_console()
+    )
     assert (summary.new, summary.stored, summary.stored_errors) == (0, 1, 1)
-    summary = run_scan(analyzer, [tmp_path / "in"], db, crops=True, retry_errors=True, quiet=True, console=quiet_console())
+    summary = run_scan(
+        analyzer,
+        [tmp_path / "in"],
+        db,
+        crops=True,
+        retry_errors=True,
+        quiet=True,
+        console=quiet_console(),
+    )
     [after] = table(db)
     assert summary.new == 1 and after["created"] > before["created"] and after["label"] == "error"
 
@@ -124,10 +162,14 @@ def test_other_settings_are_other_rows(analyzer, random_model, tmp_path):
     db = tmp_path / "r.sqlite"
     run_scan(analyzer, [tmp_path / "in"], db, crops=True, quiet=True, console=quiet_console())
     stricter = Analyzer(random_model, Settings(threshold=0.9))
-    summary = run_scan(stricter, [tmp_path / "in"], db, crops=True, quiet=True, console=quiet_console())
+    summary = run_scan(
+        stricter, [tmp_path / "in"], db, crops=True, quiet=True, console=quiet_console()
+    )
     assert summary.new == 2 and len(table(db)) == 4
     with sqlite3.connect(db) as con:
-        assert con.execute("SELECT COUNT(*) FROM configs WHERE kind = 'settings'").fetchone()[0] == 2
+        assert (
+            con.execute("SELECT COUNT(*) FROM configs WHERE kind = 'settings'").fetchone()[0] == 2
+        )
 
 
 def test_sigkill_midway_then_rerun_scores_every_input_exactly_once(random_model, tmp_path):
@@ -136,8 +178,24 @@ def test_sigkill_midway_then_rerun_scores_every_input_exactly_once(random_model,
     for i in range(12):  # 4 to 15 frames: distinct content
         make_example_video(videos / f"clip{i:02d}.mp4", seconds=(4 + i) / 8, size=(160, 96), fps=8)
     db = tmp_path / "results.sqlite"
-    command = [sys.executable, "-m", "fakescope.cli", "scan", str(videos), "--db", str(db), "--model", str(random_model),
-               "--frames", "4", "--batch-size", "4", "--workers", "1", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "fakescope.cli",
+        "scan",
+        str(videos),
+        "--db",
+        str(db),
+        "--model",
+        str(random_model),
+        "--frames",
+        "4",
+        "--batch-size",
+        "4",
+        "--workers",
+        "1",
+        "--quiet",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def committed() -> int:
@@ -158,11 +216,17 @@ def test_sigkill_midway_then_rerun_scores_every_input_exactly_once(random_model,
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
-    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    rerun = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert f"({12 - len(before)} new, {len(before)} already stored)" in rerun.stdout
     after = table(db)
-    assert len(after) == 12 and len({r["key"] for r in after}) == 12 and len({r["path"] for r in after}) == 12
+    assert (
+        len(after) == 12
+        and len({r["key"] for r in after}) == 12
+        and len({r["path"] for r in after}) == 12
+    )
     assert all(r["label"] != "error" for r in after)
     assert all(r in after for r in before)  # rows committed before the kill are untouched
     with sqlite3.connect(db) as con:
@@ -174,17 +238,38 @@ def test_ray_engine_gives_the_local_scores(random_model, tmp_path):
     make_crops(tmp_path / "in", 10)
     (tmp_path / "in" / "bad.png").write_bytes(b"junk")
     analyzer = Analyzer(random_model, Settings(batch_size=4))
-    local = run_scan(analyzer, [tmp_path / "in"], tmp_path / "local.sqlite", crops=True, quiet=True, console=quiet_console())
+    local = run_scan(
+        analyzer,
+        [tmp_path / "in"],
+        tmp_path / "local.sqlite",
+        crops=True,
+        quiet=True,
+        console=quiet_console(),
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        remote = run_scan(analyzer, [tmp_path / "in"], tmp_path / "ray.sqlite", crops=True, engine="ray",
-                          quiet=True, console=quiet_console())
+        remote = run_scan(
+            analyzer,
+            [tmp_path / "in"],
+            tmp_path / "ray.sqlite",
+            crops=True,
+            engine="ray",
+            quiet=True,
+            console=quiet_console(),
+        )
     finally:
         ray.shutdown()
-    assert remote.labels == local.labels and (remote.new, remote.errors) == (local.new, local.errors) == (11, 1)
+    assert remote.labels == local.labels and (remote.new, remote.errors) == (
+        local.new,
+        local.errors,
+    ) == (11, 1)
     expected, got = table(tmp_path / "local.sqlite"), table(tmp_path / "ray.sqlite")
-    assert [(r["path"], r["key"], r["label"]) for r in got] == [(r["path"], r["key"], r["label"]) for r in expected]
-    assert [r["fake_probability"] or 0 for r in got] == pytest.approx([r["fake_probability"] or 0 for r in expected], abs=1e-6)
+    assert [(r["path"], r["key"], r["label"]) for r in got] == [
+        (r["path"], r["key"], r["label"]) for r in expected
+    ]
+    assert [r["fake_probability"] or 0 for r in got] == pytest.approx(
+        [r["fake_probability"] or 0 for r in expected], abs=1e-6
+    )
 
 
 def test_a_store_from_before_reasons_is_upgraded_in_place(tmp_path):
@@ -193,14 +278,31 @@ def test_a_store_from_before_reasons_is_upgraded_in_place(tmp_path):
     from fakescope.store import COLUMNS, Row, Store, digest
 
     db = tmp_path / "old.sqlite"
-    columns = ", ".join(f"{c} {'BLOB' if c == 'path' else 'TEXT'}" for c in COLUMNS[:-1])  # schema 1: no reason
+    columns = ", ".join(
+        f"{c} {'BLOB' if c == 'path' else 'TEXT'}" for c in COLUMNS[:-1]
+    )  # schema 1: no reason
     with sqlite3.connect(db) as old:
         old.execute(f"CREATE TABLE results ({columns}, PRIMARY KEY (key))")
-        store_row = ("k1", b"a.png", "h1", digest({"m": 1}), digest({"s": 1}), 0.2, "real", 1, None, "{}", "2026-01-01")
+        store_row = (
+            "k1",
+            b"a.png",
+            "h1",
+            digest({"m": 1}),
+            digest({"s": 1}),
+            0.2,
+            "real",
+            1,
+            None,
+            "{}",
+            "2026-01-01",
+        )
         old.execute(f"INSERT INTO results VALUES ({', '.join('?' * len(store_row))})", store_row)
         old.execute("PRAGMA user_version=1")
     store = Store(db, {"m": 1}, {"s": 1})
     store = Store(db, {"m": 1}, {"s": 1})
     store.put([Row("b.png", "k2", "h2", "inconclusive", 0.7, 1, None, {}, reason="between")])
-    assert [(r.path, r.label, r.reason) for r in store.rows()] == [("a.png", "real", None), ("b.png", "inconclusive", "between")]
+    assert [(r.path, r.label, r.reason) for r in store.rows()] == [
+        ("a.png", "real", None),
+        ("b.png", "inconclusive", "between"),
+    ]
     store.close()

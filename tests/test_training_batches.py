@@ -8,20 +8,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from skimage.draw import polygon as draw_polygon
 
 from fakescope.faces import get_detector
-import torchvision.transforms.v2.functional as TF
-
 from fakescope.training.batch_augment import (
-    BatchAugment, JpegRounds, SelfBlend, adjust_colour, face_masks, fill_polygons, outline_points,
+    BatchAugment,
+    JpegRounds,
+    SelfBlend,
+    adjust_colour,
+    face_masks,
+    fill_polygons,
+    outline_points,
     resized_crop_flip,
 )
 from fakescope.training.batches import TrainingBatches
 from fakescope.training.data import list_samples
 from fakescope.training.pack import (
-    MEAN_LANDMARKS, build_pack, choose_within_budget, load_folder, load_pack,
+    MEAN_LANDMARKS,
+    build_pack,
+    choose_within_budget,
+    load_folder,
+    load_pack,
 )
 from fakescope.types import FakescopeError
 from helpers import copy_first
@@ -38,7 +47,11 @@ def test_polygon_fill_matches_scikit_image():
         radius = rng.uniform(0.2, 0.45)
         xs = 0.5 + radius * np.cos(angles)
         ys = 0.5 + radius * 0.8 * np.sin(angles)
-        ours = fill_polygons(torch.tensor(np.stack([xs, ys], 1))[None].float(), 96)[0, 0].bool().numpy()
+        ours = (
+            fill_polygons(torch.tensor(np.stack([xs, ys], 1))[None].float(), 96)[0, 0]
+            .bool()
+            .numpy()
+        )
         expected = np.zeros((96, 96), bool)
         # scikit-image fills pixel centres at integer coordinates; ours at (i + 0.5) / size.
         rr, cc = draw_polygon(ys * 96 - 0.5, xs * 96 - 0.5, (96, 96))
@@ -63,7 +76,9 @@ def test_masks_cover_the_landmarks_and_follow_them():
     def centroid_x(m: torch.Tensor) -> torch.Tensor:
         return (m[:, 0].sum(1) * xs).sum(1) / m[:, 0].sum((1, 2))
 
-    assert torch.allclose(centroid_x(moved) - centroid_x(masks), torch.full((8,), 0.12 * 112), atol=3)
+    assert torch.allclose(
+        centroid_x(moved) - centroid_x(masks), torch.full((8,), 0.12 * 112), atol=3
+    )
 
 
 def test_outline_scales_about_the_nose():
@@ -133,7 +148,9 @@ def test_full_crop_is_the_image_or_its_mirror():
     images = torch.rand(8, 3, 12, 12)
     out = resized_crop_flip(images, (1.0, 1.0), (1.0, 1.0), 12)
     for image, result in zip(images, out, strict=True):
-        assert torch.allclose(result, image, atol=1e-5) or torch.allclose(result, image.flip(-1), atol=1e-5)
+        assert torch.allclose(result, image, atol=1e-5) or torch.allclose(
+            result, image.flip(-1), atol=1e-5
+        )
     smaller = resized_crop_flip(images, (0.5, 0.5), (1.0, 1.0), 12)
     assert not torch.allclose(smaller, out)
 
@@ -211,7 +228,9 @@ def test_cached_crops_are_resized_as_inference_resizes_them(tmp_path):
 def test_a_pack_fits_its_budget(tmp_path):
     _write_folder(tmp_path / "data", clusters=8)
     budget_mb = 0.03
-    counts = build_pack(tmp_path / "data", tmp_path / "p.safetensors", _NoFaces(), budget_mb=budget_mb)
+    counts = build_pack(
+        tmp_path / "data", tmp_path / "p.safetensors", _NoFaces(), budget_mb=budget_mb
+    )
     assert 0 < counts["crops"] < 24
     assert counts["bytes"] == (tmp_path / "p.safetensors").stat().st_size <= budget_mb * 2**20
 
@@ -249,7 +268,11 @@ def test_pack_landmarks_come_from_the_detector(shared_data, tmp_path):
     build_pack(root, tmp_path / "p.safetensors", get_detector("retinaface", score_threshold=0.5))
     landmarks = load_pack(tmp_path / "p.safetensors", 64).landmarks
     assert not torch.allclose(landmarks, torch.from_numpy(MEAN_LANDMARKS).expand_as(landmarks))
-    eyes_y, nose_y, mouth_y = landmarks[:, :2, 1].mean(1), landmarks[:, 2, 1], landmarks[:, 3:, 1].mean(1)
+    eyes_y, nose_y, mouth_y = (
+        landmarks[:, :2, 1].mean(1),
+        landmarks[:, 2, 1],
+        landmarks[:, 3:, 1].mean(1),
+    )
     assert ((eyes_y < nose_y) & (nose_y < mouth_y)).all()
     assert (landmarks[:, 0, 0] < landmarks[:, 1, 0]).all()  # left eye on the left of the crop
 
@@ -261,12 +284,23 @@ def test_pack_command_writes_a_pack_and_refuses_bad_options(tmp_path):
 
     _write_folder(tmp_path / "data", clusters=2)
     runner = CliRunner()
-    done = runner.invoke(app, ["pack", str(tmp_path / "data"), "--out", str(tmp_path / "p.safetensors")])
+    done = runner.invoke(
+        app, ["pack", str(tmp_path / "data"), "--out", str(tmp_path / "p.safetensors")]
+    )
     assert done.exit_code == 0 and "6 crops (2 real, 4 fake)" in done.output
     assert len(load_pack(tmp_path / "p.safetensors", 16)) == 6
     wrong = runner.invoke(app, ["pack", str(tmp_path / "data"), "--out", str(tmp_path / "p.npz")])
     assert wrong.exit_code == 2 and "a pack is a .safetensors file" in wrong.output
     assert not (tmp_path / "p.npz").exists()
-    negative = runner.invoke(app, ["pack", str(tmp_path / "data"), "--out", str(tmp_path / "q.safetensors"),
-                                   "--budget-mb", "-1"])
+    negative = runner.invoke(
+        app,
+        [
+            "pack",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "q.safetensors"),
+            "--budget-mb",
+            "-1",
+        ],
+    )
     assert negative.exit_code == 2 and len(negative.output.strip().splitlines()) == 1

@@ -5,7 +5,14 @@ from hypothesis import strategies as st
 
 from fakescope.settings import Settings
 from fakescope.types import Decision, FaceScore, FakescopeError
-from fakescope.verdict import Judging, choose_frames, confident_strategy, decide, fit_decision, mean_strategy
+from fakescope.verdict import (
+    Judging,
+    choose_frames,
+    confident_strategy,
+    decide,
+    fit_decision,
+    mean_strategy,
+)
 
 
 def test_confident_majority_of_confident_fakes_uses_their_mean():
@@ -51,8 +58,13 @@ def dfdc_winner_confident_strategy(pred, t=0.8):
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.sampled_from([0.02, 0.1, 0.19, 0.2, 0.5, 0.8, 0.81, 0.9, 0.99]) | st.floats(0, 1),
-                min_size=1, max_size=32))
+@given(
+    st.lists(
+        st.sampled_from([0.02, 0.1, 0.19, 0.2, 0.5, 0.8, 0.81, 0.9, 0.99]) | st.floats(0, 1),
+        min_size=1,
+        max_size=32,
+    )
+)
 @example([0.9] * 13 + [0.5] * 19)  # the confident branch fires
 @example([0.9] * 12 + [0.1] * 8)  # fires with 20 of 32 frames judged
 @example([0.9] * 11 + [0.1] * 8)  # 11 is not > 11
@@ -71,7 +83,9 @@ def test_confident_fakes_needed_scale_with_the_frames(frames, needed):
 
     assert confident_strategy(track(needed), frames) == pytest.approx(0.9)
     if needed > 1:
-        assert confident_strategy(track(needed - 1), frames) == pytest.approx(track(needed - 1).mean())
+        assert confident_strategy(track(needed - 1), frames) == pytest.approx(
+            track(needed - 1).mean()
+        )
 
 
 def test_with_eleven_frames_or_fewer_a_confident_majority_still_counts():
@@ -82,7 +96,9 @@ def test_with_eleven_frames_or_fewer_a_confident_majority_still_counts():
 
 
 def face(track, frame, score, size=100.0, sharpness=50.0):
-    return FaceScore(track, frame, frame / 10, (0, 0, size, size), 0.99, {"m": score}, score, size, sharpness)
+    return FaceScore(
+        track, frame, frame / 10, (0, 0, size, size), 0.99, {"m": score}, score, size, sharpness
+    )
 
 
 def test_video_probability_is_the_most_suspicious_track():
@@ -96,24 +112,33 @@ def test_video_probability_is_the_most_suspicious_track():
 
 def test_small_background_face_cannot_decide_but_is_reported():
     # ffpp_yt_c23_033 in miniature: a real main subject, a 24 px face on a studio wall scoring higher.
-    faces = [face(0, i, 0.3, size=60) for i in range(32)] + [face(1, i, 0.9, size=24) for i in range(7)]
+    faces = [face(0, i, 0.3, size=60) for i in range(32)] + [
+        face(1, i, 0.9, size=24) for i in range(7)
+    ]
     verdict = decide(faces, "mean")
     assert verdict.label == "real" and verdict.probability == pytest.approx(0.3)
     background = verdict.tracks[1]
-    assert background.probability is None and background.unjudged == "every face too small (largest 24 px < 48 px)"
+    assert (
+        background.probability is None
+        and background.unjudged == "every face too small (largest 24 px < 48 px)"
+    )
     assert all(f.unjudged for f in background.faces)
     assert "1 other track(s) could not be judged" in verdict.reason
 
 
 def test_swapped_face_among_several_people_is_still_caught():
-    faces = [face(t, i, 0.2, size=80) for t in (0, 1) for i in range(32)] + [face(2, i, 0.95, size=70) for i in range(32)]
+    faces = [face(t, i, 0.2, size=80) for t in (0, 1) for i in range(32)] + [
+        face(2, i, 0.95, size=70) for i in range(32)
+    ]
     verdict = decide(faces, "mean")
     assert verdict.label == "fake" and verdict.deciding_track == 2
     assert set(verdict.chosen_frames) <= set(range(32))
 
 
 def test_no_face_can_be_judged_is_inconclusive_with_the_reason():
-    faces = [face(0, i, 0.9, size=30) for i in range(20)] + [face(1, i, 0.8, sharpness=2.0) for i in range(20)]
+    faces = [face(0, i, 0.9, size=30) for i in range(20)] + [
+        face(1, i, 0.8, sharpness=2.0) for i in range(20)
+    ]
     verdict = decide(faces, "mean")
     assert verdict.label == "inconclusive" and verdict.probability is None
     assert "no face can be judged" in verdict.reason and verdict.deciding_track is None
@@ -124,7 +149,10 @@ def test_no_face_can_be_judged_is_inconclusive_with_the_reason():
 def test_briefly_tracked_face_cannot_decide():
     faces = [face(0, i, 0.1) for i in range(32)] + [face(1, i, 0.99) for i in range(3)]
     verdict = decide(faces, "mean", frames=32)
-    assert verdict.label == "real" and "seen too briefly (3 judged faces < 4)" in verdict.tracks[1].unjudged
+    assert (
+        verdict.label == "real"
+        and "seen too briefly (3 judged faces < 4)" in verdict.tracks[1].unjudged
+    )
     # With few analysed frames fewer faces are needed: an image has one.
     assert decide([face(0, 0, 0.99)], "mean", frames=1).label == "fake"
     assert Judging().track_faces_needed(16) == 2
@@ -152,7 +180,9 @@ def test_bad_thresholds_are_settings_errors():
 def test_settings_override_the_models_fitted_decision():
     fitted = Decision(0.8, 0.6)
     assert Settings().decision(fitted) == fitted
-    assert Settings(threshold=0.5).decision(fitted) == Decision(0.5, 0.5)  # the band cannot pass the threshold
+    assert Settings(threshold=0.5).decision(fitted) == Decision(
+        0.5, 0.5
+    )  # the band cannot pass the threshold
     assert Settings(threshold=0.9, real_below=0.2).decision(fitted) == Decision(0.9, 0.2)
 
 
@@ -175,7 +205,9 @@ def test_fit_decision_without_overlap_has_no_band():
 
 def test_no_faces_gives_no_face_label():
     verdict = decide([], "confident")
-    assert verdict.label == "no_face" and verdict.probability is None and verdict.chosen_frames == []
+    assert (
+        verdict.label == "no_face" and verdict.probability is None and verdict.chosen_frames == []
+    )
     assert verdict.reason == "no face found in 32 frames"
 
 

@@ -1,12 +1,13 @@
 """fakescope: tell whether a face was synthesized, and show where the evidence is.
 
-    import fakescope
-    report = fakescope.analyze("clip.mp4", explain=["hirescam++"], out_dir="out")
-    print(report.label, report.fake_probability)
+import fakescope
+report = fakescope.analyze("clip.mp4", explain=["hirescam++"], out_dir="out")
+print(report.label, report.fake_probability)
 """
 
 from .version import __version__
-__all__ = ["Analyzer", "Report", "analyze", "__version__"]
+
+__all__ = ["Analyzer", "Report", "__version__", "analyze"]
 
 
 def __getattr__(name: str):

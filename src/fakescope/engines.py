@@ -38,7 +38,9 @@ class Job:
     key: str
 
 
-def unordered_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
+def unordered_map(
+    pool: Executor, fn: Callable[[T], R], items: Iterable[T], depth: int
+) -> Iterator[R]:
     """fn over items in the pool, results as soon as they finish. At most `depth` calls are
     submitted and unread at a time and items are pulled lazily, so memory stays flat on any
     input count. fn must not raise."""
@@ -69,7 +71,11 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def error_message(error: BaseException) -> str:
-    text = str(error) if isinstance(error, FakescopeError) else f"unexpected {type(error).__name__}: {error}"
+    text = (
+        str(error)
+        if isinstance(error, FakescopeError)
+        else f"unexpected {type(error).__name__}: {error}"
+    )
     return " ".join(text.split()) or type(error).__name__
 
 
@@ -82,14 +88,23 @@ def error_row(job: Job, error: BaseException) -> Row:
 
 def report_row(job: Job, report: Report) -> Row:
     faces = sum(len(track.faces) for track in report.verdict.tracks)
-    return Row(job.path, job.key, job.content_hash, report.label, report.fake_probability, faces, None, report.timings,
-               reason=report.verdict.reason)
+    return Row(
+        job.path,
+        job.key,
+        job.content_hash,
+        report.label,
+        report.fake_probability,
+        faces,
+        None,
+        report.timings,
+        reason=report.verdict.reason,
+    )
 
 
 def prepare_job(analyzer: Analyzer, crops: bool, job: Job) -> tuple[Job, Prepared | Exception]:
     try:
         return job, analyzer.prepare(job.path, crops)
-    except Exception as error:  # noqa: BLE001 - one bad input must not stop the scan
+    except Exception as error:
         return job, error
 
 
@@ -99,7 +114,7 @@ def score_jobs(analyzer: Analyzer, items: list[tuple[Job, Prepared | Exception]]
     rows = [error_row(job, p) for job, p in items if not isinstance(p, Prepared)]
     try:
         reports = analyzer.score([p for _, p in ready])
-    except Exception as error:  # noqa: BLE001 - e.g. out of memory: this batch fails, the scan goes on
+    except Exception as error:
         return rows + [error_row(job, error) for job, _ in ready]
     return rows + [report_row(job, report) for (job, _), report in zip(ready, reports)]
 
@@ -125,7 +140,9 @@ class LocalEngine:
         items: list[tuple[Job, Prepared | Exception]] = []
         faces = 0
         with ThreadPoolExecutor(self.workers, thread_name_prefix="fakescope-prepare") as pool:
-            for job, prepared in unordered_map(pool, partial(prepare_job, self.analyzer, self.crops), jobs, depth):
+            for job, prepared in unordered_map(
+                pool, partial(prepare_job, self.analyzer, self.crops), jobs, depth
+            ):
                 items.append((job, prepared))
                 faces += len(prepared.faces) if isinstance(prepared, Prepared) else 0
                 if faces >= size or len(items) >= size:
@@ -147,7 +164,9 @@ class ScanWorker:
         return self.analyzer.ensemble.describe()["members"]
 
     def run(self, jobs: list[Job]) -> list[Row]:
-        return score_jobs(self.analyzer, [prepare_job(self.analyzer, self.crops, job) for job in jobs])
+        return score_jobs(
+            self.analyzer, [prepare_job(self.analyzer, self.crops, job) for job in jobs]
+        )
 
 
 class RayEngine:
@@ -164,23 +183,36 @@ class RayEngine:
             raise FakescopeError("--engine ray needs Ray: pip install 'fakescope[ray]'") from None
         self._ray = ray
         if not ray.is_initialized():
-            ray.init(address=address, num_cpus=None if address else os.cpu_count(), include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.ERROR)
+            ray.init(
+                address=address,
+                num_cpus=None if address else os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
         actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
         # max_restarts: a worker killed by a crashing decoder comes back; its batch becomes error rows.
         worker: Any = ray.remote(num_cpus=1, max_restarts=-1)(ScanWorker)
         config = Path(analyzer.ensemble.config_path).resolve()
-        model = config.stem if config.parent == WEIGHTS_DIR.resolve() else str(config)  # shipped: by name
-        self._actors = [worker.remote(model, analyzer.settings, analyzer.device, analyzer.limits, crops)
-                        for _ in range(actors)]
+        model = (
+            config.stem if config.parent == WEIGHTS_DIR.resolve() else str(config)
+        )  # shipped: by name
+        self._actors = [
+            worker.remote(model, analyzer.settings, analyzer.device, analyzer.limits, crops)
+            for _ in range(actors)
+        ]
         expected = analyzer.ensemble.describe()["members"]
         try:
             loaded = ray.get([actor.members.remote() for actor in self._actors])
         except ray.exceptions.RayError as error:
             # The cause comes last in Ray's message, after the worker's traceback.
-            raise FakescopeError(f"Ray workers could not load the model: ...{error_message(error)[-300:]}") from None
+            raise FakescopeError(
+                f"Ray workers could not load the model: ...{error_message(error)[-300:]}"
+            ) from None
         if any(members != expected for members in loaded):
-            raise FakescopeError(f"Ray workers loaded other weights than {model}: give every node the same files")
+            raise FakescopeError(
+                f"Ray workers loaded other weights than {model}: give every node the same files"
+            )
         self._per_task = analyzer.settings.batch_size if crops else 1
 
     def run(self, jobs: Iterable[Job]) -> Iterator[list[Row]]:
@@ -193,8 +225,13 @@ class RayEngine:
             try:
                 return ray.get(ref)
             except ray.exceptions.RayError as error:
-                return [error_row(job, FakescopeError(f"{job.path}: Ray worker failed ({type(error).__name__})"))
-                        for job in batch]
+                return [
+                    error_row(
+                        job,
+                        FakescopeError(f"{job.path}: Ray worker failed ({type(error).__name__})"),
+                    )
+                    for job in batch
+                ]
 
         for i, batch in enumerate(batched(jobs, self._per_task)):
             if len(in_flight) >= 2 * len(self._actors):

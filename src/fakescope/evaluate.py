@@ -24,21 +24,21 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from rich.table import Table  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import log_loss, roc_auc_score, roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from rich.table import Table
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import log_loss, roc_auc_score, roc_curve
 
-from .explain.render import frame_to_crop  # noqa: E402
-from .explain.xai_eval import LabelledFace  # noqa: E402
-from .faces import crop_face, crop_geometry, for_whole_image  # noqa: E402
-from .files import write_atomic  # noqa: E402
-from .media import read_image  # noqa: E402
-from .metrics import EPS, metrics_with_intervals  # noqa: E402
-from .models.registry import CropPolicy  # noqa: E402
-from .pipeline import Analyzer  # noqa: E402
-from .types import Decision, FakescopeError  # noqa: E402
+from .explain.render import frame_to_crop
+from .explain.xai_eval import LabelledFace
+from .faces import crop_face, crop_geometry, for_whole_image
+from .files import write_atomic
+from .media import read_image
+from .metrics import EPS, metrics_with_intervals
+from .models.registry import CropPolicy
+from .pipeline import Analyzer
+from .types import Decision, FakescopeError
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".mp4", ".mov", ".mkv", ".webm", ".avi"}
 SIZE_BUCKETS = ((0, 48), (48, 96), (96, 160), (160, None))  # px, the main face's shorter side
@@ -86,13 +86,20 @@ def wilson(hits: int, n: int, z: float = 1.96) -> dict[str, float]:
     p = hits / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"value": p, "low": float(max(0.0, centre - half)), "high": float(min(1.0, centre + half)), "n": n}
+    return {
+        "value": p,
+        "low": float(max(0.0, centre - half)),
+        "high": float(min(1.0, centre + half)),
+        "n": n,
+    }
 
 
 def _auc(labels: np.ndarray, probs: np.ndarray) -> dict[str, float] | None:
     if len(np.unique(labels)) < 2:
         return None
-    return metrics_with_intervals(labels, probs, metrics=lambda y, p: {"auc": float(roc_auc_score(y, p))})["auc"]
+    return metrics_with_intervals(
+        labels, probs, metrics=lambda y, p: {"auc": float(roc_auc_score(y, p))}
+    )["auc"]
 
 
 def decision_metrics(rows: list[dict], others: list[dict] | None = None) -> dict:
@@ -152,16 +159,31 @@ def main_face_size(report) -> float | None:
     return float(np.median([f.size for f in chosen.faces]))
 
 
-def analyse_files(analyzer: Analyzer, files: list[LabelledFile], group_by: str | None,
-                  progress: Callable[[str], None] | None = None) -> list[dict]:
+def analyse_files(
+    analyzer: Analyzer,
+    files: list[LabelledFile],
+    group_by: str | None,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
     rows = []
     for number, item in enumerate(files, 1):
-        row = {"file": str(item.path), "label": item.label, "group": item.columns.get(group_by or "", ""),
-               "probability": None, "predicted": "error", "face_size": None, "reason": ""}
+        row = {
+            "file": str(item.path),
+            "label": item.label,
+            "group": item.columns.get(group_by or "", ""),
+            "probability": None,
+            "predicted": "error",
+            "face_size": None,
+            "reason": "",
+        }
         try:
             report = analyzer.analyze(item.path)
-            row.update(probability=report.fake_probability, predicted=report.label, face_size=main_face_size(report),
-                       reason=report.verdict.reason)
+            row.update(
+                probability=report.fake_probability,
+                predicted=report.label,
+                face_size=main_face_size(report),
+                reason=report.verdict.reason,
+            )
         except FakescopeError as error:
             row["reason"] = str(error)
         rows.append(row)
@@ -186,15 +208,25 @@ def read_rows(path: Path) -> list[dict]:
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             raw = list(csv.DictReader(handle))
-        return [{**r, "label": int(r["label"]), "probability": float(r["probability"]) if r["probability"] else None,
-                 "face_size": float(r["face_size"]) if r["face_size"] else None} for r in raw]
+        return [
+            {
+                **r,
+                "label": int(r["label"]),
+                "probability": float(r["probability"]) if r["probability"] else None,
+                "face_size": float(r["face_size"]) if r["face_size"] else None,
+            }
+            for r in raw
+        ]
     except (OSError, KeyError, ValueError) as error:
         raise FakescopeError(f"{path}: not an evaluation's videos.csv ({error})") from None
 
 
 def relabel(rows: list[dict], decision: Decision) -> list[dict]:
     """The same rows under another decision: only files with a probability change label."""
-    return [{**r, "predicted": decision.label(r["probability"])} if r["probability"] is not None else r for r in rows]
+    return [
+        {**r, "predicted": decision.label(r["probability"])} if r["probability"] is not None else r
+        for r in rows
+    ]
 
 
 def plot_roc(labels: np.ndarray, probs: np.ndarray, auc: float, path: Path) -> None:
@@ -202,7 +234,9 @@ def plot_roc(labels: np.ndarray, probs: np.ndarray, auc: float, path: Path) -> N
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
     ax.plot(fpr, tpr, lw=2, label=f"AUC {auc:.3f}")
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
-    ax.set(xlabel="false positive rate (real called fake)", ylabel="true positive rate", title="ROC")
+    ax.set(
+        xlabel="false positive rate (real called fake)", ylabel="true positive rate", title="ROC"
+    )
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
@@ -214,19 +248,34 @@ def plot_reliability(labels: np.ndarray, probs: np.ndarray, path: Path, bins: in
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
     ax.plot(predicted, observed, "o-", lw=2, label="model")
-    ax.hist(probs, bins=bins, range=(0, 1), weights=np.full(len(probs), 1 / len(probs)), alpha=0.25, label="share of images")
-    ax.set(xlabel="predicted P(fake)", ylabel="observed share of fakes", title="Reliability", xlim=(0, 1), ylim=(0, 1))
+    ax.hist(
+        probs,
+        bins=bins,
+        range=(0, 1),
+        weights=np.full(len(probs), 1 / len(probs)),
+        alpha=0.25,
+        label="share of images",
+    )
+    ax.set(
+        xlabel="predicted P(fake)",
+        ylabel="observed share of fakes",
+        title="Reliability",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def evaluate_crops(analyzer: Analyzer, dataset: Path, out_dir: Path, limit: int | None = None) -> dict:
+def evaluate_crops(
+    analyzer: Analyzer, dataset: Path, out_dir: Path, limit: int | None = None
+) -> dict:
     files = labelled_files(dataset, limit)
     probs, size = [], analyzer.settings.batch_size
     for start in range(0, len(files), size):
-        chunk = files[start:start + size]
+        chunk = files[start : start + size]
         probs += list(analyzer.score_crops([read_image(f.path, analyzer.limits) for f in chunk])[1])
     labels = np.array([f.label for f in files], dtype=int)
     probs_ = np.array(probs, dtype=float)
@@ -236,24 +285,41 @@ def evaluate_crops(analyzer: Analyzer, dataset: Path, out_dir: Path, limit: int 
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_roc(labels, probs_, metrics["auc"]["value"], out_dir / "roc.png")
     plot_reliability(labels, probs_, out_dir / "reliability.png")
-    result = {"dataset": str(dataset), "crops": True, "model": analyzer.ensemble.describe(),
-              "count": {"real": int((labels == 0).sum()), "fake": int((labels == 1).sum())}, "metrics": metrics}
+    result = {
+        "dataset": str(dataset),
+        "crops": True,
+        "model": analyzer.ensemble.describe(),
+        "count": {"real": int((labels == 0).sum()), "fake": int((labels == 1).sum())},
+        "metrics": metrics,
+    }
     write_atomic(out_dir / "metrics.json", json.dumps(result, indent=2))
     np.savez_compressed(out_dir / "scores.npz", probs=probs_, labels=labels)
     return result
 
 
-def evaluate_videos(analyzer: Analyzer, dataset: Path, out_dir: Path, limit: int | None = None,
-                    group_by: str | None = "manipulation", progress: Callable[[str], None] | None = None) -> dict:
+def evaluate_videos(
+    analyzer: Analyzer,
+    dataset: Path,
+    out_dir: Path,
+    limit: int | None = None,
+    group_by: str | None = "manipulation",
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     files = labelled_files(dataset, limit)
     if group_by and not any(group_by in f.columns for f in files):
         group_by = None  # no manifest, or no such column: nothing to group by
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = analyse_files(analyzer, files, group_by, progress)
     write_rows(rows, out_dir / "videos.csv")
-    result = {"dataset": str(dataset), "crops": False, "model": analyzer.ensemble.describe(),
-              "decision": asdict(analyzer.decision), "settings": analyzer.settings.__dict__, "group_by": group_by,
-              **video_report(rows, group_by)}
+    result = {
+        "dataset": str(dataset),
+        "crops": False,
+        "model": analyzer.ensemble.describe(),
+        "decision": asdict(analyzer.decision),
+        "settings": analyzer.settings.__dict__,
+        "group_by": group_by,
+        **video_report(rows, group_by),
+    }
     scored = [r for r in rows if r["probability"] is not None]
     labels = np.array([r["label"] for r in scored], dtype=int)
     if len(np.unique(labels)) == 2:
@@ -265,20 +331,37 @@ def evaluate_videos(analyzer: Analyzer, dataset: Path, out_dir: Path, limit: int
 
 
 def _interval(m: dict | None) -> str:
-    return "n/a" if not m or m["value"] != m["value"] else f"{m['value']:.2f} [{m['low']:.2f}-{m['high']:.2f}]"
+    return (
+        "n/a"
+        if not m or m["value"] != m["value"]
+        else f"{m['value']:.2f} [{m['low']:.2f}-{m['high']:.2f}]"
+    )
 
 
 def results_table(result: dict, title: str) -> Table:
     """One row per subset: counts, AUC, log loss and the four rates at the decision."""
     table = Table(title=title)
-    for name in ("subset", "real/fake", "AUC", "log loss", "false alarm", "detected", "missed", "inconclusive"):
+    for name in (
+        "subset",
+        "real/fake",
+        "AUC",
+        "log loss",
+        "false alarm",
+        "detected",
+        "missed",
+        "inconclusive",
+    ):
         table.add_column(name)
 
     def add(name: str, m: dict) -> None:
         c = m["count"]
-        table.add_row(name, f"{c['real']}/{c['fake']}", _interval(m["auc"]),
-                      "n/a" if m["log_loss"] is None else f"{m['log_loss']:.3f}",
-                      *(_interval(m[k]) for k in ("false_alarm", "detection", "miss", "inconclusive")))
+        table.add_row(
+            name,
+            f"{c['real']}/{c['fake']}",
+            _interval(m["auc"]),
+            "n/a" if m["log_loss"] is None else f"{m['log_loss']:.3f}",
+            *(_interval(m[k]) for k in ("false_alarm", "detection", "miss", "inconclusive")),
+        )
 
     add("all", result["overall"])
     for name, m in result["groups"].items():
@@ -294,8 +377,13 @@ def metrics_line(result: dict) -> str:
     return f"{result['count']['real']} real, {result['count']['fake']} fake: " + "; ".join(parts)
 
 
-def labelled_faces(analyzer: Analyzer, dataset: Path, policy: CropPolicy, crops: bool = True,
-                   limit: int | None = None) -> Iterator[LabelledFace]:
+def labelled_faces(
+    analyzer: Analyzer,
+    dataset: Path,
+    policy: CropPolicy,
+    crops: bool = True,
+    limit: int | None = None,
+) -> Iterator[LabelledFace]:
     """The faces of a labelled folder's images, cropped under `policy`, in `labelled_files`
     order, with the detector's box and landmarks mapped into the crop. `crops`: each image
     already is a face (the detector, run on it, only places the landmarks); otherwise its
@@ -304,7 +392,9 @@ def labelled_faces(analyzer: Analyzer, dataset: Path, policy: CropPolicy, crops:
         image = read_image(item.path, analyzer.limits)
         whole = (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))
         found = analyzer.detector.detect([image])[0]
-        largest = max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), default=None)
+        largest = max(
+            found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), default=None
+        )
         if largest is None and not crops:
             continue
         used = for_whole_image(policy) if crops else policy
@@ -313,6 +403,11 @@ def labelled_faces(analyzer: Analyzer, dataset: Path, policy: CropPolicy, crops:
         if largest is None:
             yield LabelledFace(crop, item.label, tuple(float(v) for v in content))
             continue
-        box = tuple(float(v) for v in frame_to_crop(np.reshape(largest.box, (2, 2)), source, content).ravel())
-        points = None if largest.landmarks is None else frame_to_crop(largest.landmarks, source, content)
+        box = tuple(
+            float(v)
+            for v in frame_to_crop(np.reshape(largest.box, (2, 2)), source, content).ravel()
+        )
+        points = (
+            None if largest.landmarks is None else frame_to_crop(largest.landmarks, source, content)
+        )
         yield LabelledFace(crop, item.label, box, points)

@@ -32,8 +32,9 @@ class FaceDetector(ABC):
     # holds 80-200 MB less.
     batch_size = 4
 
-    def __init__(self, score_threshold: float, min_face: float = 10, min_side: int = 320,
-                 max_side: int = 640):
+    def __init__(
+        self, score_threshold: float, min_face: float = 10, min_side: int = 320, max_side: int = 640
+    ):
         self.score_threshold = score_threshold
         self.min_face = min_face
         self.min_side = min_side
@@ -45,7 +46,9 @@ class FaceDetector(ABC):
         while start < len(images):
             shape = images[start].shape
             end = start + 1
-            while end < len(images) and end - start < self.batch_size and images[end].shape == shape:
+            while (
+                end < len(images) and end - start < self.batch_size and images[end].shape == shape
+            ):
                 end += 1
             results.extend(self._detect_same_size(images[start:end]))
             start = end
@@ -67,7 +70,9 @@ class FaceDetector(ABC):
         else:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-            batch = np.stack([cv2.resize(image, size, interpolation=interpolation) for image in images])
+            batch = np.stack(
+                [cv2.resize(image, size, interpolation=interpolation) for image in images]
+            )
         found = self._detect_batch(batch)
         results = []
         for detections in found:
@@ -76,7 +81,9 @@ class FaceDetector(ABC):
                 x1, y1, x2, y2 = d.box
                 if d.score >= self.score_threshold and min(x2 - x1, y2 - y1) >= self.min_face:
                     box = (x1 / scale, y1 / scale, x2 / scale, y2 / scale)
-                    landmarks = None if d.landmarks is None else (d.landmarks / scale).astype(np.float32)
+                    landmarks = (
+                        None if d.landmarks is None else (d.landmarks / scale).astype(np.float32)
+                    )
                     kept.append(Detection(box, d.score, landmarks))
             results.append(kept)
         return results
@@ -96,8 +103,14 @@ class RetinaFaceDetector(FaceDetector):
 
     name = "retinaface"
 
-    def __init__(self, score_threshold: float = 0.9, min_face: float = 10, min_side: int = 320,
-                 max_side: int = 640, threads: int = 0):
+    def __init__(
+        self,
+        score_threshold: float = 0.9,
+        min_face: float = 10,
+        min_side: int = 320,
+        max_side: int = 640,
+        threads: int = 0,
+    ):
         super().__init__(score_threshold, min_face, min_side, max_side)
         try:
             import onnxruntime as ort
@@ -135,8 +148,13 @@ class MTCNNDetector(FaceDetector):
 
     name = "mtcnn"
 
-    def __init__(self, score_threshold: float = 0.9, min_face: float = 10, min_side: int = 320,
-                 max_side: int = 640):
+    def __init__(
+        self,
+        score_threshold: float = 0.9,
+        min_face: float = 10,
+        min_side: int = 320,
+        max_side: int = 640,
+    ):
         super().__init__(score_threshold, min_face, min_side, max_side)
         try:
             from facenet_pytorch import MTCNN
@@ -155,15 +173,23 @@ class MTCNNDetector(FaceDetector):
             if image_boxes is None:
                 results.append([])
                 continue
-            results.append([
-                Detection((float(box[0]), float(box[1]), float(box[2]), float(box[3])), float(p),
-                          np.asarray(pts, np.float32))
-                for box, p, pts in zip(image_boxes, image_probs, image_points)
-            ])
+            results.append(
+                [
+                    Detection(
+                        (float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+                        float(p),
+                        np.asarray(pts, np.float32),
+                    )
+                    for box, p, pts in zip(image_boxes, image_probs, image_points)
+                ]
+            )
         return results
 
 
-DETECTORS: dict[str, type[FaceDetector]] = {"retinaface": RetinaFaceDetector, "mtcnn": MTCNNDetector}
+DETECTORS: dict[str, type[FaceDetector]] = {
+    "retinaface": RetinaFaceDetector,
+    "mtcnn": MTCNNDetector,
+}
 
 
 def get_detector(name: str = "retinaface", **options) -> FaceDetector:
@@ -171,7 +197,9 @@ def get_detector(name: str = "retinaface", **options) -> FaceDetector:
     try:
         cls = DETECTORS[name]
     except KeyError:
-        raise FakescopeError(f"unknown face detector {name!r}; known: {', '.join(DETECTORS)}") from None
+        raise FakescopeError(
+            f"unknown face detector {name!r}; known: {', '.join(DETECTORS)}"
+        ) from None
     return cls(**options)
 
 
@@ -235,7 +263,8 @@ def link_tracks(
             if d not in used_detections:
                 tracks.append(Track(len(tracks), [TrackedFace(index, timestamp, detection)]))
     kept = [
-        track for track in tracks
+        track
+        for track in tracks
         if len(track.faces) >= min_presence * len(frames)
         or np.mean([f.detection.score for f in track.faces]) >= min_score
     ]
@@ -306,14 +335,18 @@ def resize_rgb(image: np.ndarray, width: int, height: int) -> np.ndarray:
 def resize_batch(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """`resize_rgb` for N x H x W x 3 uint8 images of one size at once: N x 3 x height x width."""
     tensor = images.permute(0, 3, 1, 2).float()
-    resized = torch.nn.functional.interpolate(tensor, size=(height, width), mode="bilinear", antialias=True)
+    resized = torch.nn.functional.interpolate(
+        tensor, size=(height, width), mode="bilinear", antialias=True
+    )
     return resized.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def to_tensor(crops: Sequence[np.ndarray], policy: CropPolicy) -> torch.Tensor:
     """N x 3 x size x size float32, normalised by the policy's mean/std, channels_last."""
     if not crops:
-        return torch.empty((0, 3, policy.size, policy.size)).contiguous(memory_format=torch.channels_last)
+        return torch.empty((0, 3, policy.size, policy.size)).contiguous(
+            memory_format=torch.channels_last
+        )
     # NHWC uint8 permuted to NCHW is already channels_last in memory; ops keep that layout.
     x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255)
     mean = torch.tensor(policy.mean, dtype=torch.float32).view(1, 3, 1, 1)

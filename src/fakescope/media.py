@@ -78,7 +78,9 @@ def _decoding(path: Path, what: str = "cannot decode") -> Iterator[None]:
     except FakescopeError:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own guard, above fakescope's limit
-        raise MediaError(f"{path}: image is over the pixel limit ({' '.join(str(exc).split())})") from None
+        raise MediaError(
+            f"{path}: image is over the pixel limit ({' '.join(str(exc).split())})"
+        ) from None
     except Exception as exc:  # Pillow and FFmpeg raise many types for broken files
         text = exc.strerror if isinstance(exc, av.FFmpegError) and exc.strerror else str(exc)
         message = " ".join(text.split()) or type(exc).__name__
@@ -104,7 +106,7 @@ def _check_pixels(path: Path, width: int, height: int, limits: Limits) -> None:
 
 
 def media_kind(path: str | Path) -> str:
-    """"image" or "video", decided by the file's content (a video must decode a frame)."""
+    """ "image" or "video", decided by the file's content (a video must decode a frame)."""
     return probe(path).kind
 
 
@@ -213,8 +215,9 @@ def _probe_image(path: Path, limits: Limits) -> MediaInfo:
         rotation = EXIF_ROTATION.get(im.getexif().get(ExifTags.Base.Orientation, 1), 0)
         width, height = im.size[::-1] if rotation in (90, 270) else im.size
         scale = limits.scale(width, height)
-        return MediaInfo(str(path), "image", width, height, 0.0, 0.0, 1, im.format.lower(),
-                         rotation, scale)
+        return MediaInfo(
+            str(path), "image", width, height, 0.0, 0.0, 1, im.format.lower(), rotation, scale
+        )
 
 
 def _pil_rgb(im: Image.Image) -> np.ndarray:
@@ -229,7 +232,9 @@ def _pil_rgb(im: Image.Image) -> np.ndarray:
             values = values * 255
         gray = np.clip(values + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
-    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info):
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        im.mode == "P" and "transparency" in im.info
+    ):
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(white, rgba)
@@ -237,7 +242,9 @@ def _pil_rgb(im: Image.Image) -> np.ndarray:
 
 
 @contextmanager
-def _open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+def _open_video(
+    path: Path,
+) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
     """The container and its first real video stream (cover art in audio files does not count)."""
     with _decoding(path, "not a readable image or video"):
         container = av.open(str(path), mode="r")
@@ -278,8 +285,18 @@ def _probe_video(path: Path, container, stream, limits: Limits) -> MediaInfo:
     rotation = round(first.rotation / 90) * 90 % 360  # display matrix, counter-clockwise
     width, height = (ctx.height, ctx.width) if rotation in (90, 270) else (ctx.width, ctx.height)
     codec = ctx.codec.canonical_name  # "av1", not the decoder's name "libdav1d"
-    return MediaInfo(str(path), "video", width, height, duration, fps, frame_count, codec, rotation,
-                     limits.scale(width, height))
+    return MediaInfo(
+        str(path),
+        "video",
+        width,
+        height,
+        duration,
+        fps,
+        frame_count,
+        codec,
+        rotation,
+        limits.scale(width, height),
+    )
 
 
 def _header_duration(container, stream) -> float | None:
@@ -328,7 +345,9 @@ def _seek_sample(container, stream, targets: list[float], fps: float):
     base = stream.time_base
     start = (stream.start_time or 0) * base
     half = 0.5 / fps
-    keyframes = sorted(float(e.timestamp * base - start) for e in stream.index_entries if e.is_keyframe)
+    keyframes = sorted(
+        float(e.timestamp * base - start) for e in stream.index_entries if e.is_keyframe
+    )
     frames: Iterator | None = None
     last = -math.inf
     for target in targets:
@@ -336,7 +355,9 @@ def _seek_sample(container, stream, targets: list[float], fps: float):
             continue  # the previous frame already served this target
         before = bisect.bisect_right(keyframes, target)  # keyframes at or before the target
         if frames is None or len(keyframes) < 2 or (before and keyframes[before - 1] > last):
-            container.seek(int((target + float(start)) / base), stream=stream, backward=True, any_frame=False)
+            container.seek(
+                int((target + float(start)) / base), stream=stream, backward=True, any_frame=False
+            )
             frames = _decoded(container, stream)
         for frame in frames:
             if frame.pts is None:
@@ -423,7 +444,9 @@ def make_example_video(
         for i in range(max(1, round(seconds * fps))):
             image = canvas.copy()
             for p in range(people):
-                phase = 2 * math.pi * (i / fps / 2.0 + p / max(people, 2))  # 2 s cycle, people out of step
+                phase = (
+                    2 * math.pi * (i / fps / 2.0 + p / max(people, 2))
+                )  # 2 s cycle, people out of step
                 x = int(p * column + slack_x + min(slack_x, 0.05 * width) * math.sin(phase))
                 y = int(slack_y + min(slack_y, 0.03 * height) * math.cos(phase))
                 image[y : y + side, x : x + side] = photo
@@ -457,7 +480,7 @@ def read_ahead(frames: Iterator[Frame], depth: int = 8) -> Iterator[Frame]:
                 if not offer(frame):
                     return
             offer(done)
-        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+        except BaseException as error:
             offer(error)
 
     worker = threading.Thread(target=produce, name="fakescope-decode", daemon=True)

@@ -32,8 +32,9 @@ def point_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     }
 
 
-def metrics_with_intervals(labels, probs, rounds: int = 1000, seed: int = 0,
-                           metrics=point_metrics) -> dict[str, dict[str, float]]:
+def metrics_with_intervals(
+    labels, probs, rounds: int = 1000, seed: int = 0, metrics=point_metrics
+) -> dict[str, dict[str, float]]:
     """Each metric with a 95% percentile bootstrap interval (resampling images); `metrics`
     maps (labels, probs) to named values (default: all of point_metrics)."""
     labels, probs = np.asarray(labels, dtype=int), np.asarray(probs, dtype=float)
@@ -47,7 +48,11 @@ def metrics_with_intervals(labels, probs, rounds: int = 1000, seed: int = 0,
         for name, value in metrics(labels[idx], probs[idx]).items():
             samples[name].append(value)
     return {
-        name: {"value": point[name], "low": float(np.percentile(s, 2.5)), "high": float(np.percentile(s, 97.5))}
+        name: {
+            "value": point[name],
+            "low": float(np.percentile(s, 2.5)),
+            "high": float(np.percentile(s, 97.5)),
+        }
         for name, s in samples.items()
     }
 

@@ -16,15 +16,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .faces import crop_face, for_whole_image, get_detector, link_tracks, sharpness, to_tensor
 from .explain.cam import check_methods
 from .explain.stage import explain_chosen_frames, explain_faces
+from .faces import crop_face, for_whole_image, get_detector, link_tracks, sharpness, to_tensor
 from .media import Limits, iter_frames, planned_frames, probe, read_ahead, read_image
 from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
 from .models.registry import CropPolicy
 from .report import Report
-from .types import Detection, FaceScore, FakescopeError, MediaError, MediaInfo, NoFaceError, TrackedFace
 from .settings import Settings
+from .types import (
+    Detection,
+    FaceScore,
+    FakescopeError,
+    MediaError,
+    MediaInfo,
+    NoFaceError,
+    TrackedFace,
+)
 from .verdict import decide
 
 
@@ -41,7 +49,9 @@ class Prepared:
     sharpness: list[float]  # per face, in crop order (faces.sharpness)
     timings: dict[str, float]
     requested: int = 1  # frames the sampling asked for; fewer decoded means a truncated file
-    images: dict[int, np.ndarray] | None = None  # frame pixels, kept only for heat maps and thumbnails
+    images: dict[int, np.ndarray] | None = (
+        None  # frame pixels, kept only for heat maps and thumbnails
+    )
 
 
 DETECT_CHUNK = 8  # frames per detector call: big enough to batch, small enough to overlap decoding
@@ -67,8 +77,13 @@ def _device(name: str) -> str:
 
 
 class Analyzer:
-    def __init__(self, model: str | Path = DEFAULT_MODEL, settings: Settings | None = None,
-                 device: str = "cpu", limits: Limits | None = None):
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_MODEL,
+        settings: Settings | None = None,
+        device: str = "cpu",
+        limits: Limits | None = None,
+    ):
         self.settings = settings or Settings()
         self.device = _device(device)
         self.limits = limits or Limits()
@@ -90,14 +105,20 @@ class Analyzer:
         batches = {}
         for policy in self.ensemble.crop_policies:
             used = for_whole_image(policy) if whole else policy
-            batches[policy] = to_tensor([crop_face(image, box, used) for image, box in zip(images, boxes)], policy)
+            batches[policy] = to_tensor(
+                [crop_face(image, box, used) for image, box in zip(images, boxes)], policy
+            )
         return batches
 
-    def score_faces(self, images: list[np.ndarray], boxes: list[tuple], whole: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def score_faces(
+        self, images: list[np.ndarray], boxes: list[tuple], whole: bool = False
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Member and ensemble P(fake) for the faces at `boxes` in `images` (one batch per member)."""
         if not images:
             return {m.spec.name: np.empty(0) for m in self.ensemble.members}, np.empty(0)
-        member = self.ensemble.score(self._crop_batches(images, boxes, whole), self.settings.batch_size)
+        member = self.ensemble.score(
+            self._crop_batches(images, boxes, whole), self.settings.batch_size
+        )
         return member, self.ensemble.combine(member)
 
     def score_crops(self, images: list[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -105,8 +126,13 @@ class Analyzer:
         boxes = [(0.0, 0.0, float(im.shape[1]), float(im.shape[0])) for im in images]
         return self.score_faces(images, boxes, whole=True)
 
-    def prepare(self, path: str | Path, crop: bool = False, keep_images: bool = False,
-                progress: Callable[[str], None] | None = None) -> Prepared:
+    def prepare(
+        self,
+        path: str | Path,
+        crop: bool = False,
+        keep_images: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> Prepared:
         """Decode, detect and crop (no model runs, so threads may call this while another
         thread scores). `crop`: the input is an image that already is one face crop."""
         timings: dict[str, float] = {}
@@ -127,7 +153,11 @@ class Analyzer:
             detections = [[Detection((0.0, 0.0, float(media.width), float(media.height)), 1.0)]]
         else:
             # Detection of one chunk of frames runs while the next chunk decodes.
-            with closing(read_ahead(iter_frames(path, self.settings.frames, self.limits, info=media), DETECT_CHUNK)) as decoded:
+            with closing(
+                read_ahead(
+                    iter_frames(path, self.settings.frames, self.limits, info=media), DETECT_CHUNK
+                )
+            ) as decoded:
                 while True:
                     with stage("decode"):  # time spent waiting for frames
                         chunk = list(itertools.islice(decoded, DETECT_CHUNK))
@@ -144,12 +174,27 @@ class Analyzer:
             crops = {}
             for policy in self.ensemble.crop_policies:
                 used = for_whole_image(policy) if crop else policy  # as score_crops does
-                crops[policy] = [crop_face(by_index[face.frame_index], face.detection.box, used) for _, face in faces]
+                crops[policy] = [
+                    crop_face(by_index[face.frame_index], face.detection.box, used)
+                    for _, face in faces
+                ]
             sharp = [sharpness(by_index[face.frame_index], face.detection.box) for _, face in faces]
-        summary = [{"index": f.index, "timestamp": f.timestamp, "faces": len(d)} for f, d in zip(frames, detections)]
+        summary = [
+            {"index": f.index, "timestamp": f.timestamp, "faces": len(d)}
+            for f, d in zip(frames, detections)
+        ]
         requested = 1 if crop else planned_frames(media, self.settings.frames, self.limits)
-        return Prepared(str(path), media, summary, faces, crops, sharp, timings, requested,
-                        by_index if keep_images else None)
+        return Prepared(
+            str(path),
+            media,
+            summary,
+            faces,
+            crops,
+            sharp,
+            timings,
+            requested,
+            by_index if keep_images else None,
+        )
 
     def score(self, prepared: Sequence[Prepared]) -> list[Report]:
         """Reports (without heat maps) for prepared inputs, all their faces scored in one batch
@@ -158,39 +203,76 @@ class Analyzer:
         total = sum(len(p.faces) for p in prepared)
         member, ensemble = {}, np.empty(0)
         if total:
-            tensors = {policy: to_tensor([c for p in prepared for c in p.crops[policy]], policy)
-                       for policy in self.ensemble.crop_policies}
+            tensors = {
+                policy: to_tensor([c for p in prepared for c in p.crops[policy]], policy)
+                for policy in self.ensemble.crop_policies
+            }
             member = self.ensemble.score(tensors, self.settings.batch_size)
             ensemble = self.ensemble.combine(member)
         elapsed = time.perf_counter() - start
         settings, reports, offset = self.settings, [], 0
         for p in prepared:
             faces = [
-                FaceScore(track_id, face.frame_index, face.timestamp, tuple(float(v) for v in face.detection.box),
-                          float(face.detection.score), {name: float(s[offset + i]) for name, s in member.items()},
-                          float(ensemble[offset + i]),
-                          _short_side(face.detection.box) / p.media.scale,  # in source pixels
-                          p.sharpness[i], landmarks=face.detection.landmarks)
+                FaceScore(
+                    track_id,
+                    face.frame_index,
+                    face.timestamp,
+                    tuple(float(v) for v in face.detection.box),
+                    float(face.detection.score),
+                    {name: float(s[offset + i]) for name, s in member.items()},
+                    float(ensemble[offset + i]),
+                    _short_side(face.detection.box) / p.media.scale,  # in source pixels
+                    p.sharpness[i],
+                    landmarks=face.detection.landmarks,
+                )
                 for i, (track_id, face) in enumerate(p.faces)
             ]
             offset += len(faces)
             timings = {**p.timings, "score": elapsed * len(faces) / total if total else 0.0}
             timings["total"] = sum(timings.values())
             short = len(p.frames) < p.requested
-            reports.append(Report(
-                input=p.path, media=p.media,
-                verdict=decide(faces, settings.strategy, self.decision, settings.judging, len(p.frames), settings.chosen),
-                model=self.ensemble.describe(), frames=p.frames,
-                settings={**settings.__dict__, "threshold": self.decision.threshold,
-                          "real_below": self.decision.real_below, "device": self.device, "explain": []},
-                timings=timings, frames_requested=p.requested,
-                warnings=[f"decoded {len(p.frames)} of {p.requested} requested frames: "
-                          "the file ends early (truncated?)"] if short else [],
-            ))
+            reports.append(
+                Report(
+                    input=p.path,
+                    media=p.media,
+                    verdict=decide(
+                        faces,
+                        settings.strategy,
+                        self.decision,
+                        settings.judging,
+                        len(p.frames),
+                        settings.chosen,
+                    ),
+                    model=self.ensemble.describe(),
+                    frames=p.frames,
+                    settings={
+                        **settings.__dict__,
+                        "threshold": self.decision.threshold,
+                        "real_below": self.decision.real_below,
+                        "device": self.device,
+                        "explain": [],
+                    },
+                    timings=timings,
+                    frames_requested=p.requested,
+                    warnings=[
+                        f"decoded {len(p.frames)} of {p.requested} requested frames: "
+                        "the file ends early (truncated?)"
+                    ]
+                    if short
+                    else [],
+                )
+            )
         return reports
 
-    def analyze(self, path: str | Path, out_dir: str | Path | None = None, explain: list[str] | None = None, *,
-                keep_frames: bool = False, progress: Callable[[str], None] | None = None) -> Report:
+    def analyze(
+        self,
+        path: str | Path,
+        out_dir: str | Path | None = None,
+        explain: list[str] | None = None,
+        *,
+        keep_frames: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> Report:
         """keep_frames: keep the analysed frames' pixels in `report.images` (HTML thumbnails, overlay
         video); progress: called with each stage's name as the stage starts."""
         if explain:
@@ -207,15 +289,17 @@ class Analyzer:
                 progress("explain")
             start = time.perf_counter()
             report.explanations, report.evidence = explain_chosen_frames(
-                self.ensemble, report.verdict, prepared.images, explain, Path(out_dir))
+                self.ensemble, report.verdict, prepared.images, explain, Path(out_dir)
+            )
             report.timings["explain"] = time.perf_counter() - start
             report.timings["total"] += report.timings["explain"]
         if keep_frames:
             report.images = prepared.images
         return report
 
-    def explain_image(self, path: str | Path, methods: list[str], out_dir: Path,
-                      crops: bool = False) -> list[tuple[float, str]]:
+    def explain_image(
+        self, path: str | Path, methods: list[str], out_dir: Path, crops: bool = False
+    ) -> list[tuple[float, str]]:
         """`fakescope explain`: overlays and a comparison strip for one image; returns each
         face's P(fake) and evidence sentence."""
         check_methods(methods)
@@ -228,11 +312,19 @@ class Analyzer:
                 raise NoFaceError(f"{path}: no face found")
         _, scores = self.score_faces([image] * len(faces), [f.box for f in faces], whole=crops)
         scores = [float(s) for s in scores]
-        sentences = explain_faces(self.ensemble, image, faces, scores, methods, out_dir, whole=crops)
+        sentences = explain_faces(
+            self.ensemble, image, faces, scores, methods, out_dir, whole=crops
+        )
         return list(zip(scores, sentences))
 
 
-def analyze(path: str | Path, model: str | Path = DEFAULT_MODEL, out_dir: str | Path | None = None,
-            explain: list[str] | None = None, device: str = "cpu", **settings) -> Report:
+def analyze(
+    path: str | Path,
+    model: str | Path = DEFAULT_MODEL,
+    out_dir: str | Path | None = None,
+    explain: list[str] | None = None,
+    device: str = "cpu",
+    **settings,
+) -> Report:
     """Analyse one video or image. A file without faces gives a report labelled "no_face"."""
     return Analyzer(model, Settings(**settings), device).analyze(path, out_dir, explain)

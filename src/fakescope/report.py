@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .version import __version__
 from .files import write_atomic
 from .types import MediaInfo, Verdict
+from .version import __version__
 
 # 1.1: inconclusive label, reason, judged faces and tracks; 1.2: frames_requested, warnings,
 # media.scale, evidence per face region
@@ -29,7 +29,9 @@ class Report:
     explanations: list[dict] = field(default_factory=list)  # heat-map images per chosen frame
     # Per track id with a face in the chosen frames: evidence per face region (explain.stage).
     evidence: dict[int, dict] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)  # other outputs, relative to the report's folder
+    files: dict[str, str] = field(
+        default_factory=dict
+    )  # other outputs, relative to the report's folder
     frames_requested: int = 0  # frames the sampling asked for; `frames` holds those decoded
     warnings: list[str] = field(default_factory=list)  # one line each, e.g. a truncated file
     # The analysed frames' pixels by frame index, kept only when asked for (keep_frames); never serialised.
@@ -47,9 +49,13 @@ class Report:
         faces = sum(len(t.faces) for t in self.verdict.tracks)
         if self.label == "no_face":
             return f"{self.input}: no face found in {len(self.frames)} frames"
-        probability = "" if self.fake_probability is None else f" p(fake)={self.fake_probability:.3f}"
-        return (f"{self.input}: {self.label.upper()}{probability} "
-                f"({len(self.verdict.tracks)} track(s), {faces} faces, {len(self.frames)} frames): {self.verdict.reason}")
+        probability = (
+            "" if self.fake_probability is None else f" p(fake)={self.fake_probability:.3f}"
+        )
+        return (
+            f"{self.input}: {self.label.upper()}{probability} "
+            f"({len(self.verdict.tracks)} track(s), {faces} faces, {len(self.frames)} frames): {self.verdict.reason}"
+        )
 
     def to_dict(self) -> dict:
         verdict = self.verdict
@@ -76,10 +82,20 @@ class Report:
                     "probability": track.probability,
                     "unjudged": track.unjudged,
                     "faces": [
-                        {"frame_index": f.frame_index, "timestamp": f.timestamp, "box": list(f.box),
-                         "detector_score": f.detector_score, "member_scores": f.member_scores, "score": f.score,
-                         "size": f.size, "sharpness": f.sharpness, "unjudged": f.unjudged,
-                         "landmarks": None if f.landmarks is None else np.asarray(f.landmarks).tolist()}
+                        {
+                            "frame_index": f.frame_index,
+                            "timestamp": f.timestamp,
+                            "box": list(f.box),
+                            "detector_score": f.detector_score,
+                            "member_scores": f.member_scores,
+                            "score": f.score,
+                            "size": f.size,
+                            "sharpness": f.sharpness,
+                            "unjudged": f.unjudged,
+                            "landmarks": None
+                            if f.landmarks is None
+                            else np.asarray(f.landmarks).tolist(),
+                        }
                         for f in track.faces
                     ],
                     "evidence": self.evidence.get(track.track_id),

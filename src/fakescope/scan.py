@@ -22,7 +22,14 @@ from functools import partial
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from .engines import Job, LocalEngine, RayEngine, unordered_map
@@ -63,11 +70,20 @@ class ScanSummary:
             self.stored_errors += not new
 
     def line(self) -> str:
-        labels = "".join(f"{self.labels[label]} {label}, " for label in ("fake", "real", "inconclusive", "no_face"))
-        retry = f" ({self.stored_errors} stored earlier: --retry-errors retries them)" if self.stored_errors else ""
+        labels = "".join(
+            f"{self.labels[label]} {label}, "
+            for label in ("fake", "real", "inconclusive", "no_face")
+        )
+        retry = (
+            f" ({self.stored_errors} stored earlier: --retry-errors retries them)"
+            if self.stored_errors
+            else ""
+        )
         export = f", exported to {self.out}" if self.out else ""
-        return (f"scanned {self.new + self.stored} inputs ({self.new} new, {self.stored} already stored): "
-                f"{labels}{self.errors} errors{retry} -> {self.db}{export}")
+        return (
+            f"scanned {self.new + self.stored} inputs ({self.new} new, {self.stored} already stored): "
+            f"{labels}{self.errors} errors{retry} -> {self.db}{export}"
+        )
 
 
 def key_input(store: Store, retry_errors: bool, path: Path) -> Job | Row:
@@ -79,7 +95,9 @@ def key_input(store: Store, retry_errors: bool, path: Path) -> Job | Row:
             return Row(name, None, None, "error", error=f"{name}: not a regular file")
         content = sha256_of(name)
     except OSError as error:
-        return Row(name, None, None, "error", error=f"{name}: cannot read: {error.strerror or error}")
+        return Row(
+            name, None, None, "error", error=f"{name}: cannot read: {error.strerror or error}"
+        )
     key = store.key(content)
     stored = store.lookup(key)
     if stored is not None and not (retry_errors and stored.label == "error"):
@@ -103,9 +121,19 @@ class ScanProgress:
         self.total: int | None = None
         self.done = self.errors = 0
         self.start = self.last = time.monotonic()
-        self.bar = None if quiet or not console.is_terminal else Progress(
-            TextColumn("scan"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[errors]} errors"),
-            _Rate(), TimeRemainingColumn(), console=console)
+        self.bar = (
+            None
+            if quiet or not console.is_terminal
+            else Progress(
+                TextColumn("scan"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[errors]} errors"),
+                _Rate(),
+                TimeRemainingColumn(),
+                console=console,
+            )
+        )
         self.task = self.bar.add_task("scan", total=None, errors=0) if self.bar else None
 
     def __enter__(self) -> ScanProgress:
@@ -129,7 +157,10 @@ class ScanProgress:
             self.errors += 1
             if new:
                 message, path = display(row.error or ""), display(row.path)
-                self.console.print(f"error: {message if message.startswith(path) else f'{path}: {message}'}", markup=False)
+                self.console.print(
+                    f"error: {message if message.startswith(path) else f'{path}: {message}'}",
+                    markup=False,
+                )
         if self.bar:
             self.bar.update(self.task, advance=1, errors=self.errors)
         elif time.monotonic() - self.last >= self.every:
@@ -139,26 +170,54 @@ class ScanProgress:
     def status(self) -> str:
         rate = self.done / max(time.monotonic() - self.start, 1e-9)
         total = "?" if self.total is None else self.total
-        eta = f", ETA {timedelta(seconds=round((self.total - self.done) / rate))}" if self.total is not None and rate > 0 else ""
+        eta = (
+            f", ETA {timedelta(seconds=round((self.total - self.done) / rate))}"
+            if self.total is not None and rate > 0
+            else ""
+        )
         return f"scan: {self.done}/{total} inputs, {self.errors} errors, {rate:.1f}/s{eta}"
 
 
-def run_scan(analyzer: Analyzer, paths: Iterable[Path], db: Path, out: Path | None = None, *, crops: bool = False,
-             engine: str = "local", ray_address: str | None = None, workers: int | None = None,
-             retry_errors: bool = False, quiet: bool = False, console: Console | None = None,
-             export_all: bool = False) -> ScanSummary:
+def run_scan(
+    analyzer: Analyzer,
+    paths: Iterable[Path],
+    db: Path,
+    out: Path | None = None,
+    *,
+    crops: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
+    retry_errors: bool = False,
+    quiet: bool = False,
+    console: Console | None = None,
+    export_all: bool = False,
+) -> ScanSummary:
     """Score every input into the store at `db`; optionally export the rows of these inputs (or,
     export_all, every row of this model and settings) to JSON lines at `out`."""
     paths = list(paths)
     workers = workers or os.cpu_count() or 1
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
     s = analyzer.settings
-    settings = {"frames": s.frames, "detector": s.detector, "strategy": s.strategy, **asdict(analyzer.decision),
-                **asdict(s.judging), "crops": crops, **asdict(analyzer.limits)}
+    settings = {
+        "frames": s.frames,
+        "detector": s.detector,
+        "strategy": s.strategy,
+        **asdict(analyzer.decision),
+        **asdict(s.judging),
+        "crops": crops,
+        **asdict(analyzer.limits),
+    }
     summary = ScanSummary(str(db), str(out) if out else None)
-    with closing(Store(db, analyzer.ensemble.describe()["members"], settings)) as store, \
-            ThreadPoolExecutor(workers, thread_name_prefix="fakescope-hash") as pool:
-        runner = RayEngine(analyzer, crops, ray_address) if engine == "ray" else LocalEngine(analyzer, crops, workers)
+    with (
+        closing(Store(db, analyzer.ensemble.describe()["members"], settings)) as store,
+        ThreadPoolExecutor(workers, thread_name_prefix="fakescope-hash") as pool,
+    ):
+        runner = (
+            RayEngine(analyzer, crops, ray_address)
+            if engine == "ray"
+            else LocalEngine(analyzer, crops, workers)
+        )
         with ScanProgress(console, paths, quiet) as progress:
 
             def record(row: Row, new: bool) -> None:
@@ -168,7 +227,9 @@ def run_scan(analyzer: Analyzer, paths: Iterable[Path], db: Path, out: Path | No
                 progress.advance(row, new)
 
             def fresh_jobs() -> Iterator[Job]:
-                keyed = unordered_map(pool, partial(key_input, store, retry_errors), iter_inputs(paths), 4 * workers)
+                keyed = unordered_map(
+                    pool, partial(key_input, store, retry_errors), iter_inputs(paths), 4 * workers
+                )
                 for item in keyed:
                     if isinstance(item, Job):
                         yield item

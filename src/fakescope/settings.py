@@ -14,18 +14,26 @@ class Settings:
     frames: int = 32
     detector: str = "retinaface"
     strategy: str = "confident"
-    threshold: float | None = None  # P(fake) at or above which a video is fake; None: the model's fitted one
-    real_below: float | None = None  # below which it is real; None: the model's, capped at threshold
+    threshold: float | None = (
+        None  # P(fake) at or above which a video is fake; None: the model's fitted one
+    )
+    real_below: float | None = (
+        None  # below which it is real; None: the model's, capped at threshold
+    )
     chosen: int = 4  # frames whose heat maps are shown
     batch_size: int = 32
-    backend: str = "auto"  # scoring pass: "onnx" (ONNX Runtime, the CPU default), "torch", or "auto"
+    backend: str = (
+        "auto"  # scoring pass: "onnx" (ONNX Runtime, the CPU default), "torch", or "auto"
+    )
     min_face: float = Judging.min_face
     min_sharpness: float = Judging.min_sharpness
     min_track_faces: int = Judging.min_track_faces
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise FakescopeError(f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}")
+            raise FakescopeError(
+                f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}"
+            )
         if self.frames < 1:
             raise FakescopeError("--frames must be at least 1")
         if self.batch_size < 1:
@@ -45,5 +53,7 @@ class Settings:
     def decision(self, fitted: Decision) -> Decision:
         """The video thresholds in force: these settings where given, else the model's fitted ones."""
         threshold = fitted.threshold if self.threshold is None else self.threshold
-        real_below = min(fitted.real_below, threshold) if self.real_below is None else self.real_below
+        real_below = (
+            min(fitted.real_below, threshold) if self.real_below is None else self.real_below
+        )
         return Decision(threshold, real_below)

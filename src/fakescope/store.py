@@ -43,8 +43,20 @@ CREATE TABLE IF NOT EXISTS configs (  -- what model_hash and settings_hash stand
     json TEXT NOT NULL
 );
 """
-COLUMNS = ("key", "path", "content_hash", "model_hash", "settings_hash", "fake_probability", "label", "faces",
-           "error", "timings", "created", "reason")
+COLUMNS = (
+    "key",
+    "path",
+    "content_hash",
+    "model_hash",
+    "settings_hash",
+    "fake_probability",
+    "label",
+    "faces",
+    "error",
+    "timings",
+    "created",
+    "reason",
+)
 
 
 def digest(data: object) -> str:
@@ -83,23 +95,33 @@ class Store:
     def __init__(self, path: str | Path, model: object, settings: dict):
         self.path = Path(path)
         self.model_hash, self.settings_hash = digest(model), digest(settings)
-        self._lock = threading.Lock()  # one connection, serialised: lookups come from worker threads
+        self._lock = (
+            threading.Lock()
+        )  # one connection, serialised: lookups come from worker threads
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise FakescopeError(f"{self.path}: results database schema {version} is newer than this fakescope's")
+                raise FakescopeError(
+                    f"{self.path}: results database schema {version} is newer than this fakescope's"
+                )
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing committed
+            self._db.execute(
+                "PRAGMA synchronous=NORMAL"
+            )  # WAL + NORMAL: a killed process loses nothing committed
             with self._db:
                 if version == 1:  # a store from before `reason`: its rows keep a NULL reason
                     self._db.execute("ALTER TABLE results ADD COLUMN reason TEXT")
                 self._db.executescript(SCHEMA)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                self._db.executemany("INSERT OR IGNORE INTO configs VALUES (?, ?, ?)", [
-                    (self.model_hash, "model", json.dumps(model, sort_keys=True)),
-                    (self.settings_hash, "settings", json.dumps(settings, sort_keys=True))])
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO configs VALUES (?, ?, ?)",
+                    [
+                        (self.model_hash, "model", json.dumps(model, sort_keys=True)),
+                        (self.settings_hash, "settings", json.dumps(settings, sort_keys=True)),
+                    ],
+                )
                 # The keys this process's scan met: its export holds their rows only.
                 self._db.execute("CREATE TEMP TABLE seen (key TEXT PRIMARY KEY)")
         except sqlite3.Error as error:
@@ -110,22 +132,39 @@ class Store:
 
     def lookup(self, key: str) -> Row | None:
         with self._lock:
-            found = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM results WHERE key = ?", (key,)).fetchone()
+            found = self._db.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM results WHERE key = ?", (key,)
+            ).fetchone()
         return None if found is None else _row(found)
 
     def put(self, rows: Iterable[Row]) -> None:
         """Store rows in one transaction. A stored score is never replaced; an error row is
         (by a retry)."""
         values = [
-            (r.key, os.fsencode(r.path), r.content_hash, self.model_hash, self.settings_hash, r.fake_probability,
-             r.label, r.faces, None if r.error is None else display(r.error), json.dumps(r.timings), r.created, r.reason)
-            for r in rows if r.key is not None
+            (
+                r.key,
+                os.fsencode(r.path),
+                r.content_hash,
+                self.model_hash,
+                self.settings_hash,
+                r.fake_probability,
+                r.label,
+                r.faces,
+                None if r.error is None else display(r.error),
+                json.dumps(r.timings),
+                r.created,
+                r.reason,
+            )
+            for r in rows
+            if r.key is not None
         ]
         update = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
         with self._lock, self._db:
             self._db.executemany(
                 f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-                f"ON CONFLICT (key) DO UPDATE SET {update} WHERE results.label = 'error'", values)
+                f"ON CONFLICT (key) DO UPDATE SET {update} WHERE results.label = 'error'",
+                values,
+            )
 
     def note(self, keys: Iterable[str]) -> None:
         """Remember keys as part of this scan (see rows)."""
@@ -139,7 +178,8 @@ class Store:
             cursor = self._db.execute(
                 f"SELECT {', '.join(COLUMNS)} FROM results "
                 f"WHERE model_hash = ? AND settings_hash = ?{only} ORDER BY path",
-                (self.model_hash, self.settings_hash))
+                (self.model_hash, self.settings_hash),
+            )
         while True:
             with self._lock:
                 chunk = cursor.fetchmany(1000)
@@ -164,5 +204,15 @@ class Store:
 
 def _row(values: tuple) -> Row:
     data = dict(zip(COLUMNS, values))
-    return Row(os.fsdecode(data["path"]), data["key"], data["content_hash"], data["label"], data["fake_probability"],
-               data["faces"], data["error"], json.loads(data["timings"]), data["created"], data["reason"])
+    return Row(
+        os.fsdecode(data["path"]),
+        data["key"],
+        data["content_hash"],
+        data["label"],
+        data["fake_probability"],
+        data["faces"],
+        data["error"],
+        json.loads(data["timings"]),
+        data["created"],
+        data["reason"],
+    )

@@ -97,8 +97,12 @@ class FaceScore:
     score: float
     size: float  # the box's shorter side in source pixels: how much detail the model can see
     sharpness: float  # variance of the Laplacian of the box at 112 px grey (see faces.sharpness)
-    unjudged: str | None = None  # why this face cannot be judged (too small, too blurred); None if it can
-    landmarks: np.ndarray | None = None  # 5 x 2 frame pixels from the detector (Detection.landmarks)
+    unjudged: str | None = (
+        None  # why this face cannot be judged (too small, too blurred); None if it can
+    )
+    landmarks: np.ndarray | None = (
+        None  # 5 x 2 frame pixels from the detector (Detection.landmarks)
+    )
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,8 @@ class Decision:
     def __post_init__(self) -> None:
         if not 0 < self.real_below <= self.threshold < 1:
             raise FakescopeError(
-                f"need 0 < real-below <= threshold < 1, got real-below {self.real_below} and threshold {self.threshold}")
+                f"need 0 < real-below <= threshold < 1, got real-below {self.real_below} and threshold {self.threshold}"
+            )
 
     def label(self, probability: float) -> str:
         if probability >= self.threshold:
@@ -130,7 +135,9 @@ class TrackVerdict:
 
 @dataclass
 class Verdict:
-    probability: float | None  # of the deciding track; None when no face was found or none can be judged
+    probability: (
+        float | None
+    )  # of the deciding track; None when no face was found or none can be judged
     label: str  # "fake", "real", "inconclusive" or "no_face"
     threshold: float  # P(fake) at or above which the label is fake
     real_below: float  # P(fake) below which the label is real; in between it is inconclusive

@@ -62,12 +62,16 @@ class Judging:
 
     min_face: float = 48.0  # px, the box's shorter side in the source frame
     min_sharpness: float = 6.0  # the 2nd percentile of DFDC validation faces
-    min_track_faces: int = 4  # judged faces; capped at an eighth of the analysed frames (1 for an image)
+    min_track_faces: int = (
+        4  # judged faces; capped at an eighth of the analysed frames (1 for an image)
+    )
 
     def __post_init__(self) -> None:
         finite = 0 <= self.min_face < math.inf and 0 <= self.min_sharpness < math.inf  # NaN fails
         if not (finite and self.min_track_faces >= 1):
-            raise FakescopeError("--min-face and --min-sharpness must be >= 0, --min-track-faces >= 1")
+            raise FakescopeError(
+                "--min-face and --min-sharpness must be >= 0, --min-track-faces >= 1"
+            )
 
     def face_reason(self, face: FaceScore) -> str | None:
         if face.size < self.min_face:
@@ -80,8 +84,9 @@ class Judging:
         return max(1, min(self.min_track_faces, frames // 8))
 
 
-def fit_decision(labels: np.ndarray, probs: np.ndarray, max_false_alarm: float = 0.1,
-                 max_miss: float = 0.1) -> Decision:
+def fit_decision(
+    labels: np.ndarray, probs: np.ndarray, max_false_alarm: float = 0.1, max_miss: float = 0.1
+) -> Decision:
     """Thresholds from held-out videos (label 1 = fake, P(fake) of each video).
 
     `threshold` is the lowest value that calls at most `max_false_alarm` of the reals fake;
@@ -112,15 +117,19 @@ def choose_frames(faces: list[FaceScore], k: int = 4) -> list[int]:
     if not faces:
         return []
     ordered = sorted(faces, key=lambda f: f.frame_index)
-    spans = [span for span in np.array_split(np.arange(len(ordered)), min(k, len(ordered))) if len(span)]
+    spans = [
+        span for span in np.array_split(np.arange(len(ordered)), min(k, len(ordered))) if len(span)
+    ]
     chosen = [ordered[max(span, key=lambda i: ordered[i].score)].frame_index for span in spans]
     return sorted(chosen)
 
 
-def _judge_track(track_id: int, faces: list[FaceScore], aggregate, judging: Judging, needed: int,
-                 frames: int) -> TrackVerdict:
-    faces = sorted((replace(f, unjudged=judging.face_reason(f)) for f in faces),
-                   key=lambda f: f.frame_index)
+def _judge_track(
+    track_id: int, faces: list[FaceScore], aggregate, judging: Judging, needed: int, frames: int
+) -> TrackVerdict:
+    faces = sorted(
+        (replace(f, unjudged=judging.face_reason(f)) for f in faces), key=lambda f: f.frame_index
+    )
     judged = np.array([f.score for f in faces if f.unjudged is None])
     if len(judged) >= needed:
         return TrackVerdict(track_id, aggregate(judged, frames), faces)
@@ -136,34 +145,66 @@ def _judge_track(track_id: int, faces: list[FaceScore], aggregate, judging: Judg
     return TrackVerdict(track_id, None, faces, why)
 
 
-def decide(faces: list[FaceScore], strategy: str = "confident", decision: Decision = Decision(),
-           judging: Judging = Judging(), frames: int = 32, k: int = 4) -> Verdict:
+def decide(
+    faces: list[FaceScore],
+    strategy: str = "confident",
+    decision: Decision = Decision(),
+    judging: Judging = Judging(),
+    frames: int = 32,
+    k: int = 4,
+) -> Verdict:
     """The verdict for one input's scored faces; `frames`: how many frames were analysed."""
     by_track: dict[int, list[FaceScore]] = defaultdict(list)
     for face in faces:
         by_track[face.track_id].append(face)
     needed = judging.track_faces_needed(frames)
     aggregate = STRATEGIES[strategy]
-    tracks = [_judge_track(i, track, aggregate, judging, needed, frames)
-              for i, track in sorted(by_track.items())]
-    common: dict[str, Any] = {"threshold": decision.threshold, "real_below": decision.real_below, "strategy": strategy, "tracks": tracks}
+    tracks = [
+        _judge_track(i, track, aggregate, judging, needed, frames)
+        for i, track in sorted(by_track.items())
+    ]
+    common: dict[str, Any] = {
+        "threshold": decision.threshold,
+        "real_below": decision.real_below,
+        "strategy": strategy,
+        "tracks": tracks,
+    }
     if not tracks:
-        return Verdict(None, "no_face", chosen_frames=[], reason=f"no face found in {frames} frames", **common)
+        return Verdict(
+            None, "no_face", chosen_frames=[], reason=f"no face found in {frames} frames", **common
+        )
     judged = [t for t in tracks if t.unjudged is None]
     if not judged:
         shown = max(tracks, key=lambda t: (len(t.faces), max(f.size for f in t.faces)))
-        return Verdict(None, "inconclusive", chosen_frames=choose_frames(shown.faces, k),
-                       reason=f"no face can be judged: {len(tracks)} track(s), the main one {shown.unjudged}", **common)
+        return Verdict(
+            None,
+            "inconclusive",
+            chosen_frames=choose_frames(shown.faces, k),
+            reason=f"no face can be judged: {len(tracks)} track(s), the main one {shown.unjudged}",
+            **common,
+        )
     worst = max(judged, key=lambda t: t.probability or 0.0)
     assert worst.probability is not None  # judged tracks have one
     label = decision.label(worst.probability)
-    ignored = f"; {len(tracks) - len(judged)} other track(s) could not be judged" if len(judged) < len(tracks) else ""
+    ignored = (
+        f"; {len(tracks) - len(judged)} other track(s) could not be judged"
+        if len(judged) < len(tracks)
+        else ""
+    )
     if label == "inconclusive":
-        reason = (f"P(fake) {worst.probability:.3f} lies between {decision.real_below:.3f} and {decision.threshold:.3f}, "
-                  "where this model cannot tell real from fake")
+        reason = (
+            f"P(fake) {worst.probability:.3f} lies between {decision.real_below:.3f} and {decision.threshold:.3f}, "
+            "where this model cannot tell real from fake"
+        )
     elif label == "fake":
         reason = f"track {worst.track_id} scores P(fake) {worst.probability:.3f} >= {decision.threshold:.3f}"
     else:
         reason = f"every judged track scores P(fake) below {decision.real_below:.3f}"
-    return Verdict(worst.probability, label, chosen_frames=choose_frames([f for f in worst.faces if f.unjudged is None], k),
-                   reason=reason + ignored, deciding_track=worst.track_id, **common)
+    return Verdict(
+        worst.probability,
+        label,
+        chosen_frames=choose_frames([f for f in worst.faces if f.unjudged is None], k),
+        reason=reason + ignored,
+        deciding_track=worst.track_id,
+        **common,
+    )

@@ -86,8 +86,9 @@ def _maps(
     return raw
 
 
-def _cam_seconds(model: nn.Module, batch: EvalBatch, methods: Sequence[str],
-                 layers: tuple[str, str]) -> dict[str, float]:
+def _cam_seconds(
+    model: nn.Module, batch: EvalBatch, methods: Sequence[str], layers: tuple[str, str]
+) -> dict[str, float]:
     """Each CAM alone on one batch: what its pass costs when it is the only method asked for."""
     seconds = {}
     for m in methods:

@@ -37,7 +37,9 @@ def _torch_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickled code, truncated file, not a checkpoint
-        raise WeightsError(f"{path}: not a weights-only PyTorch checkpoint ({type(error).__name__})") from None
+        raise WeightsError(
+            f"{path}: not a weights-only PyTorch checkpoint ({type(error).__name__})"
+        ) from None
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
@@ -50,19 +52,28 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[1:2] or [str(error)]
-        raise WeightsError(f"{source}: weights do not match the architecture: {first[0].strip()}") from None
+        raise WeightsError(
+            f"{source}: weights do not match the architecture: {first[0].strip()}"
+        ) from None
     return model.eval()
 
 
-def save_fakescope(model: nn.Module, spec: ModelSpec, directory: str | Path, half: bool = False) -> ModelSpec:
+def save_fakescope(
+    model: nn.Module, spec: ModelSpec, directory: str | Path, half: bool = False
+) -> ModelSpec:
     """Write `<name>.safetensors` + `<name>.json`; returns the spec with weights path and sha256."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"{spec.name}.safetensors"
-    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).contiguous()
+        for k, v in model.state_dict().items()
+    }
     save_file(state, str(weights))
     spec = spec.with_(weights=weights.name, sha256=sha256_of(weights))
-    (directory / f"{spec.name}.json").write_text(json.dumps({"format": "fakescope", **spec.to_dict()}, indent=2))
+    (directory / f"{spec.name}.json").write_text(
+        json.dumps({"format": "fakescope", **spec.to_dict()}, indent=2)
+    )
     return spec
 
 
@@ -121,9 +132,11 @@ def load_dfdc_b7(path: str | Path) -> nn.Module:
         if key.startswith("fc."):
             state["classifier." + key[3:]] = value
         elif key.startswith("encoder."):
-            state[key[len("encoder."):]] = value
+            state[key[len("encoder.") :]] = value
         else:
-            raise WeightsError(f"{path}: unexpected key {key!r} for the DFDC EfficientNet-B7 format")
+            raise WeightsError(
+                f"{path}: unexpected key {key!r} for the DFDC EfficientNet-B7 format"
+            )
     return _load_strict(get_arch("dfdc-efficientnet-b7").build(), state, str(path))
 
 
@@ -133,8 +146,9 @@ def load_resnext50(path: str | Path) -> nn.Module:
     return _load_strict(get_arch("dfdc-resnext50").build(), state, str(path))
 
 
-def import_checkpoint(path: str | Path, fmt: str, out_dir: str | Path, name: str | None = None,
-                      half: bool = False) -> ModelSpec:
+def import_checkpoint(
+    path: str | Path, fmt: str, out_dir: str | Path, name: str | None = None, half: bool = False
+) -> ModelSpec:
     """Convert a checkpoint into fakescope's format (safetensors + JSON with sha256).
 
     A fakescope checkpoint keeps its crop policy and temperature (re-saving it in fp16 is
@@ -177,6 +191,8 @@ def efficientnet_lite_imagenet(model: nn.Module, variant: int = 0) -> nn.Module:
             mapped[dst_key] = slot  # keep the new head's initialisation
             continue
         if value.shape != slot.shape:
-            raise WeightsError(f"ImageNet lite{variant}: {src_key} {tuple(value.shape)} != {dst_key} {tuple(slot.shape)}")
+            raise WeightsError(
+                f"ImageNet lite{variant}: {src_key} {tuple(value.shape)} != {dst_key} {tuple(slot.shape)}"
+            )
         mapped[dst_key] = value
     return _load_strict(model, mapped, f"efficientnet-lite{variant} ImageNet weights").train()

@@ -33,7 +33,9 @@ class Member:
     spec: ModelSpec
     model: nn.Module
     weight: float
-    scorer: Callable[[torch.Tensor], torch.Tensor] | None = None  # fast no-gradient path (ONNX Runtime)
+    scorer: Callable[[torch.Tensor], torch.Tensor] | None = (
+        None  # fast no-gradient path (ONNX Runtime)
+    )
 
     def logits(self, crops: torch.Tensor) -> torch.Tensor:
         if self.scorer is not None:
@@ -73,7 +75,9 @@ class Ensemble:
         return sum(m.weight * member_probs[m.spec.name] for m in self.members) / total
 
     @torch.inference_mode()
-    def score(self, batches: dict[CropPolicy, torch.Tensor], batch_size: int = 32) -> dict[str, np.ndarray]:
+    def score(
+        self, batches: dict[CropPolicy, torch.Tensor], batch_size: int = 32
+    ) -> dict[str, np.ndarray]:
         """P(fake) per member for crops already made per crop policy (N x 3 x S x S each)."""
         scores = {}
         for member in self.members:
@@ -86,12 +90,21 @@ class Ensemble:
         return {
             "name": self.name,
             "config": self.config_path,
-            "decision": {"threshold": self.decision.threshold, "real_below": self.decision.real_below,
-                         "fitted_on": self.decision_note},
+            "decision": {
+                "threshold": self.decision.threshold,
+                "real_below": self.decision.real_below,
+                "fitted_on": self.decision_note,
+            },
             "members": [
-                {"name": m.spec.name, "arch": m.spec.arch, "weight": m.weight, "sha256": m.spec.sha256,
-                 "temperature": m.spec.temperature, "crop": m.spec.to_dict()["crop"],
-                 "backend": "onnxruntime" if m.scorer is not None else "torch"}
+                {
+                    "name": m.spec.name,
+                    "arch": m.spec.arch,
+                    "weight": m.weight,
+                    "sha256": m.spec.sha256,
+                    "temperature": m.spec.temperature,
+                    "crop": m.spec.to_dict()["crop"],
+                    "backend": "onnxruntime" if m.scorer is not None else "torch",
+                }
                 for m in self.members
             ],
         }
@@ -110,8 +123,12 @@ def resolve_config(model: str | Path) -> Path:
     if str(model) in shipped:
         return shipped[str(model)]
     if str(model) == DEFAULT_MODEL:
-        raise WeightsError("no default weights are installed: train them (`fakescope train`) or pass --model CONFIG.json")
-    raise WeightsError(f"unknown model {model!r}: give a config .json or one of: {', '.join(shipped) or 'none installed'}")
+        raise WeightsError(
+            "no default weights are installed: train them (`fakescope train`) or pass --model CONFIG.json"
+        )
+    raise WeightsError(
+        f"unknown model {model!r}: give a config .json or one of: {', '.join(shipped) or 'none installed'}"
+    )
 
 
 BACKENDS = ("auto", "onnx", "torch")
@@ -133,7 +150,7 @@ def _members(config: Path, data: object) -> tuple[list[dict], str]:
         raise WeightsError(f"{config}: an ensemble needs at least one member")
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("config"), str):
-            raise WeightsError(f"{config}: member {i} needs a \"config\" path")
+            raise WeightsError(f'{config}: member {i} needs a "config" path')
         weight = entry.get("weight", 1.0)
         number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
         if not number or not 0 < weight < math.inf:
@@ -141,7 +158,9 @@ def _members(config: Path, data: object) -> tuple[list[dict], str]:
     return entries, name
 
 
-def load_ensemble(model: str | Path = DEFAULT_MODEL, device: str = "cpu", backend: str = "auto") -> Ensemble:
+def load_ensemble(
+    model: str | Path = DEFAULT_MODEL, device: str = "cpu", backend: str = "auto"
+) -> Ensemble:
     """Load every member; `backend` picks the scoring path: ONNX Runtime ("auto" on CPU) or PyTorch."""
     if backend not in BACKENDS:
         raise WeightsError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -162,7 +181,12 @@ def load_ensemble(model: str | Path = DEFAULT_MODEL, device: str = "cpu", backen
     if decision is None:
         return Ensemble(name, members, str(config))
     try:
-        return Ensemble(name, members, str(config), Decision(float(decision["threshold"]), float(decision["real_below"])),
-                        str(decision.get("fitted_on", "")))
+        return Ensemble(
+            name,
+            members,
+            str(config),
+            Decision(float(decision["threshold"]), float(decision["real_below"])),
+            str(decision.get("fitted_on", "")),
+        )
     except (KeyError, TypeError, ValueError, FakescopeError) as error:
         raise WeightsError(f"{config}: bad decision block ({error})") from None

@@ -30,8 +30,11 @@ def _export(model: nn.Module, size: int) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            model.eval(), (example,), buffer,  # type: ignore[arg-type]  # a file object works too dynamo=False, input_names=["crops"], output_names=["logits"],
-            dynamic_axes={"crops": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+            model.eval(),
+            (example,),
+            buffer,  # type: ignore[arg-type]  # a file object works too dynamo=False, input_names=["crops"], output_names=["logits"],
+            dynamic_axes={"crops": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
         )
     return buffer.getvalue()
 
@@ -66,6 +69,8 @@ def onnx_scorer(model: nn.Module, size: int, key: str | None) -> OnnxScorer | No
     """The ONNX scorer, or None (scoring stays in PyTorch) when export is not possible."""
     try:
         return OnnxScorer(model, size, key)
-    except Exception as error:  # noqa: BLE001 - an exotic layer must not stop the analysis
-        log.warning("ONNX export failed (%s: %s); scoring with PyTorch", type(error).__name__, error)
+    except Exception as error:
+        log.warning(
+            "ONNX export failed (%s: %s); scoring with PyTorch", type(error).__name__, error
+        )
         return None

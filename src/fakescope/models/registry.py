@@ -68,29 +68,49 @@ def get_arch(name: str) -> ArchSpec:
         raise FakescopeError(f"unknown architecture {name!r}; known: {known}") from None
 
 
-register(ArchSpec(
-    "efficientnet-lite0", "tf_efficientnet_lite0", CropPolicy(224, 0.0, "stretch", TF_MEAN, TF_STD),
-    "fakescope's default EfficientNet member: tight face box stretched to 224 px",
-))
-register(ArchSpec(
-    "efficientnet-b0", "tf_efficientnet_b0", CropPolicy(224, 0.0, "stretch", IMAGENET_MEAN, IMAGENET_STD),
-    "small EfficientNet for experiments",
-))
-register(ArchSpec(
-    # DFDC 1st place (selimsef): faces with a third of the box added on each side,
-    # isotropically resized to 380 px and padded, ImageNet normalisation.
-    "dfdc-efficientnet-b7", "tf_efficientnet_b7", CropPolicy(380, 1 / 3, "pad", IMAGENET_MEAN, IMAGENET_STD),
-    "DFDC 1st-place DeepFakeClassifier (EfficientNet-B7 NS encoder)",
-))
-register(ArchSpec(
-    # Public DFDC ResNeXt kernel: BlazeFace boxes, isotropic resize to 224 + pad, ImageNet stats.
-    "dfdc-resnext50", "resnext50_32x4d", CropPolicy(224, 0.2, "pad", IMAGENET_MEAN, IMAGENET_STD),
-    "torchvision-style ResNeXt-50 32x4d with fc = Linear(2048, 1), as in the public DFDC kernel",
-))
-register(ArchSpec(
-    "resnext-small", "resnext26ts", CropPolicy(224, 0.0, "stretch", TF_MEAN, TF_STD),
-    "small timm ResNeXt for fakescope's own ensemble member",
-))
+register(
+    ArchSpec(
+        "efficientnet-lite0",
+        "tf_efficientnet_lite0",
+        CropPolicy(224, 0.0, "stretch", TF_MEAN, TF_STD),
+        "fakescope's default EfficientNet member: tight face box stretched to 224 px",
+    )
+)
+register(
+    ArchSpec(
+        "efficientnet-b0",
+        "tf_efficientnet_b0",
+        CropPolicy(224, 0.0, "stretch", IMAGENET_MEAN, IMAGENET_STD),
+        "small EfficientNet for experiments",
+    )
+)
+register(
+    ArchSpec(
+        # DFDC 1st place (selimsef): faces with a third of the box added on each side,
+        # isotropically resized to 380 px and padded, ImageNet normalisation.
+        "dfdc-efficientnet-b7",
+        "tf_efficientnet_b7",
+        CropPolicy(380, 1 / 3, "pad", IMAGENET_MEAN, IMAGENET_STD),
+        "DFDC 1st-place DeepFakeClassifier (EfficientNet-B7 NS encoder)",
+    )
+)
+register(
+    ArchSpec(
+        # Public DFDC ResNeXt kernel: BlazeFace boxes, isotropic resize to 224 + pad, ImageNet stats.
+        "dfdc-resnext50",
+        "resnext50_32x4d",
+        CropPolicy(224, 0.2, "pad", IMAGENET_MEAN, IMAGENET_STD),
+        "torchvision-style ResNeXt-50 32x4d with fc = Linear(2048, 1), as in the public DFDC kernel",
+    )
+)
+register(
+    ArchSpec(
+        "resnext-small",
+        "resnext26ts",
+        CropPolicy(224, 0.0, "stretch", TF_MEAN, TF_STD),
+        "small timm ResNeXt for fakescope's own ensemble member",
+    )
+)
 
 
 def resolve_cam_layers(model: nn.Module) -> tuple[str, str]:

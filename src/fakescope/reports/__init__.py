@@ -30,13 +30,18 @@ def hex_colour(rgb: tuple[int, int, int]) -> str:
 def region_table(report: Report) -> tuple[list[str], list[list[str]]]:
     """Evidence per face region as (header, rows of percentages): one column per chosen frame
     (its most suspicious face), then one per track; empty when no heat map was made."""
-    columns = [(f"{e['timestamp']:.2f} s", e["regions"])
-               for e in report.explanations if e.get("regions")]
-    columns += [(f"track {track_id}", e["regions"])
-                for track_id, e in sorted(report.evidence.items()) if e["regions"]]
+    columns = [
+        (f"{e['timestamp']:.2f} s", e["regions"]) for e in report.explanations if e.get("regions")
+    ]
+    columns += [
+        (f"track {track_id}", e["regions"])
+        for track_id, e in sorted(report.evidence.items())
+        if e["regions"]
+    ]
     if not columns:
         return [], []
     header = ["region", *(name for name, _ in columns)]
-    rows = [[region, *(f"{100 * shares[region]:.0f}%" for _, shares in columns)]
-            for region in REGIONS]
+    rows = [
+        [region, *(f"{100 * shares[region]:.0f}%" for _, shares in columns)] for region in REGIONS
+    ]
     return header, rows

@@ -16,18 +16,23 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 from PIL import Image, ImageDraw
 
-from ..version import __version__
 from ..files import write_atomic
 from ..report import SCHEMA_VERSION, Report
 from ..types import FaceScore, FakescopeError, TrackVerdict
+from ..version import __version__
 from . import GREEN, INCONCLUSIVE, RED, UNJUDGED, hex_colour, region_table, score_colour
 
-READING = ("Warm colours mark the regions that pushed the model toward 'fake'; HiResCAM++ keeps only "
-           "what the last layer also marks, at the finer resolution of the layer before.")
+READING = (
+    "Warm colours mark the regions that pushed the model toward 'fake'; HiResCAM++ keeps only "
+    "what the last layer also marks, at the finer resolution of the layer before."
+)
 STRIP_WIDTH = 192  # px, analysed-frame thumbnails
 FACE_SIZE = 112  # px, track thumbnails
 
-_env = Environment(loader=PackageLoader("fakescope.reports", "templates"), autoescape=select_autoescape(["html", "j2"]))
+_env = Environment(
+    loader=PackageLoader("fakescope.reports", "templates"),
+    autoescape=select_autoescape(["html", "j2"]),
+)
 
 
 def write_html(report: Report, out_dir: str | Path) -> Path:
@@ -47,47 +52,107 @@ def render_html(report: Report, out_dir: Path) -> str:
             faces_by_frame.setdefault(face.frame_index, []).append(face)
     duration = report.media.duration or max((f["timestamp"] for f in report.frames), default=0.0)
     tracks = [
-        {"id": t.track_id, "probability": t.probability, "unjudged": t.unjudged,
-         "colour": UNJUDGED if t.probability is None else hex_colour(score_colour(t.probability, threshold)),
-         "faces": len(t.faces), "judged": sum(f.unjudged is None for f in t.faces), "thumbnail": _face_thumbnail(report, t),
-         "timeline": timeline_svg(t, threshold, verdict.real_below, duration) if report.media.kind == "video" else None}
+        {
+            "id": t.track_id,
+            "probability": t.probability,
+            "unjudged": t.unjudged,
+            "colour": UNJUDGED
+            if t.probability is None
+            else hex_colour(score_colour(t.probability, threshold)),
+            "faces": len(t.faces),
+            "judged": sum(f.unjudged is None for f in t.faces),
+            "thumbnail": _face_thumbnail(report, t),
+            "timeline": timeline_svg(t, threshold, verdict.real_below, duration)
+            if report.media.kind == "video"
+            else None,
+        }
         for t in verdict.tracks
     ]
     frames = [
-        {**f, "thumbnail": _frame_thumbnail(report.images[f["index"]], faces_by_frame.get(f["index"], []), threshold)
-         if f["index"] in report.images else None,
-         "score": max((face.score for face in faces_by_frame.get(f["index"], [])), default=None)}
+        {
+            **f,
+            "thumbnail": _frame_thumbnail(
+                report.images[f["index"]], faces_by_frame.get(f["index"], []), threshold
+            )
+            if f["index"] in report.images
+            else None,
+            "score": max((face.score for face in faces_by_frame.get(f["index"], [])), default=None),
+        }
         for f in report.frames
     ]
-    explanations = [{**e, "image": _file_uri(out_dir / e["comparison"]),
-                     "colour": hex_colour(score_colour(e["face_score"], threshold))} for e in report.explanations]
+    explanations = [
+        {
+            **e,
+            "image": _file_uri(out_dir / e["comparison"]),
+            "colour": hex_colour(score_colour(e["face_score"], threshold)),
+        }
+        for e in report.explanations
+    ]
     files = {name: rel for name, rel in report.files.items() if rel != "report.html"}
     if (out_dir / "report.json").exists():
         files = {"report": "report.json", **files}
     header, rows = region_table(report)
     return _env.get_template("report.html.j2").render(
-        regions_header=header, regions_rows=rows, evidence=report.evidence,
-        report=report, version=__version__, tracks=tracks, frames=frames, explanations=explanations,
-        verdict_colour=_verdict_colour(report), turbo=_turbo_gradient(), reading=READING, files=files,
-        command=reproduce_command(report), settings_json=json.dumps(report.settings, indent=2),
-        name=Path(report.input).name, schema=SCHEMA_VERSION,
+        regions_header=header,
+        regions_rows=rows,
+        evidence=report.evidence,
+        report=report,
+        version=__version__,
+        tracks=tracks,
+        frames=frames,
+        explanations=explanations,
+        verdict_colour=_verdict_colour(report),
+        turbo=_turbo_gradient(),
+        reading=READING,
+        files=files,
+        command=reproduce_command(report),
+        settings_json=json.dumps(report.settings, indent=2),
+        name=Path(report.input).name,
+        schema=SCHEMA_VERSION,
         faces=sum(len(t.faces) for t in verdict.tracks),
     )
 
 
 def reproduce_command(report: Report) -> str:
     s = report.settings
-    args = ["fakescope", "analyze", report.input, "--model", report.model.get("config") or report.model["name"],
-            "--frames", s["frames"], "--detector", s["detector"], "--strategy", s["strategy"],
-            "--threshold", s["threshold"], "--real-below", s["real_below"], "--min-face", s["min_face"],
-            "--min-sharpness", s["min_sharpness"], "--min-track-faces", s["min_track_faces"], "--device", s["device"]]
+    args = [
+        "fakescope",
+        "analyze",
+        report.input,
+        "--model",
+        report.model.get("config") or report.model["name"],
+        "--frames",
+        s["frames"],
+        "--detector",
+        s["detector"],
+        "--strategy",
+        s["strategy"],
+        "--threshold",
+        s["threshold"],
+        "--real-below",
+        s["real_below"],
+        "--min-face",
+        s["min_face"],
+        "--min-sharpness",
+        s["min_sharpness"],
+        "--min-track-faces",
+        s["min_track_faces"],
+        "--device",
+        s["device"],
+    ]
     if s.get("explain"):
         args += ["--explain", ",".join(s["explain"])]
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
-def timeline_svg(track: TrackVerdict, threshold: float, real_below: float, duration: float, width: int = 640,
-                 height: int = 170) -> Markup:
+def timeline_svg(
+    track: TrackVerdict,
+    threshold: float,
+    real_below: float,
+    duration: float,
+    width: int = 640,
+    height: int = 170,
+) -> Markup:
     """P(fake) of each face of the track against its timestamp, with the decision's lines; faces
     that are not judged are hollow."""
     left, right, top, bottom = 40, 12, 10, 30
@@ -99,41 +164,63 @@ def timeline_svg(track: TrackVerdict, threshold: float, real_below: float, durat
     def y(p: float) -> float:
         return top + (height - top - bottom) * (1 - p)
 
-    parts = [(f'<svg class="timeline" viewBox="0 0 {width} {height}" role="img" '
-              f'aria-label="P(fake) of track {track.track_id} over time">')]
+    parts = [
+        (
+            f'<svg class="timeline" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="P(fake) of track {track.track_id} over time">'
+        )
+    ]
     for p in (0.0, 0.5, 1.0):
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(p):.1f}" y2="{y(p):.1f}" class="grid"/>'
-                     f'<text x="{left - 6}" y="{y(p) + 4:.1f}" text-anchor="end">{p:.1f}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y(p):.1f}" y2="{y(p):.1f}" class="grid"/>'
+            f'<text x="{left - 6}" y="{y(p) + 4:.1f}" text-anchor="end">{p:.1f}</text>'
+        )
     for t in (0.0, span / 2, span):
-        parts.append(f'<text x="{x(t):.1f}" y="{height - 12}" text-anchor="middle">{t:.1f} s</text>')
+        parts.append(
+            f'<text x="{x(t):.1f}" y="{height - 12}" text-anchor="middle">{t:.1f} s</text>'
+        )
     lines = [(threshold, f"fake at ≥ {threshold:.3f}", -4)]
     if real_below < threshold:
         lines.append((real_below, f"real below {real_below:.3f}", 12))
     for value, text, offset in lines:  # labels sit in the band or above it, clear of most points
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(value):.1f}" y2="{y(value):.1f}" class="threshold"/>'
-                     f'<text x="{width - right}" y="{y(value) + offset:.1f}" text-anchor="end" class="threshold-label">'
-                     f'{text}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y(value):.1f}" y2="{y(value):.1f}" class="threshold"/>'
+            f'<text x="{width - right}" y="{y(value) + offset:.1f}" text-anchor="end" class="threshold-label">'
+            f"{text}</text>"
+        )
     points = " ".join(f"{x(f.timestamp):.1f},{y(f.score):.1f}" for f in track.faces)
     parts.append(f'<polyline points="{points}" class="score"/>')
     for f in track.faces:
         colour = hex_colour(score_colour(f.score, threshold))
-        paint = f'fill="{colour}"' if f.unjudged is None else f'fill="white" stroke="{colour}" stroke-width="1.5"'
+        paint = (
+            f'fill="{colour}"'
+            if f.unjudged is None
+            else f'fill="white" stroke="{colour}" stroke-width="1.5"'
+        )
         note = "" if f.unjudged is None else f", not judged: {f.unjudged}"
-        parts.append(f'<circle cx="{x(f.timestamp):.1f}" cy="{y(f.score):.1f}" r="4" {paint}><title>t={f.timestamp:.2f} s, '
-                     f'frame {f.frame_index}: p(fake)={f.score:.3f}{escape(note)}</title></circle>')
+        parts.append(
+            f'<circle cx="{x(f.timestamp):.1f}" cy="{y(f.score):.1f}" r="4" {paint}><title>t={f.timestamp:.2f} s, '
+            f"frame {f.frame_index}: p(fake)={f.score:.3f}{escape(note)}</title></circle>"
+        )
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
 def _verdict_colour(report: Report) -> str:
     """By the answer, not the score: with two thresholds a score's shade would not tell it."""
-    return {"no_face": "#6b7280", "inconclusive": INCONCLUSIVE, "real": hex_colour(GREEN)}.get(report.label, hex_colour(RED))
+    return {"no_face": "#6b7280", "inconclusive": INCONCLUSIVE, "real": hex_colour(GREEN)}.get(
+        report.label, hex_colour(RED)
+    )
 
 
 def _turbo_gradient() -> str:
     """The heat maps' colour map (explain.overlay uses turbo) as a CSS gradient, low to high."""
     stops = matplotlib.colormaps["turbo"](np.linspace(0, 1, 11))[:, :3] * 255
-    return "linear-gradient(to right, " + ", ".join(hex_colour(tuple(int(v) for v in c)) for c in stops) + ")"
+    return (
+        "linear-gradient(to right, "
+        + ", ".join(hex_colour(tuple(int(v) for v in c)) for c in stops)
+        + ")"
+    )
 
 
 def _data_uri(data: bytes, mime: str) -> str:
@@ -154,10 +241,14 @@ def _file_uri(path: Path) -> str:
 
 def _frame_thumbnail(image: np.ndarray, faces: list[FaceScore], threshold: float) -> str:
     scale = STRIP_WIDTH / image.shape[1]
-    thumb = Image.fromarray(image).resize((STRIP_WIDTH, max(1, round(image.shape[0] * scale))), Image.BILINEAR)
+    thumb = Image.fromarray(image).resize(
+        (STRIP_WIDTH, max(1, round(image.shape[0] * scale))), Image.BILINEAR
+    )
     draw = ImageDraw.Draw(thumb)
     for face in faces:
-        draw.rectangle([v * scale for v in face.box], outline=score_colour(face.score, threshold), width=2)
+        draw.rectangle(
+            [v * scale for v in face.box], outline=score_colour(face.score, threshold), width=2
+        )
     return _jpeg_uri(thumb)
 
 
@@ -168,8 +259,12 @@ def _face_thumbnail(report: Report, track: TrackVerdict) -> str | None:
         return None
     image = report.images[face.frame_index]
     x1, y1, x2, y2 = face.box
-    cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, 0.7 * max(x2 - x1, y2 - y1)  # square, so no distortion
-    region = image[max(0, int(cy - half)):int(cy + half), max(0, int(cx - half)):int(cx + half)]
+    cx, cy, half = (
+        (x1 + x2) / 2,
+        (y1 + y2) / 2,
+        0.7 * max(x2 - x1, y2 - y1),
+    )  # square, so no distortion
+    region = image[max(0, int(cy - half)) : int(cy + half), max(0, int(cx - half)) : int(cx + half)]
     if region.size == 0:
         return None
     return _jpeg_uri(Image.fromarray(region).resize((FACE_SIZE, FACE_SIZE), Image.BILINEAR))

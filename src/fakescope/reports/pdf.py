@@ -11,13 +11,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from fpdf import FPDF  # noqa: E402
+import matplotlib.pyplot as plt
+from fpdf import FPDF
 
-from ..version import __version__  # noqa: E402
-from ..report import Report  # noqa: E402
-from ..types import TrackVerdict  # noqa: E402
-from . import GREEN, RED, region_table, score_colour  # noqa: E402
+from ..report import Report
+from ..types import TrackVerdict
+from ..version import __version__
+from . import GREEN, RED, region_table, score_colour
 
 STRIPS_PER_PAGE = 3
 WIDTH = 180  # mm of text width on A4 with 15 mm margins

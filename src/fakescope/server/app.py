@@ -43,11 +43,11 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import File, FormParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from ..version import __version__
 from ..media import Limits, probe
 from ..pipeline import Analyzer, Settings
 from ..reports.html import write_html
 from ..types import FakescopeError
+from ..version import __version__
 
 log = logging.getLogger(__name__)
 

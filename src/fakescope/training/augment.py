@@ -30,7 +30,9 @@ def _ellipse_mask(size: int, rng: random.Random) -> torch.Tensor:
     v = (-dx * math.sin(angle) + dy * math.cos(angle)) / ay
     # A low-frequency wobble on the radius so the boundary is not a perfect ellipse.
     phase = torch.atan2(v, u)
-    wobble = 1 + sum(rng.uniform(-0.08, 0.08) * torch.cos(k * phase + rng.uniform(0, 6.28)) for k in (2, 3, 5))
+    wobble = 1 + sum(
+        rng.uniform(-0.08, 0.08) * torch.cos(k * phase + rng.uniform(0, 6.28)) for k in (2, 3, 5)
+    )
     mask = ((u**2 + v**2).sqrt() < wobble).float()[None, None]
     kernel = rng.choice([9, 15, 21, 31]) | 1
     mask = T.functional.gaussian_blur(mask, [kernel, kernel], [kernel / 3, kernel / 3])
@@ -44,7 +46,9 @@ def self_blend(image: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, t
     target = source.clone()
     # Source-target mismatch: colour, sharpness and a small geometric shift.
     target = T.functional.adjust_brightness(target / 255, rng.uniform(0.85, 1.15))
-    target = T.functional.adjust_hue(T.functional.adjust_saturation(target, rng.uniform(0.8, 1.2)), rng.uniform(-0.03, 0.03))
+    target = T.functional.adjust_hue(
+        T.functional.adjust_saturation(target, rng.uniform(0.8, 1.2)), rng.uniform(-0.03, 0.03)
+    )
     if rng.random() < 0.5:
         target = T.functional.gaussian_blur(target, [5, 5], [rng.uniform(0.5, 1.5)] * 2)
     else:
@@ -110,11 +114,13 @@ def _webp(image: torch.Tensor, quality: int) -> torch.Tensor:
 
 def training_transform(size: int) -> T.Compose:
     """Random degradations seen in the wild, on uint8 CHW tensors."""
-    return T.Compose([
-        T.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
-        T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(0.2, 0.2, 0.2, 0.03)], p=0.5),
-        T.RandomApply([T.GaussianBlur(5, sigma=(0.3, 1.5))], p=0.2),
-        T.RandomApply([ResampleChain()], p=0.3),
-        T.RandomApply([Recompress()], p=0.7),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
+            T.RandomHorizontalFlip(),
+            T.RandomApply([T.ColorJitter(0.2, 0.2, 0.2, 0.03)], p=0.5),
+            T.RandomApply([T.GaussianBlur(5, sigma=(0.3, 1.5))], p=0.2),
+            T.RandomApply([ResampleChain()], p=0.3),
+            T.RandomApply([Recompress()], p=0.7),
+        ]
+    )

@@ -21,14 +21,26 @@ from torchvision.io import decode_jpeg, encode_jpeg
 # The face outline in a frame set by the landmarks: u across the face in inter-ocular
 # distances from the eyes' midpoint, v down in eye-to-mouth distances. Forehead to chin and
 # cheek to cheek, roughly the convex hull of a 68-point landmark model.
-FACE_OUTLINE = torch.tensor([
-    (-0.95, -0.75), (0.0, -1.0), (0.95, -0.75), (1.1, 0.3), (0.9, 1.25),
-    (0.4, 1.8), (0.0, 1.9), (-0.4, 1.8), (-0.9, 1.25), (-1.1, 0.3),
-])
+FACE_OUTLINE = torch.tensor(
+    [
+        (-0.95, -0.75),
+        (0.0, -1.0),
+        (0.95, -0.75),
+        (1.1, 0.3),
+        (0.9, 1.25),
+        (0.4, 1.8),
+        (0.0, 1.9),
+        (-0.4, 1.8),
+        (-0.9, 1.25),
+        (-1.1, 0.3),
+    ]
+)
 MASK_STRENGTHS = torch.tensor([0.5, 0.75, 1.0, 1.0, 1.0])
 
 
-def outline_points(landmarks: torch.Tensor, scale: torch.Tensor, jitter: torch.Tensor) -> torch.Tensor:
+def outline_points(
+    landmarks: torch.Tensor, scale: torch.Tensor, jitter: torch.Tensor
+) -> torch.Tensor:
     """B x K x 2 outline vertices (fractions of the crop) from B x 5 x 2 landmarks.
 
     `scale` (B) shrinks or grows the outline about the nose; `jitter` (B x K x 2) moves each
@@ -74,7 +86,9 @@ def face_masks(landmarks: torch.Tensor, size: int) -> torch.Tensor:
     sigma = torch.empty(batch, 1, device=device).uniform_(0.012, 0.045) * small
     masks = gaussian_blur2d(masks, int(small * 0.14) | 1, torch.cat([sigma, sigma], 1))
     masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
-    strength = MASK_STRENGTHS.to(device)[torch.randint(len(MASK_STRENGTHS), (batch,), device=device)]
+    strength = MASK_STRENGTHS.to(device)[
+        torch.randint(len(MASK_STRENGTHS), (batch,), device=device)
+    ]
     return masks * strength.view(-1, 1, 1, 1)
 
 
@@ -91,13 +105,20 @@ def hue_rotation(turns: torch.Tensor) -> torch.Tensor:
     angle = turns.flatten() * 2 * torch.pi
     cos, sin = angle.cos()[:, None, None], angle.sin()[:, None, None]
     third = torch.full((3, 3), 1 / 3, device=turns.device, dtype=turns.dtype)
-    cross = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], device=turns.device, dtype=turns.dtype)
+    cross = torch.tensor(
+        [[0, -1, 1], [1, 0, -1], [-1, 1, 0]], device=turns.device, dtype=turns.dtype
+    )
     eye = torch.eye(3, device=turns.device, dtype=turns.dtype)
     return cos * eye + (1 - cos) * third + sin * cross / 3**0.5
 
 
-def adjust_colour(images: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor,
-                  saturation: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
+def adjust_colour(
+    images: torch.Tensor,
+    brightness: torch.Tensor,
+    contrast: torch.Tensor,
+    saturation: torch.Tensor,
+    hue: torch.Tensor,
+) -> torch.Tensor:
     """Per-image colour changes on float B x 3 x H x W in [0, 1]; factors are B x 1 x 1 x 1, with
     1 (0 for hue, in turns) leaving an image unchanged. Brightness, contrast and saturation
     blend as torchvision's adjust_* do; hue is a `hue_rotation`."""
@@ -113,7 +134,9 @@ def adjust_colour(images: torch.Tensor, brightness: torch.Tensor, contrast: torc
 class ColourJitter(torch.nn.Module):
     """Random per-image brightness, contrast, saturation and hue, on a random share `p`."""
 
-    def __init__(self, brightness: float, contrast: float, saturation: float, hue: float, p: float = 1.0):
+    def __init__(
+        self, brightness: float, contrast: float, saturation: float, hue: float, p: float = 1.0
+    ):
         super().__init__()
         self.ranges = (brightness, contrast, saturation)
         self.hue, self.p = hue, p
@@ -130,8 +153,9 @@ class ColourJitter(torch.nn.Module):
         return out
 
 
-def resized_crop_flip(images: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float],
-                      size: int) -> torch.Tensor:
+def resized_crop_flip(
+    images: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float], size: int
+) -> torch.Tensor:
     """torchvision's RandomResizedCrop then RandomHorizontalFlip, each image with its own crop
     (area share in `scale`, aspect in `ratio`) and coin, as one batched bilinear resampling."""
     batch, device = images.shape[0], images.device
@@ -160,7 +184,9 @@ class SelfBlend(torch.nn.Module):
         self.sharpen = K.RandomSharpness((1.2, 2.0), p=1)  # 1 is the image itself
         self.shift = K.RandomAffine(degrees=0, translate=(0.03, 0.03), scale=(0.95, 1.05), p=1)
 
-    def forward(self, images: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, landmarks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(blended, masks) for float B x 3 x H x W images in [0, 1]."""
         target = self.colour(images)
         blurred = torch.rand(images.shape[0], device=images.device) < 0.5

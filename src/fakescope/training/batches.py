@@ -26,13 +26,21 @@ def _normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]
 class TrainingBatches:
     """An epoch's (images, targets) batches for `items` = (index, self-blend?) pairs."""
 
-    def __init__(self, crops: CropSet, mean: Sequence[float], std: Sequence[float],
-                 device: torch.device, seed: int):
+    def __init__(
+        self,
+        crops: CropSet,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device,
+        seed: int,
+    ):
         self.crops, self.mean, self.std, self.device, self.seed = crops, mean, std, device, seed
         self.augment = BatchAugment(crops.images.shape[-1])
         self.blend = SelfBlend()
 
-    def batch(self, items: Sequence[tuple[int, bool]], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(
+        self, items: Sequence[tuple[int, bool]], step: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # Seeded per step: a resumed run draws the same augmentations as an unbroken one.
         torch.manual_seed(self.seed * 1_000_003 + step)
         rows = torch.tensor([index for index, _ in items])
@@ -45,8 +53,13 @@ class TrainingBatches:
             targets = torch.where(blend, torch.ones_like(targets), targets)
         return _normalise(self.augment(images), self.mean, self.std), targets
 
-    def epoch(self, items: Sequence[tuple[int, bool]], batch_size: int, first_step: int = 0,
-              workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(
+        self,
+        items: Sequence[tuple[int, bool]],
+        batch_size: int,
+        first_step: int = 0,
+        workers: int = 0,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Full batches of `items` from step `first_step` on (a resumed epoch's position),
         made by `workers` loader processes when the device is a CPU."""
         steps = _Steps(self, items, batch_size, first_step)
@@ -59,20 +72,37 @@ class TrainingBatches:
 class _Steps(Dataset):
     """An epoch's batches by step, for loader processes."""
 
-    def __init__(self, batches: TrainingBatches, items: Sequence[tuple[int, bool]], batch_size: int,
-                 first_step: int):
-        self.batches, self.items, self.batch_size, self.first = batches, items, batch_size, first_step
+    def __init__(
+        self,
+        batches: TrainingBatches,
+        items: Sequence[tuple[int, bool]],
+        batch_size: int,
+        first_step: int,
+    ):
+        self.batches, self.items, self.batch_size, self.first = (
+            batches,
+            items,
+            batch_size,
+            first_step,
+        )
 
     def __len__(self) -> int:
         return max(0, len(self.items) // self.batch_size - self.first)
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         step = self.first + position
-        return self.batches.batch(self.items[step * self.batch_size : (step + 1) * self.batch_size], step)
+        return self.batches.batch(
+            self.items[step * self.batch_size : (step + 1) * self.batch_size], step
+        )
 
 
-def eval_batches(crops: CropSet, batch_size: int, mean: Sequence[float], std: Sequence[float],
-                 device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def eval_batches(
+    crops: CropSet,
+    batch_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Every crop once, unaugmented, in order."""
     for start in range(0, len(crops), batch_size):
         images = crops.images[start : start + batch_size].to(device)

@@ -37,7 +37,10 @@ def list_samples(root: str | Path) -> list[Sample]:
     for manifest in (root / "manifest.csv", root.parent / "manifest.csv"):
         if manifest.is_file():
             with open(manifest, newline="") as handle:
-                clusters = {(manifest.parent / row["path"]).resolve(): row["cluster"] for row in csv.DictReader(handle)}
+                clusters = {
+                    (manifest.parent / row["path"]).resolve(): row["cluster"]
+                    for row in csv.DictReader(handle)
+                }
             break
     samples = []
     for label, folder in ((0, "real"), (1, "fake")):
@@ -56,14 +59,18 @@ def held_out(cluster: str, holdout: float, seed: int = 0) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < holdout
 
 
-def split_by_cluster(samples: list[Sample], holdout: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+def split_by_cluster(
+    samples: list[Sample], holdout: float, seed: int = 0
+) -> tuple[list[Sample], list[Sample]]:
     """Deterministic split in which no cluster (identity) is on both sides."""
     train = [s for s in samples if not held_out(s.cluster, holdout, seed)]
     held = [s for s in samples if held_out(s.cluster, holdout, seed)]
     return train, held
 
 
-def balanced_epoch(labels: Sequence[int], size: int, sbi_share: float, epoch: int, seed: int) -> list[tuple[int, bool]]:
+def balanced_epoch(
+    labels: Sequence[int], size: int, sbi_share: float, epoch: int, seed: int
+) -> list[tuple[int, bool]]:
     """Indices for one epoch: half real, half fake, a share of the fakes self-blended from reals.
 
     Deterministic in (seed, epoch), so a resumed run sees the same order.
@@ -75,10 +82,14 @@ def balanced_epoch(labels: Sequence[int], size: int, sbi_share: float, epoch: in
     n_sbi = int(half * sbi_share) if reals else 0
 
     def draw(pool: list[int], n: int) -> list[int]:
-        return [pool[j % len(pool)] for j in rng.sample(range(max(n, len(pool))), n)] if pool else []
+        return (
+            [pool[j % len(pool)] for j in rng.sample(range(max(n, len(pool))), n)] if pool else []
+        )
 
     items = [(i, False) for i in draw(reals, half)]
-    items += [(i, False) for i in draw(fakes, half - n_sbi)] + [(i, True) for i in draw(reals, n_sbi)]
+    items += [(i, False) for i in draw(fakes, half - n_sbi)] + [
+        (i, True) for i in draw(reals, n_sbi)
+    ]
     rng.shuffle(items)
     return items
 
@@ -94,7 +105,13 @@ class CropDataset(Dataset):
     """Face crops as normalised float tensors; training mode augments and self-blends."""
 
     def __init__(self, samples, items, size, mean, std, train: bool, seed: int = 0):
-        self.samples, self.items, self.size, self.train, self.seed = samples, items, size, train, seed
+        self.samples, self.items, self.size, self.train, self.seed = (
+            samples,
+            items,
+            size,
+            train,
+            seed,
+        )
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)
         self.augment = training_transform(size) if train else None

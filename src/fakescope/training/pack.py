@@ -54,7 +54,9 @@ class CropSet:
     def subset(self, indices: list[int]) -> CropSet:
         rows = torch.tensor(indices, dtype=torch.long)
         return CropSet(
-            self.images[rows], self.labels[rows], [self.clusters[i] for i in indices],
+            self.images[rows],
+            self.labels[rows],
+            [self.clusters[i] for i in indices],
             self.landmarks[rows],
         )
 
@@ -110,7 +112,9 @@ def crop_landmarks(detector: FaceDetector, crops: list[np.ndarray]) -> np.ndarra
 PER_CROP_OVERHEAD = 160
 
 
-def choose_within_budget(samples: list[Sample], sizes: list[int], budget: int, seed: int) -> list[int]:
+def choose_within_budget(
+    samples: list[Sample], sizes: list[int], budget: int, seed: int
+) -> list[int]:
     """Indices of whole clusters, in a seeded order, while their bytes fit the budget: each
     cluster's real with one fake first, then the remaining fakes of the chosen clusters.
     `sizes` are what each crop costs in the pack."""
@@ -123,7 +127,9 @@ def choose_within_budget(samples: list[Sample], sizes: list[int], budget: int, s
     used = 0
     rest: list[int] = []
     for cluster in order:
-        members = sorted(by_cluster[cluster], key=lambda i: (samples[i].label, samples[i].path.name))
+        members = sorted(
+            by_cluster[cluster], key=lambda i: (samples[i].label, samples[i].path.name)
+        )
         reals = [i for i in members if samples[i].label == 0]
         fakes = [i for i in members if samples[i].label == 1]
         first = reals + fakes[:1]
@@ -141,8 +147,13 @@ def choose_within_budget(samples: list[Sample], sizes: list[int], budget: int, s
 
 
 def build_pack(
-    root: str | Path, out: str | Path, detector: FaceDetector, budget_mb: float | None = 50,
-    seed: int = 0, batch: int = 64, progress: Callable[[int, int], None] | None = None,
+    root: str | Path,
+    out: str | Path,
+    detector: FaceDetector,
+    budget_mb: float | None = 50,
+    seed: int = 0,
+    batch: int = 64,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
     """Write `root/{real,fake}` (clusters from its manifest) as one pack file; returns counts.
     `progress(done, total)` is called after each batch of crops."""
@@ -174,15 +185,21 @@ def build_pack(
     metadata = {
         "format": PACK_FORMAT,
         "clusters": json.dumps([samples[i].cluster for i in chosen]),
-        "names": json.dumps([f"{('real', 'fake')[samples[i].label]}/{samples[i].path.name}" for i in chosen]),
+        "names": json.dumps(
+            [f"{('real', 'fake')[samples[i].label]}/{samples[i].path.name}" for i in chosen]
+        ),
     }
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(out)
     labels = tensors["labels"]
-    return {"crops": len(chosen), "real": int((labels == 0).sum()), "fake": int((labels == 1).sum()),
-            "bytes": out.stat().st_size}
+    return {
+        "crops": len(chosen),
+        "real": int((labels == 0).sum()),
+        "fake": int((labels == 1).sum()),
+        "bytes": out.stat().st_size,
+    }
 
 
 def is_pack(path: str | Path) -> bool:
@@ -201,10 +218,14 @@ def load_pack(path: str | Path, size: int) -> CropSet:
         raise FakescopeError(f"{path}: not a training pack (format {metadata.get('format')!r})")
     data, offsets = tensors["bytes"], tensors["offsets"]
     count = len(offsets) - 1
-    images = decode_all((data[offsets[i] : offsets[i + 1]].tobytes() for i in range(count)), count, size)
+    images = decode_all(
+        (data[offsets[i] : offsets[i + 1]].tobytes() for i in range(count)), count, size
+    )
     return CropSet(
-        images, torch.from_numpy(tensors["labels"].astype(np.float32)),
-        json.loads(metadata["clusters"]), torch.from_numpy(tensors["landmarks"]),
+        images,
+        torch.from_numpy(tensors["labels"].astype(np.float32)),
+        json.loads(metadata["clusters"]),
+        torch.from_numpy(tensors["landmarks"]),
     )
 
 

@@ -22,6 +22,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
+from ..metrics import fit_temperature, point_metrics
 from ..models.checkpoints import (
     efficientnet_lite_imagenet,
     load_fakescope,
@@ -29,7 +30,6 @@ from ..models.checkpoints import (
     save_fakescope,
 )
 from ..models.registry import ModelSpec, channels_last, get_arch
-from ..metrics import fit_temperature, point_metrics
 from ..types import FakescopeError, WeightsError
 from .batches import TrainingBatches, eval_batches
 from .data import CropDataset, balanced_epoch, held_out, list_samples, split_by_cluster
@@ -67,18 +67,30 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Bad settings fail here, before any data is read (exit 2, one line)."""
-        whole = {"--epochs": (self.epochs, 1), "--batch-size": (self.batch_size, 1),
-                 "--epoch-size": (self.epoch_size, self.batch_size), "--workers": (self.workers, 0),
-                 "--freeze": (self.freeze, 0), "--save-every": (self.save_every, 1),
-                 "--image-size": (self.image_size or 32, 32), "--limit-eval": (self.limit_eval or 1, 1)}
+        whole = {
+            "--epochs": (self.epochs, 1),
+            "--batch-size": (self.batch_size, 1),
+            "--epoch-size": (self.epoch_size, self.batch_size),
+            "--workers": (self.workers, 0),
+            "--freeze": (self.freeze, 0),
+            "--save-every": (self.save_every, 1),
+            "--image-size": (self.image_size or 32, 32),
+            "--limit-eval": (self.limit_eval or 1, 1),
+        }
         for option, (value, low) in whole.items():
             if value < low:
                 raise FakescopeError(f"{option} must be at least {low}, got {value}")
-        shares = {"--lr": (self.lr, 0, 1, False), "--weight-decay": (self.weight_decay, 0, 1, True),
-                  "--sbi-share": (self.sbi_share, 0, 1, True), "--holdout": (self.holdout, 0, 1, False)}
+        shares = {
+            "--lr": (self.lr, 0, 1, False),
+            "--weight-decay": (self.weight_decay, 0, 1, True),
+            "--sbi-share": (self.sbi_share, 0, 1, True),
+            "--holdout": (self.holdout, 0, 1, False),
+        }
         for option, (number, low, high, low_allowed) in shares.items():
             if not (low < number <= high or (low_allowed and number == low)):
-                raise FakescopeError(f"{option} must be in {'[' if low_allowed else '('}{low}, {high}], got {number}")
+                raise FakescopeError(
+                    f"{option} must be in {'[' if low_allowed else '('}{low}, {high}], got {number}"
+                )
         if self.input not in ("cache", "stream"):
             raise FakescopeError(f"--input must be cache or stream, got {self.input!r}")
 
@@ -163,21 +175,29 @@ def cached_inputs(config: TrainConfig, size: int, device: torch.device) -> Input
         crops = load_folder(list_samples(config.dataset), size)
     held = [held_out(c, config.holdout, config.seed) for c in crops.clusters]
     train_crops = crops.subset([i for i, h in enumerate(held) if not h])
-    held_crops = _limited(crops.subset([i for i, h in enumerate(held) if h]), config.limit_eval, rng)
+    held_crops = _limited(
+        crops.subset([i for i, h in enumerate(held) if h]), config.limit_eval, rng
+    )
     val_crops = None
     if config.val:
         val_crops = _limited(load_folder(list_samples(config.val), size), config.limit_eval, rng)
     batch = config.batch_size
 
     def epoch(number: int, items: list[tuple[int, bool]], first_step: int) -> Batches:
-        source = TrainingBatches(train_crops, crop.mean, crop.std, device, config.seed * 1000 + number)
+        source = TrainingBatches(
+            train_crops, crop.mean, crop.std, device, config.seed * 1000 + number
+        )
         return source.epoch(items, batch, first_step, workers=config.workers)
 
     def scored(crops: CropSet) -> Callable[[], Batches]:
         return lambda: eval_batches(crops, batch * 2, crop.mean, crop.std, device)
 
-    return Inputs([int(v) for v in train_crops.labels.tolist()], epoch, scored(held_crops),
-                  scored(val_crops) if val_crops is not None else None)
+    return Inputs(
+        [int(v) for v in train_crops.labels.tolist()],
+        epoch,
+        scored(held_crops),
+        scored(val_crops) if val_crops is not None else None,
+    )
 
 
 def streamed_inputs(config: TrainConfig, size: int) -> Inputs:
@@ -185,22 +205,37 @@ def streamed_inputs(config: TrainConfig, size: int) -> Inputs:
     if is_pack(config.dataset):
         raise FakescopeError(f"{config.dataset}: a pack is decoded into memory; use --input cache")
     crop, rng = get_arch(config.arch).crop, random.Random(config.seed)
-    train_samples, held_samples = split_by_cluster(list_samples(config.dataset), config.holdout,
-                                                   config.seed)
+    train_samples, held_samples = split_by_cluster(
+        list_samples(config.dataset), config.holdout, config.seed
+    )
 
     def epoch(number: int, items: list[tuple[int, bool]], first_step: int) -> Batches:
-        rest = items[first_step * config.batch_size:]
-        data = CropDataset(train_samples, rest, size, crop.mean, crop.std, train=True,
-                           seed=config.seed * 1000 + number)
-        return DataLoader(data, batch_size=config.batch_size, shuffle=False,
-                          num_workers=config.workers, drop_last=True)
+        rest = items[first_step * config.batch_size :]
+        data = CropDataset(
+            train_samples,
+            rest,
+            size,
+            crop.mean,
+            crop.std,
+            train=True,
+            seed=config.seed * 1000 + number,
+        )
+        return DataLoader(
+            data,
+            batch_size=config.batch_size,
+            shuffle=False,
+            num_workers=config.workers,
+            drop_last=True,
+        )
 
     def scored(pool: list) -> Callable[[], Batches]:
         items = [(i, False) for i in range(len(pool))]
         if config.limit_eval:
             items = rng.sample(items, min(config.limit_eval, len(items)))
         data = CropDataset(pool, items, size, crop.mean, crop.std, train=False)
-        return lambda: DataLoader(data, batch_size=config.batch_size * 2, num_workers=config.workers)
+        return lambda: DataLoader(
+            data, batch_size=config.batch_size * 2, num_workers=config.workers
+        )
 
     val = scored(list_samples(config.val)) if config.val else None
     return Inputs([s.label for s in train_samples], epoch, scored(held_samples), val)
@@ -230,8 +265,9 @@ def build_run(config: TrainConfig, device: torch.device) -> Run:
     model = channels_last(_build(config)).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     # The fused kernel is about twice as fast as the default per-tensor loop on CPU.
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay,
-                                  fused=True)
+    optimizer = torch.optim.AdamW(
+        trainable, lr=config.lr, weight_decay=config.weight_decay, fused=True
+    )
     total = config.epoch_size // config.batch_size * config.epochs
     warmup = min(200, total // 10)
 
@@ -246,11 +282,17 @@ def build_run(config: TrainConfig, device: torch.device) -> Run:
 
 
 def save_checkpoint(run: Run, path: Path) -> None:
-    _save_atomic({
-        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(), "state": run.state,
-        "config": asdict(run.config), "best_model": run.best_model,
-    }, path)
+    _save_atomic(
+        {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "state": run.state,
+            "config": asdict(run.config),
+            "best_model": run.best_model,
+        },
+        path,
+    )
 
 
 def resume(run: Run, path: Path) -> bool:
@@ -266,16 +308,19 @@ def resume(run: Run, path: Path) -> bool:
     return True
 
 
-def train_epoch(run: Run, inputs: Inputs, device: torch.device, checkpoint: Path,
-                bar: Progress, progress: bool) -> float | None:
+def train_epoch(
+    run: Run, inputs: Inputs, device: torch.device, checkpoint: Path, bar: Progress, progress: bool
+) -> float | None:
     """The rest of the current epoch from its saved step; returns the smoothed training loss."""
     config, state = run.config, run.state
     epoch, steps = state["epoch"], run.steps_per_epoch
-    items = balanced_epoch(inputs.labels, steps * config.batch_size, config.sbi_share, epoch,
-                           config.seed)
+    items = balanced_epoch(
+        inputs.labels, steps * config.batch_size, config.sbi_share, epoch, config.seed
+    )
     batches = inputs.epoch(epoch, items, state["step_in_epoch"])
-    task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps,
-                        completed=state["step_in_epoch"], info="")
+    task = bar.add_task(
+        f"epoch {epoch + 1}/{config.epochs}", total=steps, completed=state["step_in_epoch"], info=""
+    )
     model = run.model
     model.train()
     for module in model.modules():  # frozen batch norms keep their ImageNet statistics
@@ -301,20 +346,27 @@ def train_epoch(run: Run, inputs: Inputs, device: torch.device, checkpoint: Path
             save_checkpoint(run, checkpoint)
             if not progress:
                 rate = config.batch_size * config.save_every / (time.time() - started)
-                print(f"epoch {epoch + 1} step {state['step_in_epoch']}/{steps} "
-                      f"loss {running:.4f} {rate:.1f} img/s", flush=True)
+                print(
+                    f"epoch {epoch + 1} step {state['step_in_epoch']}/{steps} "
+                    f"loss {running:.4f} {rate:.1f} img/s",
+                    flush=True,
+                )
                 started = time.time()
     bar.remove_task(task)
     return running
 
 
-def evaluate_epoch(run: Run, train_loss: float | None, inputs: Inputs, device: torch.device,
-                   out: Path) -> dict:
+def evaluate_epoch(
+    run: Run, train_loss: float | None, inputs: Inputs, device: torch.device, out: Path
+) -> dict:
     """Score the held-out (and val) images, log the epoch, keep the best weights, move on."""
     state = run.state
     logits, labels = predict_logits(run.model, inputs.held(), device)
-    record = {"epoch": state["epoch"] + 1, "train_loss": train_loss,
-              "holdout": point_metrics(labels, 1 / (1 + np.exp(-logits)))}
+    record = {
+        "epoch": state["epoch"] + 1,
+        "train_loss": train_loss,
+        "holdout": point_metrics(labels, 1 / (1 + np.exp(-logits))),
+    }
     if inputs.val is not None:
         val_logits, val_labels = predict_logits(run.model, inputs.val(), device)
         record["val"] = point_metrics(val_labels, 1 / (1 + np.exp(-val_logits)))
@@ -346,8 +398,10 @@ def export(run: Run, inputs: Inputs, size: int, device: torch.device, out: Path)
     best_epoch = run.state["best"]["epoch"]
     summary = {"model": spec.to_dict(), "best_epoch": best_epoch, "temperature": temperature}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"saved {out / (name + '.json')} (best epoch {best_epoch}, "
-          f"temperature {temperature:.3f})", flush=True)
+    print(
+        f"saved {out / (name + '.json')} (best epoch {best_epoch}, temperature {temperature:.3f})",
+        flush=True,
+    )
     return spec
 
 
@@ -367,8 +421,13 @@ def train(config: TrainConfig, progress: bool = True) -> ModelSpec:
     run = build_run(config, device)
     checkpoint = out / "checkpoint.pt"
     resume(run, checkpoint)
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, disable=not progress) as bar:
         while run.state["epoch"] < config.epochs:
             loss = train_epoch(run, inputs, device, checkpoint, bar, progress)
