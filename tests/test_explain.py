@@ -391,16 +391,23 @@ def test_xai_eval_and_report(tmp_path):
         ]
         assert table1[k][1:] == computed
     faithfulness = next(rows for title, rows in tables.items() if title.startswith("Faithfulness"))
-    assert set(faithfulness) == {"method", *methods}
+    assert set(faithfulness) == {"method", "chance", *methods}
     for m in methods:
-        assert faithfulness[m] == [
+        assert faithfulness[m][:7] == [
             shown(results["deletion"][m]["all"]),
             shown(results["deletion"][m]["fake"]),
             shown(results["insertion"][m]["all"]),
             shown(results["insertion"][m]["fake"]),
             shown(results["pointing_game"][m], True),
             shown(results["mass_inside_mask"][m], True),
+            shown(results["top_region_is_seam"][m], True),
         ]
+    chance = results["chance"]
+    assert faithfulness["chance"][4:7] == [
+        shown(chance["mask_share"], True),
+        shown(chance["mask_share"], True),
+        shown(chance["seam_region"], True),
+    ]
     sanity = next(rows for title, rows in tables.items() if title.startswith("Sanity check"))
     assert sanity["method"] == ["random up to classifier", "random up to bn2"]
     assert {m: row for m, row in sanity.items() if m != "method"} == {
