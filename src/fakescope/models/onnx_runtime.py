@@ -32,7 +32,10 @@ def _export(model: nn.Module, size: int) -> bytes:
         torch.onnx.export(
             model.eval(),
             (example,),
-            buffer,  # type: ignore[arg-type]  # a file object works too dynamo=False, input_names=["crops"], output_names=["logits"],
+            buffer,  # type: ignore[arg-type]  # a file object works too
+            dynamo=False,
+            input_names=["crops"],
+            output_names=["logits"],
             dynamic_axes={"crops": {0: "batch"}, "logits": {0: "batch"}},
             opset_version=17,
         )

@@ -263,6 +263,7 @@ class Service:
 
     def _run(self, job: Job, upload_dir: Path, path: Path, reserved: int) -> None:
         analyzer = self.analyzers.get()  # never waits: one Analyzer per pool thread
+        outcome = "failed"
         try:
             job.status = "running"
             self._save(job)
@@ -273,7 +274,7 @@ class Service:
             report.files["html"] = "report.html"
             report.write_json(job.folder / "report.json")
             write_html(report, job.folder)
-            job.report, job.progress, job.status = report.to_dict(), 1.0, "done"
+            job.report, job.progress, outcome = report.to_dict(), 1.0, "done"
         except Exception as error:  # every failure becomes the job's message
             if not isinstance(error, FakescopeError):
                 log.exception("analysis %s failed", job.id)
@@ -282,12 +283,13 @@ class Service:
                 if isinstance(error, FakescopeError)
                 else f"unexpected {type(error).__name__}"
             )
-            job.error, job.status = message.replace(str(path), job.name), "failed"
+            job.error = message.replace(str(path), job.name)
         finally:
             self.analyzers.put(analyzer)
             shutil.rmtree(upload_dir, ignore_errors=True)
             self.release(reserved)
-            job.finished = time.time()
+            # Finished only once its place is free: a client told "done" may upload again.
+            job.status, job.finished = outcome, time.time()
             self._save(job)
             self._evict()
 
