@@ -53,7 +53,8 @@ class LabelledFile:
 
 
 def _manifest(dataset: Path) -> dict[Path, dict[str, str]]:
-    """Rows of `manifest.csv` in the folder or its parent, by resolved path (column `file` or `path`)."""
+    """Rows of `manifest.csv` in the folder or its parent, by resolved path (column `file` or
+    `path`)."""
     for manifest in (dataset / "manifest.csv", dataset.parent / "manifest.csv"):
         if manifest.is_file():
             with open(manifest, newline="", encoding="utf-8") as handle:
@@ -141,7 +142,7 @@ def video_report(rows: list[dict], group_by: str | None) -> dict:
             one_class = len({r["label"] for r in members}) == 1
             others = [r for r in rows if r["label"] != members[0]["label"]] if one_class else None
             result["groups"][value] = decision_metrics(members, others)
-    for low, high in (*SIZE_BUCKETS, (None, None)):
+    for low, _high in (*SIZE_BUCKETS, (None, None)):
         name = "no face" if low is None else size_bucket(low)
         members = [r for r in rows if size_bucket(r["face_size"]) == name]
         if members:
@@ -150,7 +151,8 @@ def video_report(rows: list[dict], group_by: str | None) -> dict:
 
 
 def main_face_size(report) -> float | None:
-    """Median face size of the deciding track, else of the track seen most (the person the verdict is about)."""
+    """Median face size of the deciding track, else of the track seen most (the person the
+    verdict is about)."""
     tracks = report.verdict.tracks
     if not tracks:
         return None

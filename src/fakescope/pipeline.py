@@ -113,7 +113,8 @@ class Analyzer:
     def score_faces(
         self, images: list[np.ndarray], boxes: list[tuple], whole: bool = False
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Member and ensemble P(fake) for the faces at `boxes` in `images` (one batch per member)."""
+        """Member and ensemble P(fake) for the faces at `boxes` in `images` (one batch per
+        member)."""
         if not images:
             return {m.spec.name: np.empty(0) for m in self.ensemble.members}, np.empty(0)
         member = self.ensemble.score(
@@ -122,7 +123,8 @@ class Analyzer:
         return member, self.ensemble.combine(member)
 
     def score_crops(self, images: list[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Inputs that already are face crops: the whole image is the face, resized per each model's policy."""
+        """Inputs that already are face crops: the whole image is the face, resized per each
+        model's policy."""
         boxes = [(0.0, 0.0, float(im.shape[1]), float(im.shape[0])) for im in images]
         return self.score_faces(images, boxes, whole=True)
 
@@ -273,8 +275,8 @@ class Analyzer:
         keep_frames: bool = False,
         progress: Callable[[str], None] | None = None,
     ) -> Report:
-        """keep_frames: keep the analysed frames' pixels in `report.images` (HTML thumbnails, overlay
-        video); progress: called with each stage's name as the stage starts."""
+        """keep_frames: keep the analysed frames' pixels in `report.images` (HTML thumbnails,
+        overlay video); progress: called with each stage's name as the stage starts."""
         if explain:
             check_methods(explain)
             if out_dir is None:

@@ -240,7 +240,7 @@ def xai_eval(
 
 def _fmt(x: float | None, percent: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
+        return "\N{EN DASH}"
     return f"{100 * x:.1f}%" if percent else f"{x:.3f}"
 
 

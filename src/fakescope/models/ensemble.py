@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,7 @@ class Ensemble:
     name: str
     members: list[Member]
     config_path: str
-    decision: Decision = Decision()
+    decision: Decision = field(default_factory=Decision)
     decision_note: str = ""  # what the decision was fitted on
 
     @property
@@ -124,10 +124,12 @@ def resolve_config(model: str | Path) -> Path:
         return shipped[str(model)]
     if str(model) == DEFAULT_MODEL:
         raise WeightsError(
-            "no default weights are installed: train them (`fakescope train`) or pass --model CONFIG.json"
+            "no default weights are installed: train them (`fakescope train`) "
+            "or pass --model CONFIG.json"
         )
     raise WeightsError(
-        f"unknown model {model!r}: give a config .json or one of: {', '.join(shipped) or 'none installed'}"
+        f"unknown model {model!r}: give a config .json or one of: "
+        f"{', '.join(shipped) or 'none installed'}"
     )
 
 
@@ -161,7 +163,8 @@ def _members(config: Path, data: object) -> tuple[list[dict], str]:
 def load_ensemble(
     model: str | Path = DEFAULT_MODEL, device: str = "cpu", backend: str = "auto"
 ) -> Ensemble:
-    """Load every member; `backend` picks the scoring path: ONNX Runtime ("auto" on CPU) or PyTorch."""
+    """Load every member; `backend` picks the scoring path: ONNX Runtime ("auto" on CPU) or
+    PyTorch."""
     if backend not in BACKENDS:
         raise WeightsError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     use_onnx = backend == "onnx" or (backend == "auto" and device == "cpu")

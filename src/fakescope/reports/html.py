@@ -184,8 +184,10 @@ def timeline_svg(
         lines.append((real_below, f"real below {real_below:.3f}", 12))
     for value, text, offset in lines:  # labels sit in the band or above it, clear of most points
         parts.append(
-            f'<line x1="{left}" x2="{width - right}" y1="{y(value):.1f}" y2="{y(value):.1f}" class="threshold"/>'
-            f'<text x="{width - right}" y="{y(value) + offset:.1f}" text-anchor="end" class="threshold-label">'
+            f'<line x1="{left}" x2="{width - right}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
+            'class="threshold"/>'
+            f'<text x="{width - right}" y="{y(value) + offset:.1f}" text-anchor="end" '
+            'class="threshold-label">'
             f"{text}</text>"
         )
     points = " ".join(f"{x(f.timestamp):.1f},{y(f.score):.1f}" for f in track.faces)
@@ -199,7 +201,8 @@ def timeline_svg(
         )
         note = "" if f.unjudged is None else f", not judged: {f.unjudged}"
         parts.append(
-            f'<circle cx="{x(f.timestamp):.1f}" cy="{y(f.score):.1f}" r="4" {paint}><title>t={f.timestamp:.2f} s, '
+            f'<circle cx="{x(f.timestamp):.1f}" cy="{y(f.score):.1f}" r="4" {paint}>'
+            f"<title>t={f.timestamp:.2f} s, "
             f"frame {f.frame_index}: p(fake)={f.score:.3f}{escape(note)}</title></circle>"
         )
     parts.append("</svg>")
