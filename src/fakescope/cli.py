@@ -12,7 +12,7 @@ import secrets
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -114,7 +114,11 @@ def _verdict_settings(
 def _limits(max_pixels: int | None, max_duration: float | None, decode_pixels: int | None = None):
     from .media import Limits
 
-    given = {"max_pixels": max_pixels, "max_duration": max_duration, "decode_pixels": decode_pixels}
+    given: dict[str, Any] = {
+        "max_pixels": max_pixels,
+        "max_duration": max_duration,
+        "decode_pixels": decode_pixels,
+    }
     return Limits(**{name: value for name, value in given.items() if value is not None})
 
 

@@ -32,7 +32,7 @@ from sklearn.metrics import log_loss, roc_auc_score, roc_curve
 
 from .explain.render import frame_to_crop
 from .explain.xai_eval import LabelledFace
-from .faces import crop_face, crop_geometry, for_whole_image
+from .faces import crop_face, crop_geometry, float_box, for_whole_image
 from .files import write_atomic
 from .media import read_image
 from .metrics import EPS, metrics_with_intervals
@@ -400,15 +400,13 @@ def labelled_faces(
         if largest is None and not crops:
             continue
         used = for_whole_image(policy) if crops else policy
-        source, content = crop_geometry(whole if crops else largest.box, used)
-        crop = crop_face(image, whole if crops else largest.box, used)
+        region = whole if crops or largest is None else largest.box
+        source, content = crop_geometry(region, used)
+        crop = crop_face(image, region, used)
         if largest is None:
-            yield LabelledFace(crop, item.label, tuple(float(v) for v in content))
+            yield LabelledFace(crop, item.label, float_box(content))
             continue
-        box = tuple(
-            float(v)
-            for v in frame_to_crop(np.reshape(largest.box, (2, 2)), source, content).ravel()
-        )
+        box = float_box(frame_to_crop(np.reshape(largest.box, (2, 2)), source, content).ravel())
         points = (
             None if largest.landmarks is None else frame_to_crop(largest.landmarks, source, content)
         )

@@ -150,7 +150,7 @@ class ScanProgress:
 
     def _count(self) -> None:
         self.total = sum(1 for _ in iter_inputs(self.paths))
-        if self.bar:
+        if self.bar and self.task is not None:
             self.bar.update(self.task, total=self.total)
 
     def advance(self, row: Row, new: bool) -> None:
@@ -163,7 +163,7 @@ class ScanProgress:
                     f"error: {message if message.startswith(path) else f'{path}: {message}'}",
                     markup=False,
                 )
-        if self.bar:
+        if self.bar and self.task is not None:
             self.bar.update(self.task, advance=1, errors=self.errors)
         elif time.monotonic() - self.last >= self.every:
             self.last = time.monotonic()

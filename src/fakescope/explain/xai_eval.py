@@ -153,7 +153,7 @@ def xai_eval(
             else torch.zeros(len(inputs), dtype=torch.bool)
         )
         masked += int(has_mask.sum())
-        if has_mask.any():
+        if masks is not None and has_mask.any():
             where = masks[has_mask]
             mask_share.append(where.flatten(1).float().mean(1))
             if batch.regions is not None:

@@ -72,7 +72,7 @@ class Ensemble:
     def combine(self, member_probs: dict[str, np.ndarray]) -> np.ndarray:
         """Weighted mean of member probabilities."""
         total = sum(m.weight for m in self.members)
-        return sum(m.weight * member_probs[m.spec.name] for m in self.members) / total
+        return np.asarray(sum(m.weight * member_probs[m.spec.name] for m in self.members) / total)
 
     @torch.inference_mode()
     def score(
@@ -139,9 +139,9 @@ BACKENDS = ("auto", "onnx", "torch")
 def _members(config: Path, data: object) -> tuple[list[dict], str]:
     """The member entries and the name of a config, checked before anything loads: a broken
     config fails here, not as NaN or a division by zero on every input."""
-    kind = data.get("format") if isinstance(data, dict) else None
-    if kind not in ("fakescope", "fakescope-ensemble"):
+    if not isinstance(data, dict) or data.get("format") not in ("fakescope", "fakescope-ensemble"):
         raise WeightsError(f"{config}: not a fakescope model or ensemble config")
+    kind = data["format"]
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise WeightsError(f"{config}: the config has no name")

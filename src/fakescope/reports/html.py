@@ -221,7 +221,7 @@ def _turbo_gradient() -> str:
     stops = matplotlib.colormaps["turbo"](np.linspace(0, 1, 11))[:, :3] * 255
     return (
         "linear-gradient(to right, "
-        + ", ".join(hex_colour(tuple(int(v) for v in c)) for c in stops)
+        + ", ".join(hex_colour((int(red), int(green), int(blue))) for red, green, blue in stops)
         + ")"
     )
 
@@ -245,7 +245,7 @@ def _file_uri(path: Path) -> str:
 def _frame_thumbnail(image: np.ndarray, faces: list[FaceScore], threshold: float) -> str:
     scale = STRIP_WIDTH / image.shape[1]
     thumb = Image.fromarray(image).resize(
-        (STRIP_WIDTH, max(1, round(image.shape[0] * scale))), Image.BILINEAR
+        (STRIP_WIDTH, max(1, round(image.shape[0] * scale))), Image.Resampling.BILINEAR
     )
     draw = ImageDraw.Draw(thumb)
     for face in faces:
@@ -270,4 +270,6 @@ def _face_thumbnail(report: Report, track: TrackVerdict) -> str | None:
     region = image[max(0, int(cy - half)) : int(cy + half), max(0, int(cx - half)) : int(cx + half)]
     if region.size == 0:
         return None
-    return _jpeg_uri(Image.fromarray(region).resize((FACE_SIZE, FACE_SIZE), Image.BILINEAR))
+    return _jpeg_uri(
+        Image.fromarray(region).resize((FACE_SIZE, FACE_SIZE), Image.Resampling.BILINEAR)
+    )
