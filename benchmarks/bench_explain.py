@@ -94,7 +94,8 @@ def main() -> None:
     ours_s, theirs_s = statistics.median(fakescope_times), statistics.median(pgc_times)
 
     print(
-        f"arch: {args.arch}  layers: N={n}, N-1={n1}  batch: {args.batch} x 3 x {args.size} x {args.size}  "
+        f"arch: {args.arch}  layers: N={n}, N-1={n1}  "
+        f"batch: {args.batch} x 3 x {args.size} x {args.size}  "
         f"threads: {torch.get_num_threads()}"
     )
     print(
@@ -102,13 +103,16 @@ def main() -> None:
         + ", ".join(f"{m} {d:.1e}" for m, d in diffs.items())
     )
     print(
-        f"hirescam++ on the N-1 grid vs product of pytorch-grad-cam's 224 px maps: mean |difference| {gap:.3f}"
+        "hirescam++ on the N-1 grid vs product of pytorch-grad-cam's 224 px maps: "
+        f"mean |difference| {gap:.3f}"
     )
     print(
-        f"fakescope, one pass, 4 maps: median {ours_s:.3f} s  ({', '.join(f'{t:.3f}' for t in fakescope_times)})"
+        f"fakescope, one pass, 4 maps: median {ours_s:.3f} s  "
+        f"({', '.join(f'{t:.3f}' for t in fakescope_times)})"
     )
     print(
-        f"pytorch-grad-cam, 4 maps:    median {theirs_s:.3f} s  ({', '.join(f'{t:.3f}' for t in pgc_times)})"
+        f"pytorch-grad-cam, 4 maps:    median {theirs_s:.3f} s  "
+        f"({', '.join(f'{t:.3f}' for t in pgc_times)})"
     )
     if max(diffs.values()) > 1e-4:
         raise SystemExit(f"maps disagree: {diffs}")

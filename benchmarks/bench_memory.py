@@ -127,18 +127,22 @@ def main() -> None:
         with av.open(str(args.video)) as container:
             stream = container.streams.video[0]
             print(
-                f"video: {stream.width}x{stream.height}, {float(stream.duration * stream.time_base):.0f} s at "
-                f"{float(stream.average_rate):.0f} fps, {args.video.stat().st_size / 1e6:.1f} MB; torch threads {torch.get_num_threads()}"
+                f"video: {stream.width}x{stream.height}, "
+                f"{float(stream.duration * stream.time_base):.0f} s at "
+                f"{float(stream.average_rate):.0f} fps, {args.video.stat().st_size / 1e6:.1f} MB; "
+                f"torch threads {torch.get_num_threads()}"
             )
         worst = 0.0
         for name, command in runs.items():
             peak, seconds = peak_rss_mb(command, Path(tmp) / f"{name}.log")
             worst = max(worst, peak)
             print(
-                f"{name}: peak RSS {peak:.0f} MB ({seconds:.0f} s, default settings: 32 frames, retinaface)"
+                f"{name}: peak RSS {peak:.0f} MB "
+                f"({seconds:.0f} s, default settings: 32 frames, retinaface)"
             )
         print(
-            f"peak RSS: {worst:.0f} MB (limit {args.limit_mb:.0f} MB): {'ok' if worst < args.limit_mb else 'OVER'}"
+            f"peak RSS: {worst:.0f} MB (limit {args.limit_mb:.0f} MB): "
+            f"{'ok' if worst < args.limit_mb else 'OVER'}"
         )
         sys.exit(0 if worst < args.limit_mb else 1)
 

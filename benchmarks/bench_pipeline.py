@@ -55,13 +55,16 @@ def main() -> None:
 
     decode, analyze = statistics.median(decode_times), statistics.median(analyze_times)
     print(
-        f"video: 10 s 1280x720 30 fps H.264, {frames} frames; model {args.model}, {args.frames} frames analysed, device {args.device}"
+        f"video: 10 s 1280x720 30 fps H.264, {frames} frames; model {args.model}, "
+        f"{args.frames} frames analysed, device {args.device}"
     )
     print(
-        f"decode every frame with PyAV: median {decode:.2f} s  {[round(t, 2) for t in decode_times]}"
+        f"decode every frame with PyAV: median {decode:.2f} s  "
+        f"{[round(t, 2) for t in decode_times]}"
     )
     print(
-        f"analyze (+ hirescam++ on {len(report.verdict.chosen_frames)} chosen frames): median {analyze:.2f} s  {[round(t, 2) for t in analyze_times]}"
+        f"analyze (+ hirescam++ on {len(report.verdict.chosen_frames)} chosen frames): "
+        f"median {analyze:.2f} s  {[round(t, 2) for t in analyze_times]}"
     )
     for stage in stages[0]:
         print(f"  {stage:8s} {statistics.median(s[stage] for s in stages):6.2f} s")

@@ -209,7 +209,8 @@ def print_table(title: str, rows: list[dict], baseline: Callable[[str], dict]) -
             continue
         change = f"{r['auc_change']:+.3f} vs {base['name']}" if has_change else ""
         print(
-            f"| {r['name']} | {r['auc']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {r['log_loss']:.3f} | {change} |"
+            f"| {r['name']} | {r['auc']:.3f} [{r['low']:.3f}, {r['high']:.3f}] "
+            f"| {r['log_loss']:.3f} | {change} |"
         )
     skipped = [f"{r['name']} {r['skipped']}" for r in rows if r["skipped"]]
     if skipped:

@@ -148,7 +148,8 @@ def main() -> None:
         )
         print(f"naive loop: {args.count / t_naive:7.1f} crops/s ({t_naive:.2f} s)")
         print(
-            f"scan:       {args.count / t_scan:7.1f} crops/s ({t_scan:.2f} s, store + batches of {analyzer.settings.batch_size})"
+            f"scan:       {args.count / t_scan:7.1f} crops/s "
+            f"({t_scan:.2f} s, store + batches of {analyzer.settings.batch_size})"
         )
         print(f"largest score difference: {agree:.2e} (scores {got.min():.4f} to {got.max():.4f})")
         print(f"speedup: {t_naive / t_scan:.1f}x")

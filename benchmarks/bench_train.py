@@ -143,7 +143,8 @@ def main() -> None:
         f"batch {args.batch_size}, {len(samples)} crops"
     )
     print(
-        f"cache: {len(samples)} crops decoded in {decode:.1f} s ({len(samples) / decode:.0f} crops/s), "
+        f"cache: {len(samples)} crops decoded in {decode:.1f} s "
+        f"({len(samples) / decode:.0f} crops/s), "
         f"{crops.images.numel() / 2**20:.0f} MiB"
     )
     print(f"input  img/s: per-image loader {input_old:8.1f}   batched cache {input_new:8.1f}")

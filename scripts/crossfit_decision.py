@@ -76,7 +76,8 @@ def main() -> None:
         args.max_miss,
     )
     print(
-        f"fitted on all {len(everything)}: fake at >= {shipped.threshold:.3f}, real below {shipped.real_below:.3f}"
+        f"fitted on all {len(everything)}: fake at >= {shipped.threshold:.3f}, "
+        f"real below {shipped.real_below:.3f}"
     )
     for r in labelled:  # the manifest's manipulation, read back from the evaluation's group column
         r["group"] = r["group"] or "-"

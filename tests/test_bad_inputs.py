@@ -1,4 +1,5 @@
-"""A corpus of hostile and odd inputs through `fakescope scan` in one batch, and a few through `analyze`.
+"""A corpus of hostile and odd inputs through `fakescope scan` in one batch, and a few through
+`analyze`.
 
 Every input ends as a one-line error or a correct result; the batch goes on; rows stored
 earlier survive; the exit code says something failed.

@@ -101,7 +101,8 @@ def test_upload_in_the_page_shows_verdict_timeline_and_heat_maps(server, page, t
     page.wait_for_function("() => document.getElementById('limit').textContent !== ''")
     page.set_input_files("#file", str(video))
     page.wait_for_function(
-        "() => !document.getElementById('result').hidden || !document.getElementById('error').hidden",
+        "() => !document.getElementById('result').hidden"
+        " || !document.getElementById('error').hidden",
         timeout=90_000,
     )
     assert page.is_hidden("#error"), page.text_content("#error")

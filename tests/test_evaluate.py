@@ -99,7 +99,7 @@ def test_rows_round_trip_and_relabel(tmp_path):
     assert back == rows
     relabelled = relabel(back, Decision(0.75, 0.25))
     assert [r["predicted"] for r in relabelled] == ["inconclusive", "inconclusive", "inconclusive"]
-    with pytest.raises(FakescopeError, match="videos.csv"):
+    with pytest.raises(FakescopeError, match=r"videos\.csv"):
         read_rows(tmp_path / "missing.csv")
 
 

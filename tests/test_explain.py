@@ -75,7 +75,8 @@ def no_hooks(model: torch.nn.Module) -> bool:
 
 
 def pgc(cls, model, layer_name: str, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """pytorch-grad-cam's final output, its activations and its own raw (ReLU'd) cam for one layer."""
+    """pytorch-grad-cam's final output, its activations and its own raw (ReLU'd) cam for one
+    layer."""
     layer = model.get_submodule(layer_name)
     targets = [ClassifierOutputTarget(0)] * len(x)
     with cls(model=model, target_layers=[layer]) as cam:
@@ -88,7 +89,8 @@ def pgc(cls, model, layer_name: str, x: torch.Tensor) -> tuple[np.ndarray, np.nd
 
 
 def pgc_scaling(raw: torch.Tensor, size: int) -> np.ndarray:
-    """pytorch-grad-cam's normalisation (per layer, then over the one-layer mean) applied to our raw map."""
+    """pytorch-grad-cam's normalisation (per layer, then over the one-layer mean) applied to our
+    raw map."""
     per_layer = scale_cam_image(np.maximum(raw.numpy(), 0), (size, size))
     return scale_cam_image(np.maximum(per_layer[:, None], 0).mean(1))
 
@@ -418,7 +420,7 @@ def test_xai_eval_and_report(tmp_path):
 def shown(value: float, percent: bool = False) -> str:
     """How the xai report writes a number (a dash for a missing one)."""
     if value is None or math.isnan(value):
-        return "–"
+        return "\N{EN DASH}"
     return f"{100 * value:.1f}%" if percent else f"{value:.3f}"
 
 

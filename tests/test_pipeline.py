@@ -172,7 +172,7 @@ def test_cli_bad_and_faceless_inputs_get_one_line_and_distinct_codes(random_mode
         app, ["analyze", str(junk), "--model", str(random_model), "--out", str(tmp_path)]
     )
     assert bad.exit_code == 3 and "Traceback" not in bad.output
-    assert len([l for l in bad.output.splitlines() if l.startswith("error:")]) == 1
+    assert len([line for line in bad.output.splitlines() if line.startswith("error:")]) == 1
     faceless = runner.invoke(
         app, ["analyze", str(blank), "--model", str(random_model), "--out", str(tmp_path)]
     )
@@ -210,7 +210,7 @@ def test_scan_crops_on_a_folder(random_model, shared_data, tmp_path):
     assert len(rows) == 4 and result.exit_code == 1
     good = [r for r in rows if r["error"] is None]
     assert len(good) == 3 and all(0 <= r["fake_probability"] <= 1 and r["faces"] == 1 for r in good)
-    assert [r for r in rows if r["error"]][0]["path"].endswith("broken.jpg")
+    assert next(r for r in rows if r["error"])["path"].endswith("broken.jpg")
 
 
 def test_onnx_fast_path_equals_eager_pytorch(random_model, example_video):

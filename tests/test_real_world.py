@@ -1,4 +1,5 @@
-"""Full-frame videos the model never saw (ffpp-dev): who may decide a verdict, and the video evaluation."""
+"""Full-frame videos the model never saw (ffpp-dev): who may decide a verdict, and the video
+evaluation."""
 
 import json
 

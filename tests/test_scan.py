@@ -1,4 +1,5 @@
-"""`fakescope scan`: the SQLite store, resuming, exactly-once results after a kill, and the Ray engine."""
+"""`fakescope scan`: the SQLite store, resuming, exactly-once results after a kill, and the Ray
+engine."""
 
 from __future__ import annotations
 

@@ -75,7 +75,9 @@ def test_oversize_upload_is_refused_while_streaming(client):
             yield b"\0" * 65536
 
     boundary = "fakescopeboundary"
-    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n\r\n'.encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n\r\n'
+    ).encode()
     response = client.post(
         "/api/analyses",
         content=(chunk for part in ([head], body()) for chunk in part),

@@ -111,7 +111,8 @@ def test_video_probability_is_the_most_suspicious_track():
 
 
 def test_small_background_face_cannot_decide_but_is_reported():
-    # ffpp_yt_c23_033 in miniature: a real main subject, a 24 px face on a studio wall scoring higher.
+    # ffpp_yt_c23_033 in miniature: a real main subject, a 24 px face on a studio wall scoring
+    # higher.
     faces = [face(0, i, 0.3, size=60) for i in range(32)] + [
         face(1, i, 0.9, size=24) for i in range(7)
     ]

@@ -57,13 +57,15 @@ def write_calibrated(
         for m in data["members"]
     ]
     # Rounded outward, so the rounded thresholds still meet both targets on these videos.
+    threshold = math.ceil(decision.threshold * 1e4) / 1e4
+    real_below = math.floor(decision.real_below * 1e4) / 1e4
     fitted = {
-        "threshold": math.ceil(decision.threshold * 1e4) / 1e4,
-        "real_below": math.floor(decision.real_below * 1e4) / 1e4,
+        "threshold": threshold,
+        "real_below": real_below,
         "max_false_alarm": max_false_alarm,
         "max_miss": max_miss,
         "videos": len(rows),
         "fitted_on": note or str(scores),
     }
     write_atomic(out, json.dumps({**data, "members": members, "decision": fitted}, indent=2) + "\n")
-    return Decision(fitted["threshold"], fitted["real_below"])
+    return Decision(threshold, real_below)

@@ -1,7 +1,8 @@
 """The `fakescope` command line: a thin layer over the Python API.
 
 Every user-facing failure is a FakescopeError, printed as one line; its exit_code says which
-kind (2 usage/setting, 3 unreadable media, 4 no face, 5 weights). Set FAKESCOPE_DEBUG=1 for tracebacks.
+kind (2 usage/setting, 3 unreadable media, 4 no face, 5 weights). Set FAKESCOPE_DEBUG=1 for
+tracebacks.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import secrets
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -113,7 +114,11 @@ def _verdict_settings(
 def _limits(max_pixels: int | None, max_duration: float | None, decode_pixels: int | None = None):
     from .media import Limits
 
-    given = {"max_pixels": max_pixels, "max_duration": max_duration, "decode_pixels": decode_pixels}
+    given: dict[str, Any] = {
+        "max_pixels": max_pixels,
+        "max_duration": max_duration,
+        "decode_pixels": decode_pixels,
+    }
     return Limits(**{name: value for name, value in given.items() if value is not None})
 
 
@@ -164,7 +169,8 @@ def analyze(
     overlay_video: bool = typer.Option(
         False,
         "--overlay-video",
-        help="also write overlay.mp4: every analysed frame with its HiResCAM++ map, face boxes and the running P(fake)",
+        help="also write overlay.mp4: every analysed frame with its HiResCAM++ map, face boxes "
+        "and the running P(fake)",
     ),
     max_pixels: MaxPixels = None,
     max_duration: float | None = typer.Option(
@@ -404,7 +410,8 @@ def scan(
 ) -> None:
     """Score many files into a SQLite store; a bad file gets an error row and the batch goes on.
 
-    Exit code 0 when every input was scored (no face found counts as scored), 1 when any input is an error row.
+    Exit code 0 when every input was scored (no face found counts as scored), 1 when any input is
+    an error row.
     """
     from .pipeline import Analyzer, Settings
     from .scan import run_scan
@@ -449,7 +456,8 @@ def scan(
 def evaluate(
     dataset: Path = typer.Argument(
         ...,
-        help="folder with real/ and fake/ (videos, images or face crops); a manifest.csv beside adds groups",
+        help="folder with real/ and fake/ (videos, images or face crops); "
+        "a manifest.csv beside adds groups",
     ),
     out_dir: Path = typer.Option(
         Path("fakescope-eval"),
@@ -475,8 +483,9 @@ def evaluate(
     min_track_faces: MinTrackFaces = Settings.min_track_faces,
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """Crops: AUC, log loss, accuracy, EER with 95% intervals. Videos: the same per file, plus false-alarm,
-    detection, miss and inconclusive rates at the decision, per group and per face size."""
+    """Crops: AUC, log loss, accuracy, EER with 95% intervals. Videos: the same per file, plus
+    false-alarm, detection, miss and inconclusive rates at the decision, per group and per face
+    size."""
     from .evaluate import evaluate_crops, evaluate_videos, metrics_line, results_table
     from .pipeline import Analyzer
 
@@ -504,7 +513,8 @@ def evaluate(
         d = result["decision"]
         table = results_table(
             result,
-            f"{dataset}: fake at >= {d['threshold']:.3f}, real below {d['real_below']:.3f} (95% intervals)",
+            f"{dataset}: fake at >= {d['threshold']:.3f}, real below {d['real_below']:.3f} "
+            "(95% intervals)",
         )
         Console(highlight=False, width=max(out.width, 150)).print(
             table
@@ -536,8 +546,9 @@ def calibrate(
         "", "--note", help="what the videos are, kept in the config as `fitted_on`"
     ),
 ) -> None:
-    """Fit the video decision (threshold, real-below) on held-out videos; between the two the answer is inconclusive.
-    Never fit on videos you then report: evaluate elsewhere, or fit on one part and report on the other."""
+    """Fit the video decision (threshold, real-below) on held-out videos; between the two the
+    answer is inconclusive. Never fit on videos you then report: evaluate elsewhere, or fit on one
+    part and report on the other."""
     from .calibrate import write_calibrated
 
     result, code = guarded(
@@ -580,7 +591,8 @@ def explain_images(
         )
         if written is not None:
             out.print(
-                f"{path}: {len(written)} face(s), p(fake) {', '.join(f'{s:.3f}' for s, _ in written)} -> {out_dir / path.stem}",
+                f"{path}: {len(written)} face(s), "
+                f"p(fake) {', '.join(f'{s:.3f}' for s, _ in written)} -> {out_dir / path.stem}",
                 markup=False,
             )
             for i, (_, sentence) in enumerate(written):
@@ -603,7 +615,8 @@ def xai_evaluate(
     methods: str | None = typer.Option(
         None,
         "--methods",
-        help="comma-separated: CAMs, lime, kernelshap, occlusion, 'centre prior' (default: every CAM)",
+        help="comma-separated: CAMs, lime, kernelshap, occlusion, 'centre prior' "
+        "(default: every CAM)",
     ),
     baseline: str = typer.Option(
         "mean", "--baseline", help="deletion / insertion baseline: mean (colour), blur or noise"
@@ -622,7 +635,8 @@ def xai_evaluate(
         False, "--localisation-only", help="self-blended fakes only, no deletion / insertion"
     ),
 ) -> None:
-    """The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes, sanity check."""
+    """The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes, sanity
+    check."""
     from .evaluate import labelled_faces
     from .explain.cam import METHODS
     from .explain.xai_eval import run_xai_eval
@@ -680,7 +694,8 @@ def models_list() -> None:
     out.print("architectures:", markup=False)
     for arch in ARCHITECTURES.values():
         out.print(
-            f"  {arch.name} (timm {arch.timm_name}, {arch.crop.size}px {arch.crop.resize}, margin {arch.crop.margin:.2f}): {arch.description}",
+            f"  {arch.name} (timm {arch.timm_name}, {arch.crop.size}px {arch.crop.resize}, "
+            f"margin {arch.crop.margin:.2f}): {arch.description}",
             markup=False,
         )
 
@@ -697,7 +712,8 @@ def models_import(
         False, "--half", help="store the weights in fp16 (half the size; computed in fp32)"
     ),
 ) -> None:
-    """Convert a checkpoint into fakescope's format (safetensors + JSON with sha256); loads strictly."""
+    """Convert a checkpoint into fakescope's format (safetensors + JSON with sha256); loads
+    strictly."""
     from .models.checkpoints import import_checkpoint
 
     spec, code = guarded(str(path), lambda: import_checkpoint(path, fmt, out_dir, name, half))
@@ -713,7 +729,8 @@ def models_import(
 def train(
     dataset: Path = typer.Argument(
         ...,
-        help="folder with real/ and fake/ face crops (manifest.csv beside keeps clusters together), or a pack from `fakescope pack`",
+        help="folder with real/ and fake/ face crops (manifest.csv beside keeps clusters "
+        "together), or a pack from `fakescope pack`",
     ),
     out: Path = typer.Option(
         ..., "--out", help="run folder: checkpoints, logs, the exported model"
@@ -751,7 +768,8 @@ def train(
     input_mode: str = typer.Option(
         "cache",
         "--input",
-        help="cache: decode once, augment whole batches (on the GPU); stream: per image, for data larger than memory",
+        help="cache: decode once, augment whole batches (on the GPU); stream: per image, "
+        "for data larger than memory",
     ),
 ) -> None:
     """Train a one-logit classifier; rerun the same command to resume."""
@@ -796,11 +814,13 @@ def pack(
     budget_mb: float = typer.Option(
         50,
         "--budget-mb",
-        help="largest pack size in MiB (50 leaves room for the checkout in a 64 MiB transfer); whole clusters are kept while they fit; 0 keeps all",
+        help="largest pack size in MiB (50 leaves room for the checkout in a 64 MiB transfer); "
+        "whole clusters are kept while they fit; 0 keeps all",
     ),
     seed: int = typer.Option(0, "--seed", help="order in which clusters are taken"),
 ) -> None:
-    """Pack face crops into one file for `train`: original bytes (never re-encoded) and landmarks."""
+    """Pack face crops into one file for `train`: original bytes (never re-encoded) and
+    landmarks."""
 
     def action() -> dict[str, int]:
         from rich.progress import (
@@ -844,7 +864,8 @@ def pack(
     counts, code = guarded(str(dataset), action)
     if counts:
         out.print(
-            f"{destination}: {counts['crops']} crops ({counts['real']} real, {counts['fake']} fake), "
+            f"{destination}: {counts['crops']} crops "
+            f"({counts['real']} real, {counts['fake']} fake), "
             f"{counts['bytes'] / 2**20:.1f} MiB"
         )
     raise typer.Exit(code)

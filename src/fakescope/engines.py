@@ -191,7 +191,8 @@ class RayEngine:
                 logging_level=logging.ERROR,
             )
         actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        # max_restarts: a worker killed by a crashing decoder comes back; its batch becomes error rows.
+        # max_restarts: a worker killed by a crashing decoder comes back; its batch becomes
+        # error rows.
         worker: Any = ray.remote(num_cpus=1, max_restarts=-1)(ScanWorker)
         config = Path(analyzer.ensemble.config_path).resolve()
         model = (

@@ -32,7 +32,7 @@ from sklearn.metrics import log_loss, roc_auc_score, roc_curve
 
 from .explain.render import frame_to_crop
 from .explain.xai_eval import LabelledFace
-from .faces import crop_face, crop_geometry, for_whole_image
+from .faces import crop_face, crop_geometry, float_box, for_whole_image
 from .files import write_atomic
 from .media import read_image
 from .metrics import EPS, metrics_with_intervals
@@ -53,7 +53,8 @@ class LabelledFile:
 
 
 def _manifest(dataset: Path) -> dict[Path, dict[str, str]]:
-    """Rows of `manifest.csv` in the folder or its parent, by resolved path (column `file` or `path`)."""
+    """Rows of `manifest.csv` in the folder or its parent, by resolved path (column `file` or
+    `path`)."""
     for manifest in (dataset / "manifest.csv", dataset.parent / "manifest.csv"):
         if manifest.is_file():
             with open(manifest, newline="", encoding="utf-8") as handle:
@@ -141,7 +142,7 @@ def video_report(rows: list[dict], group_by: str | None) -> dict:
             one_class = len({r["label"] for r in members}) == 1
             others = [r for r in rows if r["label"] != members[0]["label"]] if one_class else None
             result["groups"][value] = decision_metrics(members, others)
-    for low, high in (*SIZE_BUCKETS, (None, None)):
+    for low, _high in (*SIZE_BUCKETS, (None, None)):
         name = "no face" if low is None else size_bucket(low)
         members = [r for r in rows if size_bucket(r["face_size"]) == name]
         if members:
@@ -150,7 +151,8 @@ def video_report(rows: list[dict], group_by: str | None) -> dict:
 
 
 def main_face_size(report) -> float | None:
-    """Median face size of the deciding track, else of the track seen most (the person the verdict is about)."""
+    """Median face size of the deciding track, else of the track seen most (the person the
+    verdict is about)."""
     tracks = report.verdict.tracks
     if not tracks:
         return None
@@ -398,15 +400,13 @@ def labelled_faces(
         if largest is None and not crops:
             continue
         used = for_whole_image(policy) if crops else policy
-        source, content = crop_geometry(whole if crops else largest.box, used)
-        crop = crop_face(image, whole if crops else largest.box, used)
+        region = whole if crops or largest is None else largest.box
+        source, content = crop_geometry(region, used)
+        crop = crop_face(image, region, used)
         if largest is None:
-            yield LabelledFace(crop, item.label, tuple(float(v) for v in content))
+            yield LabelledFace(crop, item.label, float_box(content))
             continue
-        box = tuple(
-            float(v)
-            for v in frame_to_crop(np.reshape(largest.box, (2, 2)), source, content).ravel()
-        )
+        box = float_box(frame_to_crop(np.reshape(largest.box, (2, 2)), source, content).ravel())
         points = (
             None if largest.landmarks is None else frame_to_crop(largest.landmarks, source, content)
         )

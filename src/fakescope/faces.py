@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 import cv2
@@ -15,6 +15,13 @@ from .models.registry import CropPolicy
 from .types import Detection, FakescopeError, Track, TrackedFace
 
 Box = tuple[float, float, float, float]
+PixelBox = tuple[int, int, int, int]  # whole pixels: x1, y1, x2, y2
+
+
+def float_box(values: Iterable[float]) -> Box:
+    """Four plain floats from any four numbers (numpy or torch scalars, ints)."""
+    x1, y1, x2, y2 = (float(v) for v in values)
+    return x1, y1, x2, y2
 
 
 class FaceDetector(ABC):
@@ -271,15 +278,15 @@ def link_tracks(
     return [Track(i, track.faces) for i, track in enumerate(kept)]
 
 
-def crop_geometry(box: Box, policy: CropPolicy) -> tuple[Box, Box]:
+def crop_geometry(box: Box, policy: CropPolicy) -> tuple[PixelBox, PixelBox]:
     """Where a crop comes from and where it lands: (source box in frame pixels, grown by the
     margin and possibly partly outside the frame; content box inside the size x size crop).
 
     Heat maps are pasted back through the same geometry, so crop and paste always agree.
     """
-    x1, y1, x2, y2 = box
-    mx, my = policy.margin * (x2 - x1), policy.margin * (y2 - y1)
-    x1, y1, x2, y2 = (round(v) for v in (x1 - mx, y1 - my, x2 + mx, y2 + my))
+    bx1, by1, bx2, by2 = box
+    mx, my = policy.margin * (bx2 - bx1), policy.margin * (by2 - by1)
+    x1, y1, x2, y2 = (round(v) for v in (bx1 - mx, by1 - my, bx2 + mx, by2 + my))
     x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
     size = policy.size
     if policy.resize == "stretch":

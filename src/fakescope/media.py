@@ -12,16 +12,18 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 import av
 import cv2
 import numpy as np
+from av.video.stream import VideoStream
 from PIL import ExifTags, Image, ImageOps
 
 from .types import FakescopeError, Frame, MediaError, MediaInfo
@@ -215,6 +217,7 @@ def _probe_image(path: Path, limits: Limits) -> MediaInfo:
         rotation = EXIF_ROTATION.get(im.getexif().get(ExifTags.Base.Orientation, 1), 0)
         width, height = im.size[::-1] if rotation in (90, 270) else im.size
         scale = limits.scale(width, height)
+        assert im.format is not None  # Image.open sets it for every format it opens
         return MediaInfo(
             str(path), "image", width, height, 0.0, 0.0, 1, im.format.lower(), rotation, scale
         )
@@ -224,7 +227,7 @@ def _pil_rgb(im: Image.Image) -> np.ndarray:
     """RGB uint8 from any Pillow mode, scaling high bit depths and compositing alpha on white."""
     if im.mode.startswith("I;16") or im.mode in ("I", "F"):
         # Pillow's convert("RGB") clips these at 255 instead of scaling them.
-        values = np.asarray(im, dtype=np.float32)
+        values: np.ndarray = np.asarray(im, dtype=np.float32)
         peak = values.max()
         if im.mode.startswith("I;16") or (im.mode == "I" and peak > 255):
             values = values / 257  # 0..65535 -> 0..255
@@ -392,13 +395,13 @@ def write_video(
     """
     path = Path(path)
     with av.open(str(path), mode="w") as container:
-        stream = None
+        stream: VideoStream | None = None
         for image in frames:
             h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
             if stream is None:
                 quiet = {"x265-params": "log-level=error"} if codec == "libx265" else {}
                 rate = Fraction(fps).limit_denominator(1001)
-                stream = container.add_stream(codec, rate=rate, options=quiet)
+                stream = cast(VideoStream, container.add_stream(codec, rate=rate, options=quiet))
                 stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
                 if rotation:
                     stream.set_display_rotation(rotation)
@@ -455,7 +458,7 @@ def make_example_video(
     return write_video(path, frames(), fps)
 
 
-def read_ahead(frames: Iterator[Frame], depth: int = 8) -> Iterator[Frame]:
+def read_ahead(frames: Iterator[Frame], depth: int = 8) -> Generator[Frame, None, None]:
     """The same frames, decoded in a background thread up to `depth` ahead, so decoding
     overlaps whatever the caller does with each frame (FFmpeg releases the GIL).
 

@@ -18,7 +18,15 @@ import torch
 
 from .explain.cam import check_methods
 from .explain.stage import explain_chosen_frames, explain_faces
-from .faces import crop_face, for_whole_image, get_detector, link_tracks, sharpness, to_tensor
+from .faces import (
+    crop_face,
+    float_box,
+    for_whole_image,
+    get_detector,
+    link_tracks,
+    sharpness,
+    to_tensor,
+)
 from .media import Limits, iter_frames, planned_frames, probe, read_ahead, read_image
 from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
 from .models.registry import CropPolicy
@@ -113,7 +121,8 @@ class Analyzer:
     def score_faces(
         self, images: list[np.ndarray], boxes: list[tuple], whole: bool = False
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Member and ensemble P(fake) for the faces at `boxes` in `images` (one batch per member)."""
+        """Member and ensemble P(fake) for the faces at `boxes` in `images` (one batch per
+        member)."""
         if not images:
             return {m.spec.name: np.empty(0) for m in self.ensemble.members}, np.empty(0)
         member = self.ensemble.score(
@@ -122,7 +131,8 @@ class Analyzer:
         return member, self.ensemble.combine(member)
 
     def score_crops(self, images: list[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Inputs that already are face crops: the whole image is the face, resized per each model's policy."""
+        """Inputs that already are face crops: the whole image is the face, resized per each
+        model's policy."""
         boxes = [(0.0, 0.0, float(im.shape[1]), float(im.shape[0])) for im in images]
         return self.score_faces(images, boxes, whole=True)
 
@@ -217,7 +227,7 @@ class Analyzer:
                     track_id,
                     face.frame_index,
                     face.timestamp,
-                    tuple(float(v) for v in face.detection.box),
+                    float_box(face.detection.box),
                     float(face.detection.score),
                     {name: float(s[offset + i]) for name, s in member.items()},
                     float(ensemble[offset + i]),
@@ -273,8 +283,8 @@ class Analyzer:
         keep_frames: bool = False,
         progress: Callable[[str], None] | None = None,
     ) -> Report:
-        """keep_frames: keep the analysed frames' pixels in `report.images` (HTML thumbnails, overlay
-        video); progress: called with each stage's name as the stage starts."""
+        """keep_frames: keep the analysed frames' pixels in `report.images` (HTML thumbnails,
+        overlay video); progress: called with each stage's name as the stage starts."""
         if explain:
             check_methods(explain)
             if out_dir is None:
@@ -288,12 +298,13 @@ class Analyzer:
             if progress:
                 progress("explain")
             start = time.perf_counter()
+            assert prepared.images is not None and out_dir is not None  # kept, checked above
             report.explanations, report.evidence = explain_chosen_frames(
                 self.ensemble, report.verdict, prepared.images, explain, Path(out_dir)
             )
             report.timings["explain"] = time.perf_counter() - start
             report.timings["total"] += report.timings["explain"]
-        if keep_frames:
+        if keep_frames and prepared.images is not None:  # always kept when keep_frames
             report.images = prepared.images
         return report
 
@@ -310,8 +321,10 @@ class Analyzer:
             faces = self.detector.detect([image])[0]
             if not faces:
                 raise NoFaceError(f"{path}: no face found")
-        _, scores = self.score_faces([image] * len(faces), [f.box for f in faces], whole=crops)
-        scores = [float(s) for s in scores]
+        _, probabilities = self.score_faces(
+            [image] * len(faces), [f.box for f in faces], whole=crops
+        )
+        scores = [float(s) for s in probabilities]
         sentences = explain_faces(
             self.ensemble, image, faces, scores, methods, out_dir, whole=crops
         )

@@ -34,7 +34,8 @@ class Report:
     )  # other outputs, relative to the report's folder
     frames_requested: int = 0  # frames the sampling asked for; `frames` holds those decoded
     warnings: list[str] = field(default_factory=list)  # one line each, e.g. a truncated file
-    # The analysed frames' pixels by frame index, kept only when asked for (keep_frames); never serialised.
+    # The analysed frames' pixels by frame index, kept only when asked for (keep_frames);
+    # never serialised.
     images: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -54,7 +55,8 @@ class Report:
         )
         return (
             f"{self.input}: {self.label.upper()}{probability} "
-            f"({len(self.verdict.tracks)} track(s), {faces} faces, {len(self.frames)} frames): {self.verdict.reason}"
+            f"({len(self.verdict.tracks)} track(s), {faces} faces, {len(self.frames)} frames): "
+            f"{self.verdict.reason}"
         )
 
     def to_dict(self) -> dict:

@@ -39,7 +39,8 @@ from .store import Row, Store, display
 
 
 def iter_inputs(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files given, and files under folders given (sorted; symlinked folders are not followed, so loops end)."""
+    """Files given, and files under folders given (sorted; symlinked folders are not followed,
+    so loops end)."""
     for path in paths:
         if path.is_dir():
             for root, dirs, files in os.walk(path, followlinks=False):
@@ -81,7 +82,8 @@ class ScanSummary:
         )
         export = f", exported to {self.out}" if self.out else ""
         return (
-            f"scanned {self.new + self.stored} inputs ({self.new} new, {self.stored} already stored): "
+            f"scanned {self.new + self.stored} inputs "
+            f"({self.new} new, {self.stored} already stored): "
             f"{labels}{self.errors} errors{retry} -> {self.db}{export}"
         )
 
@@ -148,7 +150,7 @@ class ScanProgress:
 
     def _count(self) -> None:
         self.total = sum(1 for _ in iter_inputs(self.paths))
-        if self.bar:
+        if self.bar and self.task is not None:
             self.bar.update(self.task, total=self.total)
 
     def advance(self, row: Row, new: bool) -> None:
@@ -161,7 +163,7 @@ class ScanProgress:
                     f"error: {message if message.startswith(path) else f'{path}: {message}'}",
                     markup=False,
                 )
-        if self.bar:
+        if self.bar and self.task is not None:
             self.bar.update(self.task, advance=1, errors=self.errors)
         elif time.monotonic() - self.last >= self.every:
             self.last = time.monotonic()

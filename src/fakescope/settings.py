@@ -51,7 +51,8 @@ class Settings:
         return Judging(self.min_face, self.min_sharpness, self.min_track_faces)
 
     def decision(self, fitted: Decision) -> Decision:
-        """The video thresholds in force: these settings where given, else the model's fitted ones."""
+        """The video thresholds in force: these settings where given, else the model's fitted
+        ones."""
         threshold = fitted.threshold if self.threshold is None else self.threshold
         real_below = (
             min(fitted.real_below, threshold) if self.real_below is None else self.real_below

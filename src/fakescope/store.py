@@ -161,7 +161,8 @@ class Store:
         update = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
         with self._lock, self._db:
             self._db.executemany(
-                f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+                f"INSERT INTO results ({', '.join(COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(COLUMNS))}) "
                 f"ON CONFLICT (key) DO UPDATE SET {update} WHERE results.label = 'error'",
                 values,
             )
@@ -192,7 +193,8 @@ class Store:
         count = 0
         with atomic_open(out) as handle:
             for row in self.rows(noted_only):
-                # ensure_ascii keeps surrogate escapes as \\udcXX: json.loads + os.fsencode give the bytes back.
+                # ensure_ascii keeps surrogate escapes as \\udcXX: json.loads + os.fsencode give
+                # the bytes back.
                 handle.write(json.dumps(asdict(row)) + "\n")
                 count += 1
         return count

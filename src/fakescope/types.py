@@ -116,7 +116,8 @@ class Decision:
     def __post_init__(self) -> None:
         if not 0 < self.real_below <= self.threshold < 1:
             raise FakescopeError(
-                f"need 0 < real-below <= threshold < 1, got real-below {self.real_below} and threshold {self.threshold}"
+                "need 0 < real-below <= threshold < 1, "
+                f"got real-below {self.real_below} and threshold {self.threshold}"
             )
 
     def label(self, probability: float) -> str:

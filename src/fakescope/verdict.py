@@ -58,7 +58,8 @@ STRATEGIES = {"mean": mean_strategy, "confident": confident_strategy}
 
 @dataclass(frozen=True)
 class Judging:
-    """Which faces and tracks may decide a verdict (see the module docstring for the measurements)."""
+    """Which faces and tracks may decide a verdict (see the module docstring for the
+    measurements)."""
 
     min_face: float = 48.0  # px, the box's shorter side in the source frame
     min_sharpness: float = 6.0  # the 2nd percentile of DFDC validation faces
@@ -135,9 +136,15 @@ def _judge_track(
         return TrackVerdict(track_id, aggregate(judged, frames), faces)
     if not len(judged):
         if all(f.size < judging.min_face for f in faces):
-            why = f"every face too small (largest {max(f.size for f in faces):.0f} px < {judging.min_face:.0f} px)"
+            why = (
+                f"every face too small (largest {max(f.size for f in faces):.0f} px "
+                f"< {judging.min_face:.0f} px)"
+            )
         elif all(f.sharpness < judging.min_sharpness for f in faces):
-            why = f"every face too blurred (sharpest {max(f.sharpness for f in faces):.1f} < {judging.min_sharpness:.1f})"
+            why = (
+                f"every face too blurred (sharpest {max(f.sharpness for f in faces):.1f} "
+                f"< {judging.min_sharpness:.1f})"
+            )
         else:
             why = "every face too small or too blurred"
     else:
@@ -193,11 +200,15 @@ def decide(
     )
     if label == "inconclusive":
         reason = (
-            f"P(fake) {worst.probability:.3f} lies between {decision.real_below:.3f} and {decision.threshold:.3f}, "
+            f"P(fake) {worst.probability:.3f} lies between {decision.real_below:.3f} "
+            f"and {decision.threshold:.3f}, "
             "where this model cannot tell real from fake"
         )
     elif label == "fake":
-        reason = f"track {worst.track_id} scores P(fake) {worst.probability:.3f} >= {decision.threshold:.3f}"
+        reason = (
+            f"track {worst.track_id} scores P(fake) {worst.probability:.3f} "
+            f">= {decision.threshold:.3f}"
+        )
     else:
         reason = f"every judged track scores P(fake) below {decision.real_below:.3f}"
     return Verdict(

@@ -243,6 +243,11 @@ class Method:
     filtered: bool = False  # needs Captured.filtered (a second backward pass)
 
 
+def _filtered(c: Captured) -> Tensor:
+    assert c.filtered is not None  # recorded for every method with filtered=True
+    return hirescam(c.acts[N1], c.filtered)
+
+
 def _plus(mode: str) -> Callable[[Captured], Tensor]:
     return lambda c: hirescam_pp(hirescam(*c[N1]), hirescam(*c[N]), mode)
 
@@ -257,9 +262,7 @@ TABLE: dict[str, Method] = {
     "hirescam-n1": Method((N1,), lambda c: hirescam(*c[N1])),
     "hirescam++": Method((N, N1), _plus("product")),
     "hirescam++gate": Method((N, N1), _plus("gate")),
-    "hirescam++filtered": Method(
-        (N, N1), lambda c: hirescam(c.acts[N1], c.filtered), filtered=True
-    ),
+    "hirescam++filtered": Method((N, N1), _filtered, filtered=True),
     "eigencam": Method((N,), lambda c: eigencam(c.acts[N]), gradients=False),
 }
 METHODS: tuple[str, ...] = tuple(TABLE)

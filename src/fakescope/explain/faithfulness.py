@@ -194,8 +194,9 @@ def _top_down_units(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def _randomise(unit: nn.Module) -> None:
     for module in unit.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+        reset = getattr(module, "reset_parameters", None)
+        if reset is not None:
+            reset()
         else:
             for p in module.parameters(recurse=False):
                 nn.init.normal_(p, std=0.02)
@@ -237,7 +238,8 @@ def randomisation_check(
 
     original = explainer(model, batch)
     copied = copy.deepcopy(model)
-    stages, spearman = [], {m: [] for m in methods}
+    stages: list[str] = []
+    spearman: dict[str, list[float]] = {m: [] for m in methods}
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for name, unit in _top_down_units(copied)[:depth]:
@@ -262,8 +264,8 @@ def self_blended(
     Inputs are normalised with the model's mean/std; the mask marks where the blended face
     weighs at least `threshold` of its maximum.
     """
-    blended, soft = zip(*(self_blend(image, rng) for image in images))
-    soft = torch.stack(soft)
+    blended, softs = zip(*(self_blend(image, rng) for image in images))
+    soft = torch.stack(softs)
     masks = soft >= threshold * soft.flatten(1).amax(1).clamp_min(1e-6)[:, None, None]
     m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
     inputs = (torch.stack(blended).float() / 255 - m) / s
@@ -286,4 +288,4 @@ def closest_to_paper(table1: dict) -> str | None:
 
     gaps = {v: sum(gap(t, k) for k in TABLE1_KEYS) for v, t in table1.items()}
     gaps = {v: g for v, g in gaps.items() if not math.isnan(g)}
-    return min(gaps, key=gaps.get) if gaps else None
+    return min(gaps, key=gaps.__getitem__) if gaps else None

@@ -120,7 +120,7 @@ def comparison_image(
     region = image[top:bottom, left:right]
 
     def tile(pixels: np.ndarray) -> Image.Image:
-        return Image.fromarray(pixels).resize((TILE, TILE), Image.BILINEAR)
+        return Image.fromarray(pixels).resize((TILE, TILE), Image.Resampling.BILINEAR)
 
     tiles = [_caption(tile(region), f"face  p(fake)={score:.2f}")]
     for method in COMPARISON:

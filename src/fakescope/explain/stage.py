@@ -127,7 +127,8 @@ def explain_chosen_frames(
             faces_by_frame.setdefault(face.frame_index, []).append(face)
     chosen = verdict.chosen_frames
     frames = [(images[i], [_detection(f) for f in faces_by_frame[i]]) for i in chosen]
-    entries, by_track = [], {}
+    entries: list[dict] = []
+    by_track: dict[int, list[dict[str, float] | None]] = {}
     for frame_index, result in zip(chosen, frame_maps(ensemble, frames, wanted)):
         image, faces = images[frame_index], faces_by_frame[frame_index]
         for face, shares in zip(faces, result.regions):
@@ -151,12 +152,12 @@ def explain_chosen_frames(
             }
         )
     tracks = {}
-    for track_id, shares in by_track.items():
-        mean = mean_shares(shares)
+    for track_id, track_shares in by_track.items():
+        mean = mean_shares(track_shares)
         tracks[track_id] = {
             "regions": mean,
             "evidence": evidence_sentence(mean),
-            "faces": len(shares),
+            "faces": len(track_shares),
         }
     return entries, tracks
 

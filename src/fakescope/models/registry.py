@@ -96,11 +96,13 @@ register(
 )
 register(
     ArchSpec(
-        # Public DFDC ResNeXt kernel: BlazeFace boxes, isotropic resize to 224 + pad, ImageNet stats.
+        # Public DFDC ResNeXt kernel: BlazeFace boxes, isotropic resize to 224 + pad,
+        # ImageNet stats.
         "dfdc-resnext50",
         "resnext50_32x4d",
         CropPolicy(224, 0.2, "pad", IMAGENET_MEAN, IMAGENET_STD),
-        "torchvision-style ResNeXt-50 32x4d with fc = Linear(2048, 1), as in the public DFDC kernel",
+        "torchvision-style ResNeXt-50 32x4d with fc = Linear(2048, 1), "
+        "as in the public DFDC kernel",
     )
 )
 register(
@@ -134,7 +136,8 @@ def resolve_cam_layers(model: nn.Module) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A concrete model: an architecture, its crop policy and calibration, and where its weights are."""
+    """A concrete model: an architecture, its crop policy and calibration, and where its weights
+    are."""
 
     name: str
     arch: str

@@ -20,7 +20,8 @@ def score_colour(score: float, threshold: float = 0.5) -> tuple[int, int, int]:
     else:
         low, high, t = YELLOW, RED, (score - threshold) / (1 - threshold)
     t = min(max(t, 0.0), 1.0)
-    return tuple(round(a + (b - a) * t) for a, b in zip(low, high))
+    red, green, blue = (round(a + (b - a) * t) for a, b in zip(low, high))
+    return red, green, blue
 
 
 def hex_colour(rgb: tuple[int, int, int]) -> str:

@@ -184,8 +184,10 @@ def timeline_svg(
         lines.append((real_below, f"real below {real_below:.3f}", 12))
     for value, text, offset in lines:  # labels sit in the band or above it, clear of most points
         parts.append(
-            f'<line x1="{left}" x2="{width - right}" y1="{y(value):.1f}" y2="{y(value):.1f}" class="threshold"/>'
-            f'<text x="{width - right}" y="{y(value) + offset:.1f}" text-anchor="end" class="threshold-label">'
+            f'<line x1="{left}" x2="{width - right}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
+            'class="threshold"/>'
+            f'<text x="{width - right}" y="{y(value) + offset:.1f}" text-anchor="end" '
+            'class="threshold-label">'
             f"{text}</text>"
         )
     points = " ".join(f"{x(f.timestamp):.1f},{y(f.score):.1f}" for f in track.faces)
@@ -199,7 +201,8 @@ def timeline_svg(
         )
         note = "" if f.unjudged is None else f", not judged: {f.unjudged}"
         parts.append(
-            f'<circle cx="{x(f.timestamp):.1f}" cy="{y(f.score):.1f}" r="4" {paint}><title>t={f.timestamp:.2f} s, '
+            f'<circle cx="{x(f.timestamp):.1f}" cy="{y(f.score):.1f}" r="4" {paint}>'
+            f"<title>t={f.timestamp:.2f} s, "
             f"frame {f.frame_index}: p(fake)={f.score:.3f}{escape(note)}</title></circle>"
         )
     parts.append("</svg>")
@@ -218,7 +221,7 @@ def _turbo_gradient() -> str:
     stops = matplotlib.colormaps["turbo"](np.linspace(0, 1, 11))[:, :3] * 255
     return (
         "linear-gradient(to right, "
-        + ", ".join(hex_colour(tuple(int(v) for v in c)) for c in stops)
+        + ", ".join(hex_colour((int(red), int(green), int(blue))) for red, green, blue in stops)
         + ")"
     )
 
@@ -242,7 +245,7 @@ def _file_uri(path: Path) -> str:
 def _frame_thumbnail(image: np.ndarray, faces: list[FaceScore], threshold: float) -> str:
     scale = STRIP_WIDTH / image.shape[1]
     thumb = Image.fromarray(image).resize(
-        (STRIP_WIDTH, max(1, round(image.shape[0] * scale))), Image.BILINEAR
+        (STRIP_WIDTH, max(1, round(image.shape[0] * scale))), Image.Resampling.BILINEAR
     )
     draw = ImageDraw.Draw(thumb)
     for face in faces:
@@ -267,4 +270,6 @@ def _face_thumbnail(report: Report, track: TrackVerdict) -> str | None:
     region = image[max(0, int(cy - half)) : int(cy + half), max(0, int(cx - half)) : int(cx + half)]
     if region.size == 0:
         return None
-    return _jpeg_uri(Image.fromarray(region).resize((FACE_SIZE, FACE_SIZE), Image.BILINEAR))
+    return _jpeg_uri(
+        Image.fromarray(region).resize((FACE_SIZE, FACE_SIZE), Image.Resampling.BILINEAR)
+    )

@@ -45,7 +45,8 @@ def _timeline_png(
 ) -> io.BytesIO:
     fig, ax = plt.subplots(figsize=(7.2, 1.7), dpi=110)
     for f in track.faces:
-        colour = [c / 255 for c in score_colour(f.score, threshold)]
+        red, green, blue = score_colour(f.score, threshold)
+        colour = (red / 255, green / 255, blue / 255)
         ax.scatter(
             f.timestamp,
             f.score,

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -125,7 +125,7 @@ class Job:
         self.stage, self.progress = stage, STAGE_PROGRESS.get(stage, self.progress)
 
     def public(self, status_url: str) -> dict:
-        body = {
+        body: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "status": self.status,
@@ -362,7 +362,7 @@ async def _receive_upload(
         for f in files:
             f.close()
     upload = next((f for f in files if f.field_name == b"file" and f.actual_file_name), None)
-    if upload is None:
+    if upload is None or not upload.actual_file_name:
         raise HTTPException(422, "no file in the multipart field 'file' (or it is empty)")
     raw = (upload.file_name or b"upload").decode("utf-8", "replace")
     name = re.sub(r"[^\w. -]", "_", Path(raw.replace("\\", "/")).name)[:120] or "upload"

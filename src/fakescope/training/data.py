@@ -29,7 +29,8 @@ class Sample:
 
 
 def list_samples(root: str | Path) -> list[Sample]:
-    """Samples under `root/{real,fake}`, clustered by `manifest.csv` (in root or its parent) when present."""
+    """Samples under `root/{real,fake}`, clustered by `manifest.csv` (in root or its parent)
+    when present."""
     root = Path(root)
     if not (root / "real").is_dir() and not (root / "fake").is_dir():
         raise FakescopeError(f"{root}: expected folders real/ and fake/")
