@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -220,14 +221,15 @@ def analyze(
             report = analyzer.analyze(
                 path, target, _methods(explain), keep_frames=fmt != "json" or overlay_video
             )
+            files = {}  # so that report.json lists them too
             if overlay_video:
-                report.files["overlay_video"] = write_overlay_video(
-                    analyzer.ensemble, report, target / "overlay.mp4"
-                ).name
+                video = write_overlay_video(analyzer.ensemble, report, target / "overlay.mp4")
+                files["overlay_video"] = video.name
             if fmt in ("html", "all"):
-                report.files["html"] = "report.html"  # so that report.json lists it too
+                files["html"] = "report.html"
             if fmt in ("pdf", "all"):
-                report.files["pdf"] = "report.pdf"
+                files["pdf"] = "report.pdf"
+            report = replace(report, files={**report.files, **files})
             if fmt in ("json", "all"):
                 report.write_json(target / "report.json")
             if fmt in ("html", "all"):

@@ -10,7 +10,7 @@ import itertools
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -293,20 +293,21 @@ class Analyzer:
         if progress:
             progress("score")
         report = self.score([prepared])[0]
-        report.settings["explain"] = explain or []
+        extra: dict = {"settings": {**report.settings, "explain": explain or []}}
         if explain and report.verdict.chosen_frames:
             if progress:
                 progress("explain")
             start = time.perf_counter()
             assert prepared.images is not None and out_dir is not None  # kept, checked above
-            report.explanations, report.evidence = explain_chosen_frames(
+            extra["explanations"], extra["evidence"] = explain_chosen_frames(
                 self.ensemble, report.verdict, prepared.images, explain, Path(out_dir)
             )
-            report.timings["explain"] = time.perf_counter() - start
-            report.timings["total"] += report.timings["explain"]
+            seconds = time.perf_counter() - start
+            timings = report.timings
+            extra["timings"] = {**timings, "explain": seconds, "total": timings["total"] + seconds}
         if keep_frames and prepared.images is not None:  # always kept when keep_frames
-            report.images = prepared.images
-        return report
+            extra["images"] = prepared.images
+        return replace(report, **extra)
 
     def explain_image(
         self, path: str | Path, methods: list[str], out_dir: Path, crops: bool = False

@@ -17,8 +17,11 @@ from .version import __version__
 SCHEMA_VERSION = "1.2"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Report:
+    """Built once by the pipeline; a later stage that adds to it (heat maps, the files written,
+    the names shown) makes a new one with dataclasses.replace."""
+
     input: str
     media: MediaInfo
     verdict: Verdict

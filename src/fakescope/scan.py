@@ -33,9 +33,12 @@ from rich.progress import (
 from rich.text import Text
 
 from .engines import Job, LocalEngine, RayEngine, unordered_map
+from .media import Limits
 from .models.checkpoints import sha256_of
 from .pipeline import Analyzer
+from .settings import Settings
 from .store import Row, Store, display
+from .types import Decision
 
 
 def iter_inputs(paths: Iterable[Path]) -> Iterator[Path]:
@@ -180,6 +183,13 @@ class ScanProgress:
         return f"scan: {self.done}/{total} inputs, {self.errors} errors, {rate:.1f}/s{eta}"
 
 
+def store_settings(settings: Settings, fitted: Decision, limits: Limits, crops: bool) -> dict:
+    """What the store keys rows by, besides the file and the model: the settings that change a
+    result (Settings marks them; fitted: the model's thresholds), the media limits, and whether
+    inputs are crops."""
+    return {**settings.result(fitted), "crops": crops, **asdict(limits)}
+
+
 def run_scan(
     analyzer: Analyzer,
     paths: Iterable[Path],
@@ -200,19 +210,11 @@ def run_scan(
     paths = list(paths)
     workers = workers or os.cpu_count() or 1
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
-    s = analyzer.settings
-    settings = {
-        "frames": s.frames,
-        "detector": s.detector,
-        "strategy": s.strategy,
-        **asdict(analyzer.decision),
-        **asdict(s.judging),
-        "crops": crops,
-        **asdict(analyzer.limits),
-    }
     summary = ScanSummary(str(db), str(out) if out else None)
+    model = analyzer.ensemble.describe()["members"]
+    settings = store_settings(analyzer.settings, analyzer.ensemble.decision, analyzer.limits, crops)
     with (
-        closing(Store(db, analyzer.ensemble.describe()["members"], settings)) as store,
+        closing(Store(db, model, settings)) as store,
         ThreadPoolExecutor(workers, thread_name_prefix="fakescope-hash") as pool,
     ):
         runner = (

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from ..files import write_atomic
 from ..report import SCHEMA_VERSION, Report
+from ..settings import command_args
 from ..types import FaceScore, FakescopeError, TrackVerdict
 from ..version import __version__
 from . import GREEN, INCONCLUSIVE, RED, UNJUDGED, hex_colour, region_table, score_colour
@@ -114,6 +115,8 @@ def render_html(report: Report, out_dir: Path) -> str:
 
 
 def reproduce_command(report: Report) -> str:
+    """The `fakescope analyze` command that gives this result again: the settings that change a
+    result (Settings marks them), the device and the heat-map methods."""
     s = report.settings
     args = [
         "fakescope",
@@ -121,22 +124,7 @@ def reproduce_command(report: Report) -> str:
         report.input,
         "--model",
         report.model.get("config") or report.model["name"],
-        "--frames",
-        s["frames"],
-        "--detector",
-        s["detector"],
-        "--strategy",
-        s["strategy"],
-        "--threshold",
-        s["threshold"],
-        "--real-below",
-        s["real_below"],
-        "--min-face",
-        s["min_face"],
-        "--min-sharpness",
-        s["min_sharpness"],
-        "--min-track-faces",
-        s["min_track_faces"],
+        *command_args(s),
         "--device",
         s["device"],
     ]

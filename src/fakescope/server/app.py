@@ -30,7 +30,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -269,9 +269,13 @@ class Service:
             self._save(job)
             report = analyzer.analyze(path, job.folder, EXPLAIN, keep_frames=True, progress=job.at)
             job.at("report")
-            report.input = report.media.path = job.name
-            report.model["config"] = Path(report.model["config"]).name  # no server paths to clients
-            report.files["html"] = "report.html"
+            report = replace(  # no server paths to clients
+                report,
+                input=job.name,
+                media=replace(report.media, path=job.name),
+                model={**report.model, "config": Path(report.model["config"]).name},
+                files={**report.files, "html": "report.html"},
+            )
             report.write_json(job.folder / "report.json")
             write_html(report, job.folder)
             job.report, job.progress, outcome = report.to_dict(), 1.0, "done"
