@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.engines import Job, error_row
+from fakescope.engines import ScanJob, error_row
 from fakescope.types import FakescopeError, MediaError
 
 runner = CliRunner()
@@ -69,7 +69,7 @@ def test_serve_options_are_checked_before_loading(options, tmp_path):
 
 
 def test_only_the_inputs_own_errors_are_stored():
-    job = Job("/x/clip.mp4", "c" * 64, "k" * 64)
+    job = ScanJob("/x/clip.mp4", "c" * 64, "k" * 64)
     assert error_row(job, MediaError("/x/clip.mp4: cannot decode")).key == job.key
     assert error_row(job, FakescopeError("--batch-size must be at least 1")).key is None
     assert error_row(job, MemoryError()).key is None  # e.g. a batch too big: retried next run

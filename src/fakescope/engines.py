@@ -30,7 +30,7 @@ R = TypeVar("R")
 
 
 @dataclass(frozen=True)
-class Job:
+class ScanJob:
     """An input to score: its absolute path and its key in the store."""
 
     path: str
@@ -79,14 +79,14 @@ def error_message(error: BaseException) -> str:
     return " ".join(text.split()) or type(error).__name__
 
 
-def error_row(job: Job, error: BaseException) -> Row:
+def error_row(job: ScanJob, error: BaseException) -> Row:
     """Only the input's own fault (unreadable media) is stored; any other failure may pass
     with other settings, a smaller batch or a fixed bug, so its row has no key and is not kept."""
     key = job.key if isinstance(error, MediaError) else None
     return Row(job.path, key, job.content_hash, "error", error=error_message(error))
 
 
-def report_row(job: Job, report: Report) -> Row:
+def report_row(job: ScanJob, report: Report) -> Row:
     faces = sum(len(track.faces) for track in report.verdict.tracks)
     return Row(
         job.path,
@@ -101,14 +101,16 @@ def report_row(job: Job, report: Report) -> Row:
     )
 
 
-def prepare_job(analyzer: Analyzer, crops: bool, job: Job) -> tuple[Job, Prepared | Exception]:
+def prepare_job(
+    analyzer: Analyzer, crops: bool, job: ScanJob
+) -> tuple[ScanJob, Prepared | Exception]:
     try:
         return job, analyzer.prepare(job.path, crops)
     except Exception as error:
         return job, error
 
 
-def score_jobs(analyzer: Analyzer, items: list[tuple[Job, Prepared | Exception]]) -> list[Row]:
+def score_jobs(analyzer: Analyzer, items: list[tuple[ScanJob, Prepared | Exception]]) -> list[Row]:
     """Rows for prepared jobs, scored in one batch; failed preparations become error rows."""
     ready = [(job, p) for job, p in items if isinstance(p, Prepared)]
     rows = [error_row(job, p) for job, p in items if not isinstance(p, Prepared)]
@@ -133,11 +135,11 @@ class LocalEngine:
         if not crops and workers > 1:
             load_detector_for_workers(analyzer)
 
-    def run(self, jobs: Iterable[Job]) -> Iterator[list[Row]]:
+    def run(self, jobs: Iterable[ScanJob]) -> Iterator[list[Row]]:
         size = self.analyzer.settings.batch_size
         # The batch being filled, plus two inputs per worker prepared ahead of the scorer.
         depth = 2 * self.workers + (size if self.crops else 1)
-        items: list[tuple[Job, Prepared | Exception]] = []
+        items: list[tuple[ScanJob, Prepared | Exception]] = []
         faces = 0
         with ThreadPoolExecutor(self.workers, thread_name_prefix="fakescope-prepare") as pool:
             for job, prepared in unordered_map(
@@ -163,7 +165,7 @@ class ScanWorker:
     def members(self) -> list[dict]:
         return self.analyzer.ensemble.describe()["members"]
 
-    def run(self, jobs: list[Job]) -> list[Row]:
+    def run(self, jobs: list[ScanJob]) -> list[Row]:
         return score_jobs(
             self.analyzer, [prepare_job(self.analyzer, self.crops, job) for job in jobs]
         )
@@ -216,7 +218,7 @@ class RayEngine:
             )
         self._per_task = analyzer.settings.batch_size if crops else 1
 
-    def run(self, jobs: Iterable[Job]) -> Iterator[list[Row]]:
+    def run(self, jobs: Iterable[ScanJob]) -> Iterator[list[Row]]:
         ray = self._ray
         in_flight: dict = {}
 

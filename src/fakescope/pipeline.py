@@ -76,7 +76,7 @@ def _short_side(box: tuple[float, float, float, float]) -> float:
     return float(min(box[2] - box[0], box[3] - box[1]))
 
 
-def _device(name: str) -> str:
+def _checked_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise FakescopeError("--device cuda asked for, but PyTorch sees no CUDA GPU")
     if name not in ("cpu", "cuda"):
@@ -93,7 +93,7 @@ class Analyzer:
         limits: Limits | None = None,
     ):
         self.settings = settings or Settings()
-        self.device = _device(device)
+        self.device = _checked_device(device)
         self.limits = limits or Limits()
         self.ensemble: Ensemble = load_ensemble(model, self.device, self.settings.backend)
         self.decision = self.settings.decision(self.ensemble.decision)

@@ -32,7 +32,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .engines import Job, LocalEngine, RayEngine, unordered_map
+from .engines import LocalEngine, RayEngine, ScanJob, unordered_map
 from .media import Limits
 from .models.checkpoints import sha256_of
 from .pipeline import Analyzer
@@ -91,7 +91,7 @@ class ScanSummary:
         )
 
 
-def key_input(store: Store, retry_errors: bool, path: Path) -> Job | Row:
+def key_input(store: Store, retry_errors: bool, path: Path) -> ScanJob | Row:
     """The job for an input, or a row when there is nothing to do: its stored row, or an
     error row (not stored) when the file cannot be read."""
     name = os.path.abspath(path)
@@ -107,7 +107,7 @@ def key_input(store: Store, retry_errors: bool, path: Path) -> Job | Row:
     stored = store.lookup(key)
     if stored is not None and not (retry_errors and stored.label == "error"):
         return stored
-    return Job(name, content, key)
+    return ScanJob(name, content, key)
 
 
 class _Rate(ProgressColumn):
@@ -230,12 +230,12 @@ def run_scan(
                 summary.add(row, new)
                 progress.advance(row, new)
 
-            def fresh_jobs() -> Iterator[Job]:
+            def fresh_jobs() -> Iterator[ScanJob]:
                 keyed = unordered_map(
                     pool, partial(key_input, store, retry_errors), iter_inputs(paths), 4 * workers
                 )
                 for item in keyed:
-                    if isinstance(item, Job):
+                    if isinstance(item, ScanJob):
                         yield item
                     else:  # stored already, or unreadable (no key: reported, not stored)
                         record(item, new=item.key is None)

@@ -109,7 +109,9 @@ def default_data_dir() -> Path:
 
 
 @dataclass
-class Job:
+class Analysis:
+    """One upload's analysis as the server tracks it (a scan's unit of work is engines.ScanJob)."""
+
     id: str
     name: str  # the uploaded file's name, shown instead of the server's paths
     folder: Path  # the analysis's outputs
@@ -183,12 +185,12 @@ class Service:
                 "ended; upload the file again', finished = ? WHERE status IN ('queued', 'running')",
                 (time.time(),),
             )
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[str, Analysis] = {}
         for row in self.db.execute(
             "SELECT id, name, status, report, error, created, finished FROM analyses"
         ):
             job_id, name, status, report, error, created, finished = row
-            self.jobs[job_id] = Job(
+            self.jobs[job_id] = Analysis(
                 job_id,
                 name,
                 self.root / job_id,
@@ -226,7 +228,7 @@ class Service:
             self.places -= 1
             self.disk -= size
 
-    def _save(self, job: Job) -> None:
+    def _save(self, job: Analysis) -> None:
         with self.lock, self.db:
             self.db.execute(
                 "INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -241,27 +243,27 @@ class Service:
                 ),
             )
 
-    def submit(self, name: str, upload_dir: Path, path: Path, reserved: int) -> Job:
+    def submit(self, name: str, upload_dir: Path, path: Path, reserved: int) -> Analysis:
         job_id = secrets.token_urlsafe(16)
-        job = Job(job_id, name, self.root / job_id, created=time.time())
+        job = Analysis(job_id, name, self.root / job_id, created=time.time())
         self._save(job)
         with self.lock:
             self.jobs[job_id] = job
         self.pool.submit(self._run, job, upload_dir, path, reserved)
         return job
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str) -> Analysis:
         with self.lock:
             job = self.jobs.get(job_id)
         if job is None:
             raise HTTPException(404, "no such analysis (unknown id, or expired)")
         return job
 
-    def listing(self) -> list[Job]:
+    def listing(self) -> list[Analysis]:
         with self.lock:
             return sorted(self.jobs.values(), key=lambda j: j.created, reverse=True)
 
-    def _run(self, job: Job, upload_dir: Path, path: Path, reserved: int) -> None:
+    def _run(self, job: Analysis, upload_dir: Path, path: Path, reserved: int) -> None:
         analyzer = self.analyzers.get()  # never waits: one Analyzer per pool thread
         outcome = "failed"
         try:
@@ -474,7 +476,7 @@ def create_app(
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
-    def status_url(request: Request, job: Job) -> str:
+    def status_url(request: Request, job: Analysis) -> str:
         return str(request.url_for("analysis_status", analysis_id=job.id))
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)

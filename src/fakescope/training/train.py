@@ -95,7 +95,7 @@ class TrainConfig:
             raise FakescopeError(f"--input must be cache or stream, got {self.input!r}")
 
 
-def _device(name: str) -> torch.device:
+def _torch_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -409,7 +409,7 @@ def train(config: TrainConfig, progress: bool = True) -> ModelSpec:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
-    device = _device(config.device)
+    device = _torch_device(config.device)
     arch = get_arch(config.arch)
     size = config.image_size or arch.crop.size
 
