@@ -49,6 +49,18 @@ def test_photos_face_counts(request, backend, name, count):
         assert np.all((d.landmarks >= [x1 - 2, y1 - 2]) & (d.landmarks <= [x2 + 2, y2 + 2]))
 
 
+def test_retinaface_in_pytorch_finds_what_onnxruntime_finds(retinaface):
+    """The GPU path (the ONNX graph converted to PyTorch), run here on the CPU, against
+    onnxruntime on the same photos."""
+    converted = faces.get_detector("retinaface", backend="torch")
+    images = [photo("3faces"), photo("4faces")]
+    for ours, reference in zip(converted.detect(images), retinaface.detect(images), strict=True):
+        assert len(ours) == len(reference) > 0
+        for a, b in zip(ours, reference, strict=True):
+            assert np.allclose(a.box, b.box, atol=1e-2) and abs(a.score - b.score) < 1e-4
+            assert np.allclose(a.landmarks, b.landmarks, atol=1e-2)
+
+
 def test_blank_and_tiny_images_have_no_face(retinaface):
     blank = [np.zeros((1, 1, 3), np.uint8), np.full((240, 320, 3), 128, np.uint8)]
     assert retinaface.detect(blank) == [[], []]

@@ -125,8 +125,10 @@ def load_detector_for_workers(analyzer: Analyzer) -> None:
     """Load the detector once, before worker threads or actors call it. RetinaFace gets one
     ONNX Runtime thread per call: the workers are the parallelism, and one thread per core
     in each of them oversubscribes the cores (12% slower on 2 cores)."""
-    retinaface = analyzer.settings.detector == "retinaface"
-    analyzer.detector = get_detector("retinaface", threads=1) if retinaface else analyzer.detector
+    if analyzer.settings.detector == "retinaface" and analyzer.device == "cpu":
+        analyzer.detector = get_detector("retinaface", threads=1, backend=analyzer.settings.backend)
+    else:
+        analyzer.detector = analyzer.detector  # loads the detector on the analyzer's device
 
 
 class LocalEngine:

