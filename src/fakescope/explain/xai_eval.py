@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..faces import to_tensor
+from ..crops import to_tensor
 from ..models.ensemble import Member
 from ..models.registry import resolve_cam_layers
 from ..types import FakescopeError
