@@ -73,7 +73,7 @@ def _timed(timings: dict[str, float], stage: str):
     timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
-def _short_side(box: tuple[float, float, float, float]) -> float:
+def _short_side(box: Box) -> float:
     return float(min(box[2] - box[0], box[3] - box[1]))
 
 
