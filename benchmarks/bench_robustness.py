@@ -29,7 +29,7 @@ import av
 import numpy as np
 from PIL import Image, ImageFilter
 
-from fakescope.faces import resize_rgb
+from fakescope.crops import resize_rgb
 from fakescope.media import read_image
 from fakescope.metrics import metrics_with_intervals
 from fakescope.pipeline import Analyzer, Settings

@@ -1,4 +1,4 @@
-"""Face detection on real photos and generated videos, track linking, and crop geometry."""
+"""Face detection on real photos and generated videos, and track linking."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from fakescope import faces, media
-from fakescope.faces import crop_face, link_tracks, to_tensor
-from fakescope.models.registry import IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD, CropPolicy
+from fakescope.faces import link_tracks
 from fakescope.types import Detection, FakescopeError
 from helpers import shared_data_dir
 
@@ -138,54 +137,3 @@ def test_link_tracks_rules():
     assert len(link_tracks(frames)) == 3
     # A jump of several face sizes is a new person.
     assert len(link_tracks([(0, 0.0, [det(100, 100)]), (1, 0.04, [det(300, 100)])])) == 2
-
-
-def synthetic() -> np.ndarray:
-    """Grey image with a 40 x 80 red box at (60, 40) in a green band (40 px on every side)."""
-    image = np.full((200, 300, 3), 128, np.uint8)
-    image[0:160, 20:140] = (0, 255, 0)
-    image[40:120, 60:100] = (255, 0, 0)
-    return image
-
-
-def test_crop_stretch_fills_the_square_with_the_box():
-    crop = crop_face(
-        synthetic(), (60, 40, 100, 120), CropPolicy(size=64, margin=0.0, resize="stretch")
-    )
-    assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
-    assert np.all(crop[2:-2, 2:-2] == (255, 0, 0))
-    # With margin 0.5 the box grows by half its width/height on every side: red is the middle half.
-    crop = crop_face(
-        synthetic(), (60, 40, 100, 120), CropPolicy(size=64, margin=0.5, resize="stretch")
-    )
-    assert np.all(crop[18:46, 18:46] == (255, 0, 0)) and np.all(crop[:14, :14] == (0, 255, 0))
-
-
-def test_crop_pad_keeps_the_aspect_ratio():
-    crop = crop_face(synthetic(), (60, 40, 100, 120), CropPolicy(size=64, margin=0.0, resize="pad"))
-    assert crop.shape == (64, 64, 3)
-    # 40 x 80 -> 32 x 64, centred: black bars of 16 px left and right.
-    assert np.all(crop[:, :16] == 0) and np.all(crop[:, 48:] == 0)
-    assert np.all(crop[2:-2, 18:46] == (255, 0, 0))
-
-
-def test_crop_outside_the_image_is_black():
-    image = np.full((100, 100, 3), 200, np.uint8)
-    crop = crop_face(image, (-50, -50, 50, 50), CropPolicy(size=100, margin=0.0))
-    assert np.all(crop[:48, :48] == 0) and np.all(crop[52:, 52:] == 200)
-    crop = crop_face(image, (500, 500, 540, 540), CropPolicy(size=32, margin=1 / 3, resize="pad"))
-    assert crop.shape == (32, 32, 3) and not crop.any()
-
-
-def test_to_tensor_normalises_channels_last():
-    crops = [np.full((16, 16, 3), 255, np.uint8), np.zeros((16, 16, 3), np.uint8)]
-    x = to_tensor(crops, CropPolicy(size=16, mean=TF_MEAN, std=TF_STD))
-    assert x.shape == (2, 3, 16, 16) and x.dtype == torch.float32
-    assert x.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(x[0], torch.ones(3, 16, 16)) and torch.allclose(
-        x[1], -torch.ones(3, 16, 16)
-    )
-    x = to_tensor(crops[:1], CropPolicy(size=16, mean=IMAGENET_MEAN, std=IMAGENET_STD))
-    expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
-    assert torch.allclose(x[0, :, 0, 0], expected)
-    assert to_tensor([], CropPolicy(size=16)).shape == (0, 3, 16, 16)

@@ -91,7 +91,8 @@ def test_two_people_stay_two_tracks(analyzer, tmp_path):
 def test_celebdf_clip_end_to_end(shared_data, tmp_path):
     """The shipped model on a real deepfake clip: each number traced back to its source."""
     MTCNN = pytest.importorskip("facenet_pytorch").MTCNN
-    from fakescope.faces import crop_face, iou, to_tensor
+    from fakescope.crops import crop_face, to_tensor
+    from fakescope.faces import iou
     from fakescope.types import Decision
     from fakescope.verdict import confident_strategy
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fakescope.crops import CropPolicy, crop_geometry
 from fakescope.explain.regions import (
     REGIONS,
     evidence_sentence,
@@ -14,8 +15,6 @@ from fakescope.explain.regions import (
     template_landmarks,
 )
 from fakescope.explain.render import frame_to_crop, paste_heatmap
-from fakescope.faces import crop_geometry
-from fakescope.models.registry import CropPolicy
 
 BOX = (40.0, 50.0, 160.0, 190.0)
 

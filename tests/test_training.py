@@ -183,7 +183,7 @@ def test_fine_tuning_starts_from_the_given_model(random_model):
 def test_training_and_inference_preprocess_a_crop_identically(tmp_path):
     from PIL import Image
 
-    from fakescope.faces import crop_face, to_tensor
+    from fakescope.crops import crop_face, to_tensor
     from fakescope.training.data import CropDataset, Sample
 
     pixels = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)

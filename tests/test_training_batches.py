@@ -214,7 +214,7 @@ def test_pack_keeps_the_original_bytes(tmp_path):
 
 
 def test_cached_crops_are_resized_as_inference_resizes_them(tmp_path):
-    from fakescope.faces import resize_rgb
+    from fakescope.crops import resize_rgb
 
     _write_folder(tmp_path, clusters=3)
     Image.new("RGB", (50, 30), (200, 10, 10)).save(tmp_path / "real" / "wide.jpg")

@@ -30,13 +30,19 @@ from rich.table import Table
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import log_loss, roc_auc_score, roc_curve
 
+from .crops import (
+    CropPolicy,
+    crop_face,
+    crop_geometry,
+    float_box,
+    for_whole_image,
+    whole_image_box,
+)
 from .explain.render import frame_to_crop
 from .explain.xai_eval import LabelledFace
-from .faces import crop_face, crop_geometry, float_box, for_whole_image
 from .files import write_atomic
 from .media import read_image
 from .metrics import EPS, metrics_with_intervals
-from .models.registry import CropPolicy
 from .pipeline import Analyzer
 from .types import Decision, FakescopeError
 
@@ -392,7 +398,6 @@ def labelled_faces(
     largest face is used and images without a face are skipped."""
     for item in labelled_files(dataset, limit):
         image = read_image(item.path, analyzer.limits)
-        whole = (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))
         found = analyzer.detector.detect([image])[0]
         largest = max(
             found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), default=None
@@ -400,7 +405,7 @@ def labelled_faces(
         if largest is None and not crops:
             continue
         used = for_whole_image(policy) if crops else policy
-        region = whole if crops or largest is None else largest.box
+        region = whole_image_box(image.shape) if crops or largest is None else largest.box
         source, content = crop_geometry(region, used)
         crop = crop_face(image, region, used)
         if largest is None:

@@ -1,27 +1,15 @@
-"""Face detection, tracking across sampled frames, and cropping per a model's CropPolicy."""
+"""Face detection and tracking across sampled frames (cropping is the crops stage's)."""
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
-import torch
 
-from .models.registry import CropPolicy
-from .types import Detection, FakescopeError, Track, TrackedFace
-
-Box = tuple[float, float, float, float]
-PixelBox = tuple[int, int, int, int]  # whole pixels: x1, y1, x2, y2
-
-
-def float_box(values: Iterable[float]) -> Box:
-    """Four plain floats from any four numbers (numpy or torch scalars, ints)."""
-    x1, y1, x2, y2 = (float(v) for v in values)
-    return x1, y1, x2, y2
+from .types import Box, Detection, FakescopeError, Track, TrackedFace
 
 
 class FaceDetector(ABC):
@@ -321,86 +309,3 @@ def link_tracks(
         or np.mean([f.detection.score for f in track.faces]) >= min_score
     ]
     return [Track(i, track.faces) for i, track in enumerate(kept)]
-
-
-def crop_geometry(box: Box, policy: CropPolicy) -> tuple[PixelBox, PixelBox]:
-    """Where a crop comes from and where it lands: (source box in frame pixels, grown by the
-    margin and possibly partly outside the frame; content box inside the size x size crop).
-
-    Heat maps are pasted back through the same geometry, so crop and paste always agree.
-    """
-    bx1, by1, bx2, by2 = box
-    mx, my = policy.margin * (bx2 - bx1), policy.margin * (by2 - by1)
-    x1, y1, x2, y2 = (round(v) for v in (bx1 - mx, by1 - my, bx2 + mx, by2 + my))
-    x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
-    size = policy.size
-    if policy.resize == "stretch":
-        return (x1, y1, x2, y2), (0, 0, size, size)
-    scale = size / max(y2 - y1, x2 - x1)
-    h, w = (max(1, min(size, round(n * scale))) for n in (y2 - y1, x2 - x1))
-    top, left = (size - h) // 2, (size - w) // 2
-    return (x1, y1, x2, y2), (left, top, left + w, top + h)
-
-
-def for_whole_image(policy: CropPolicy) -> CropPolicy:
-    """The policy for an input that already is a face crop: no margin to add around it."""
-    return replace(policy, margin=0.0)
-
-
-def crop_face(image: np.ndarray, box: Box, policy: CropPolicy) -> np.ndarray:
-    """A policy.size square RGB uint8 crop of the box grown by policy.margin on every side.
-
-    Parts of the grown box outside the image are black. "stretch" resizes the region to
-    the square whatever its shape; "pad" keeps its aspect and centres it on black.
-    """
-    height, width = image.shape[:2]
-    (x1, y1, x2, y2), (left, top, right, bottom) = crop_geometry(box, policy)
-    region = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
-    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
-    if sx1 < sx2 and sy1 < sy2:
-        region[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
-    out = np.zeros((policy.size, policy.size, 3), np.uint8)
-    out[top:bottom, left:right] = resize_rgb(region, width=right - left, height=bottom - top)
-    return out
-
-
-SHARPNESS_CROP = CropPolicy(size=112)  # about the source width of DFDC's training faces
-
-
-def sharpness(image: np.ndarray, box: Box) -> float:
-    """Variance of the Laplacian of the face box at 112 x 112 grey: how much fine detail the
-    face holds once brought to a common size (low: blurred or upscaled)."""
-    grey = cv2.cvtColor(crop_face(image, box, SHARPNESS_CROP), cv2.COLOR_RGB2GRAY)
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
-
-
-def resize_rgb(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """HWC uint8 resize shared by training and inference: a model sees crops resampled the
-    way it was trained on (a resampler mismatch alone cost 0.007 val AUC). Antialiased
-    bilinear, so shrinking averages instead of aliasing."""
-    if image.shape[:2] == (height, width):
-        return image
-    batch = torch.from_numpy(np.ascontiguousarray(image))[None]
-    return resize_batch(batch, width, height)[0].permute(1, 2, 0).numpy()
-
-
-def resize_batch(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """`resize_rgb` for N x H x W x 3 uint8 images of one size at once: N x 3 x height x width."""
-    tensor = images.permute(0, 3, 1, 2).float()
-    resized = torch.nn.functional.interpolate(
-        tensor, size=(height, width), mode="bilinear", antialias=True
-    )
-    return resized.round_().clamp_(0, 255).to(torch.uint8)
-
-
-def to_tensor(crops: Sequence[np.ndarray], policy: CropPolicy) -> torch.Tensor:
-    """N x 3 x size x size float32, normalised by the policy's mean/std, channels_last."""
-    if not crops:
-        return torch.empty((0, 3, policy.size, policy.size)).contiguous(
-            memory_format=torch.channels_last
-        )
-    # NHWC uint8 permuted to NCHW is already channels_last in memory; ops keep that layout.
-    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(policy.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(policy.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)

@@ -16,23 +16,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .explain.cam import check_methods
-from .explain.stage import explain_chosen_frames, explain_faces
-from .faces import (
-    crop_face,
+from .crops import (
+    CropPolicy,
+    crop_batch,
+    crop_faces,
     float_box,
-    for_whole_image,
-    get_detector,
-    link_tracks,
     sharpness,
     to_tensor,
+    whole_image_box,
 )
+from .explain.cam import check_methods
+from .explain.stage import explain_chosen_frames, explain_faces
+from .faces import get_detector, link_tracks
 from .media import Limits, iter_frames, planned_frames, probe, read_ahead, read_image
 from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
-from .models.registry import CropPolicy
 from .report import Report
 from .settings import Settings
 from .types import (
+    Box,
     Detection,
     FaceScore,
     FakescopeError,
@@ -54,7 +55,7 @@ class Prepared:
     frames: list[dict]  # index, timestamp, faces found
     faces: list[tuple[int, TrackedFace]]  # (track id, face), in crop order
     crops: dict[CropPolicy, list[np.ndarray]]  # size x size RGB uint8 per face, per crop policy
-    sharpness: list[float]  # per face, in crop order (faces.sharpness)
+    sharpness: list[float]  # per face, in crop order (crops.sharpness)
     timings: dict[str, float]
     requested: int = 1  # frames the sampling asked for; fewer decoded means a truncated file
     images: dict[int, np.ndarray] | None = (
@@ -72,7 +73,7 @@ def _timed(timings: dict[str, float], stage: str):
     timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
-def _short_side(box: tuple[float, float, float, float]) -> float:
+def _short_side(box: Box) -> float:
     return float(min(box[2] - box[0], box[3] - box[1]))
 
 
@@ -111,32 +112,24 @@ class Analyzer:
     def detector(self, detector) -> None:  # e.g. one tuned for concurrent calls (scan workers)
         self._detector = detector
 
-    def _crop_batches(self, images: list[np.ndarray], boxes: list[tuple], whole: bool) -> dict:
-        batches = {}
-        for policy in self.ensemble.crop_policies:
-            used = for_whole_image(policy) if whole else policy
-            batches[policy] = to_tensor(
-                [crop_face(image, box, used) for image, box in zip(images, boxes)], policy
-            )
-        return batches
-
     def score_faces(
-        self, images: list[np.ndarray], boxes: list[tuple], whole: bool = False
+        self, images: list[np.ndarray], boxes: list[Box], whole: bool = False
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Member and ensemble P(fake) for the faces at `boxes` in `images` (one batch per
         member)."""
         if not images:
             return {m.spec.name: np.empty(0) for m in self.ensemble.members}, np.empty(0)
-        member = self.ensemble.score(
-            self._crop_batches(images, boxes, whole), self.settings.batch_size
-        )
+        batches = {
+            policy: crop_batch(images, boxes, policy, whole)
+            for policy in self.ensemble.crop_policies
+        }
+        member = self.ensemble.score(batches, self.settings.batch_size)
         return member, self.ensemble.combine(member)
 
     def score_crops(self, images: list[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Inputs that already are face crops: the whole image is the face, resized per each
         model's policy."""
-        boxes = [(0.0, 0.0, float(im.shape[1]), float(im.shape[0])) for im in images]
-        return self.score_faces(images, boxes, whole=True)
+        return self.score_faces(images, [whole_image_box(im.shape) for im in images], whole=True)
 
     def prepare(
         self,
@@ -162,7 +155,7 @@ class Analyzer:
         if crop:
             with stage("decode"):
                 frames = list(iter_frames(path, 1, self.limits, info=media))
-            detections = [[Detection((0.0, 0.0, float(media.width), float(media.height)), 1.0)]]
+            detections = [[Detection(whole_image_box(frames[0].image.shape), 1.0)]]
         else:
             # Detection of one chunk of frames runs while the next chunk decodes.
             with closing(
@@ -183,14 +176,13 @@ class Analyzer:
         by_index = {f.index: f.image for f in frames}
         faces = [(track.track_id, face) for track in tracks for face in track.faces]
         with stage("crop"):
-            crops = {}
-            for policy in self.ensemble.crop_policies:
-                used = for_whole_image(policy) if crop else policy  # as score_crops does
-                crops[policy] = [
-                    crop_face(by_index[face.frame_index], face.detection.box, used)
-                    for _, face in faces
-                ]
-            sharp = [sharpness(by_index[face.frame_index], face.detection.box) for _, face in faces]
+            images = [by_index[face.frame_index] for _, face in faces]
+            boxes = [face.detection.box for _, face in faces]
+            crops = {
+                policy: crop_faces(images, boxes, policy, whole=crop)  # as score_crops does
+                for policy in self.ensemble.crop_policies
+            }
+            sharp = [sharpness(image, box) for image, box in zip(images, boxes)]
         summary = [
             {"index": f.index, "timestamp": f.timestamp, "faces": len(d)}
             for f, d in zip(frames, detections)
@@ -319,7 +311,7 @@ class Analyzer:
         check_methods(methods)
         image = read_image(path, self.limits)
         if crops:
-            faces = [Detection((0.0, 0.0, float(image.shape[1]), float(image.shape[0])), 1.0)]
+            faces = [Detection(whole_image_box(image.shape), 1.0)]
         else:
             faces = self.detector.detect([image])[0]
             if not faces:

@@ -1,6 +1,6 @@
 """Typed records passed between the pipeline stages.
 
-media -> Frame; faces -> Detection / Track / FaceCrop; models -> FaceScore;
+media -> Frame; faces -> Detection / Track; models -> FaceScore;
 verdict -> TrackVerdict / Verdict; reports -> Report.
 """
 
@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
+PixelBox = tuple[int, int, int, int]  # the same, in whole pixels
 
 
 class FakescopeError(Exception):
@@ -62,7 +65,7 @@ class MediaInfo:
 class Detection:
     """One face found in one frame, in that frame's pixel coordinates."""
 
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    box: Box
     score: float
     landmarks: np.ndarray | None = None  # 5 x 2: eyes, nose, mouth corners
 
@@ -91,12 +94,12 @@ class FaceScore:
     track_id: int
     frame_index: int
     timestamp: float
-    box: tuple[float, float, float, float]
+    box: Box
     detector_score: float
     member_scores: dict[str, float]
     score: float
     size: float  # the box's shorter side in source pixels: how much detail the model can see
-    sharpness: float  # variance of the Laplacian of the box at 112 px grey (see faces.sharpness)
+    sharpness: float  # variance of the Laplacian of the box at 112 px grey (see crops.sharpness)
     unjudged: str | None = (
         None  # why this face cannot be judged (too small, too blurred); None if it can
     )

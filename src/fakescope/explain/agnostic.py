@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..crops import whole_image_box
 from ..types import FakescopeError
 from .cam import fake_logit
 
@@ -82,7 +83,7 @@ def centre_prior(batch: Tensor, boxes: Tensor | None = None) -> Tensor:
     centre), with a standard deviation of a quarter of the box's size."""
     b, _, height, width = batch.shape
     if boxes is None:
-        boxes = torch.tensor([[0.0, 0.0, width, height]]).expand(b, 4)
+        boxes = torch.tensor([whole_image_box(batch.shape[-2:])]).expand(b, 4)
     boxes = boxes.float()
     ys = torch.arange(height).float()[None, :, None] + 0.5
     xs = torch.arange(width).float()[None, None, :] + 0.5

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..types import Box
+
 REGIONS = (
     "left eye",
     "right eye",
@@ -33,7 +35,7 @@ BAND = (0.82, 1.12)  # inner and outer edge of the face boundary band, in face-e
 TEMPLATE = np.array([(0.31, 0.40), (0.69, 0.40), (0.50, 0.58), (0.35, 0.77), (0.65, 0.77)])
 
 
-def template_landmarks(box: tuple[float, float, float, float]) -> np.ndarray:
+def template_landmarks(box: Box) -> np.ndarray:
     x1, y1, x2, y2 = box
     return np.array([x1, y1]) + TEMPLATE * np.array([x2 - x1, y2 - y1])
 
@@ -48,7 +50,7 @@ def _inside(xs: np.ndarray, ys: np.ndarray, centre, axes, direction) -> np.ndarr
 
 def region_labels(
     size: tuple[int, int],
-    box: tuple[float, float, float, float],
+    box: Box,
     landmarks: np.ndarray | None = None,
 ) -> np.ndarray:
     """H x W int8 index into REGIONS for a crop of `size` (H, W); box and landmarks in crop

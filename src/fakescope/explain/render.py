@@ -11,9 +11,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from ..types import FakescopeError
+from ..crops import whole_image_box
+from ..types import Box, FakescopeError
 
-Box = tuple[float, float, float, float]  # x1, y1, x2, y2
 COMPARISON = ("gradcam-n", "gradcam-n1", "hirescam", "hirescam++")
 LABELS = {
     "gradcam-n": "GradCAM N",
@@ -45,7 +45,7 @@ def paste_heatmap(
     )
     height, width = int(frame_shape[0]), int(frame_shape[1])
     x1, y1, x2, y2 = source_box
-    cx1, cy1, cx2, cy2 = content_box or (0.0, 0.0, float(heat.shape[1]), float(heat.shape[0]))
+    cx1, cy1, cx2, cy2 = content_box or whole_image_box(heat.shape)
     if x2 <= x1 or y2 <= y1 or cx2 <= cx1 or cy2 <= cy1:
         raise FakescopeError(f"empty crop geometry: source {source_box}, content {content_box}")
     # Cut the content out first so that padding cannot bleed in at its edges.

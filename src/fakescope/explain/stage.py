@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..faces import crop_face, crop_geometry, for_whole_image, to_tensor
+from ..crops import crop_batch, crop_geometry, for_whole_image
 from ..models.ensemble import Ensemble
 from ..types import Detection, FaceScore, Verdict
 from .cam import check_methods, explain
@@ -52,8 +52,8 @@ def frame_maps(
     per_member: list[list[dict[str, float] | None]] = []  # member -> face -> shares
     for member in ensemble.members:
         policy = for_whole_image(member.spec.crop) if whole else member.spec.crop
-        batch = to_tensor(
-            [crop_face(image, face.box, policy) for _, image, face in located], policy
+        batch = crop_batch(
+            [image for _, image, _ in located], [face.box for _, _, face in located], policy
         )
         device = next(member.model.parameters()).device
         result = explain(member.model, batch.to(device), methods, member.cam_layers)

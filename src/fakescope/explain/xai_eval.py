@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..faces import to_tensor
+from ..crops import to_tensor
 from ..models.ensemble import Member
 from ..models.registry import resolve_cam_layers
-from ..types import FakescopeError
+from ..types import Box, FakescopeError
 from .agnostic import AGNOSTIC, CENTRE_PRIOR, SAMPLES, agnostic_map, centre_prior
 from .cam import HIRESCAM_PP, METHODS, explain, minmax, upsample
 from .faithfulness import (
@@ -53,7 +53,7 @@ class LabelledFace:
 
     crop: np.ndarray  # size x size RGB uint8
     label: int  # 1 = fake
-    box: tuple[float, float, float, float]
+    box: Box
     landmarks: np.ndarray | None = None  # 5 x 2, as regions.region_labels takes them
 
 

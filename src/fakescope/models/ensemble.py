@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..crops import CropPolicy
 from ..types import Decision, FakescopeError, WeightsError
 from .checkpoints import load_fakescope, read_spec
 from .onnx_runtime import onnx_scorer
-from .registry import CropPolicy, ModelSpec, channels_last, resolve_cam_layers
+from .registry import ModelSpec, channels_last, resolve_cam_layers
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "default"

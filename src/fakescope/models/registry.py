@@ -12,31 +12,8 @@ import timm
 import torch
 from torch import nn
 
+from ..crops import IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD, CropPolicy
 from ..types import FakescopeError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-TF_MEAN = (0.5, 0.5, 0.5)
-TF_STD = (0.5, 0.5, 0.5)
-
-
-@dataclass(frozen=True)
-class CropPolicy:
-    """How a face box becomes a model input; it belongs to the model that was trained on it."""
-
-    size: int = 224
-    margin: float = 0.0  # fraction of the box's width/height added on every side
-    resize: str = "stretch"  # "stretch": box -> square by stretching; "pad": isotropic resize + pad
-    mean: tuple[float, float, float] = TF_MEAN
-    std: tuple[float, float, float] = TF_STD
-
-    def __post_init__(self) -> None:
-        if self.resize not in ("stretch", "pad"):
-            raise FakescopeError(f"crop resize must be 'stretch' or 'pad', not {self.resize!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> CropPolicy:
-        return cls(**{**data, "mean": tuple(data["mean"]), "std": tuple(data["std"])})
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..faces import resize_rgb
+from ..crops import resize_rgb
 from ..types import FakescopeError
 from .augment import self_blend, training_transform
 

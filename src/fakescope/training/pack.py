@@ -24,7 +24,8 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from ..faces import FaceDetector, resize_batch
+from ..crops import resize_batch
+from ..faces import FaceDetector
 from ..types import FakescopeError
 from .data import Sample, list_samples
 
