@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+import torch
 
 from .types import Box, Detection, FakescopeError, Track, TrackedFace
 
