@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -74,31 +73,43 @@ def test_small_frames_are_untouched(example_video):
 
 
 def peak_memory_mb(command: list[str], env: dict[str, str]) -> tuple[int, float, float]:
-    """(exit code, peak private memory, peak resident memory) of a child process, in MB.
+    """(exit code, peak private memory, peak resident memory) of `command`, in MB.
 
-    Private memory (RssAnon, sampled every 10 ms) is what an input can make grow. Resident
-    memory (ru_maxrss) adds the pages of shared libraries the process maps, which depends on
-    the page cache: right after PyTorch is installed the kernel maps up to 250 MB more of
-    its CUDA libraries than on a machine where they have long been on disk.
+    It runs under a small wrapper process, so that ru_maxrss covers this command alone and not
+    earlier children of the caller. Private memory (RssAnon, sampled every 10 ms) is what an
+    input can make grow. Resident memory (ru_maxrss) adds the pages of shared libraries the
+    process maps, which depends on the page cache: right after PyTorch is installed the
+    kernel maps up to 250 MB more of its CUDA libraries than where they have long been on disk.
     """
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wrapper = (
+        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    outer = subprocess.Popen(
+        [sys.executable, "-c", wrapper, *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    children = Path(f"/proc/{outer.pid}/task/{outer.pid}/children")
     private = 0
-    status = Path(f"/proc/{child.pid}/status")
-    while child.poll() is None:
+    while outer.poll() is None:
         try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
-            private = max(private, int(fields["RssAnon"].split()[0]))
-        except (OSError, KeyError, ValueError):  # the process is ending
+            for pid in children.read_text().split():
+                status = Path(f"/proc/{pid}/status").read_text()
+                fields = dict(line.split(":", 1) for line in status.splitlines())
+                private = max(private, int(fields["RssAnon"].split()[0]))
+        except (OSError, KeyError, ValueError):  # a process is starting or ending
             pass
         time.sleep(0.01)
-    resident = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return child.returncode, private / 1024, resident / 1024
+    code, resident = map(int, outer.communicate()[0].split()[-2:])
+    return code, private / 1024, resident / 1024
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
 def test_a_4096_video_bomb_stays_under_the_memory_limit(big_video, random_model, tmp_path):
-    """`fakescope analyze` on 32 frames of 4096x4096 in a child process of its own (run
-    first in this test, so no earlier child counts in ru_maxrss)."""
+    """`fakescope analyze` on 32 frames of 4096x4096, in a process of its own."""
     command = [
         sys.executable,
         "-m",
