@@ -126,7 +126,7 @@ def load_detector_for_workers(analyzer: Analyzer) -> None:
     ONNX Runtime thread per call: the workers are the parallelism, and one thread per core
     in each of them oversubscribes the cores (12% slower on 2 cores)."""
     if analyzer.settings.detector == "retinaface" and analyzer.device == "cpu":
-        analyzer.detector = get_detector("retinaface", threads=1, backend=analyzer.settings.backend)
+        analyzer.detector = get_detector("retinaface", threads=1)
     else:
         analyzer.detector = analyzer.detector  # loads the detector on the analyzer's device
 

@@ -103,9 +103,8 @@ class Analyzer:
     @property
     def detector(self):
         if self._detector is None:  # loaded on first use: crop-only scans never need it
-            self._detector = get_detector(
-                self.settings.detector, device=self.device, backend=self.settings.backend
-            )
+            # On a GPU the detector runs there too; `backend` is the scoring pass's choice.
+            self._detector = get_detector(self.settings.detector, device=self.device)
         return self._detector
 
     @detector.setter
