@@ -18,7 +18,6 @@ The cache's one-off decode time is printed beside. The last line is new/old for 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -29,24 +28,11 @@ from torch.utils.data import DataLoader
 from fakescope.models.registry import channels_last, get_arch
 from fakescope.training.batches import TrainingBatches
 from fakescope.training.data import CropDataset, balanced_epoch, list_samples
-from fakescope.training.pack import load_folder
+from fakescope.training.pack import load_folder, unpack
 
 SHARED_TRAIN = (
     Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dfdc-faces" / "train"
 )
-
-
-def unpack(pack: Path, folder: Path) -> Path:
-    """The pack's crops as files (their original bytes) under folder/{real,fake}."""
-    from safetensors import safe_open
-
-    with safe_open(str(pack), "np") as handle:
-        names = json.loads(handle.metadata()["names"])
-        data, offsets = handle.get_tensor("bytes"), handle.get_tensor("offsets")
-    for i, name in enumerate(names):
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(data[offsets[i] : offsets[i + 1]].tobytes())
-    return folder
 
 
 def _loader_batches(samples, items, size, crop, batch_size, workers, device):

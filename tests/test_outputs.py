@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.files import atomic_open, output_folders, write_atomic
+from fakescope.files import atomic_open, atomic_path, output_folders, write_atomic
 
 runner = CliRunner()
 
@@ -81,4 +81,12 @@ def test_atomic_writes_leave_the_old_file_on_failure(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
     write_atomic(target, "new")
     assert target.read_text() == "new" and len(list(tmp_path.iterdir())) == 1
+    # Binary writers (checkpoints, packs, PDFs, ONNX models) go through the same path.
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed while writing")
+    assert target.read_text() == "new" and len(list(tmp_path.iterdir())) == 1
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole" and len(list(tmp_path.iterdir())) == 1
     shutil.rmtree(tmp_path)

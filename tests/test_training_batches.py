@@ -31,6 +31,7 @@ from fakescope.training.pack import (
     choose_within_budget,
     load_folder,
     load_pack,
+    unpack,
 )
 from fakescope.types import FakescopeError
 from helpers import copy_first
@@ -211,6 +212,11 @@ def test_pack_keeps_the_original_bytes(tmp_path):
     # Decoded from the same bytes, by the same resize: pixel-identical.
     assert torch.equal(packed.images[packed_order], folder.images[order])
     assert torch.allclose(packed.landmarks, torch.from_numpy(MEAN_LANDMARKS).expand(9, 5, 2))
+    # Unpacked, every crop is its original file again, byte for byte.
+    unpack(tmp_path / "p.safetensors", tmp_path / "back")
+    for original in (tmp_path / "data").glob("*/*.jpg"):
+        relative = original.relative_to(tmp_path / "data")
+        assert (tmp_path / "back" / relative).read_bytes() == original.read_bytes()
 
 
 def test_cached_crops_are_resized_as_inference_resizes_them(tmp_path):

@@ -14,30 +14,29 @@ from typing import IO
 
 
 @contextmanager
-def atomic_open(path: str | Path, errors: str = "strict") -> Iterator[IO[str]]:
-    """A text handle whose content replaces `path` only when the block ends without error.
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path to write; it replaces `path` only when the block ends without error.
 
-    The temporary file is private to this writer (two writers never share it) and lies in
-    the target's folder, so the final os.replace is atomic.
+    The temporary file is private to this writer (two writers, or two processes, never
+    share it) and lies in the target's folder, so the final os.replace is atomic.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w",
-        encoding="utf-8",
-        errors=errors,
-        dir=path.parent,
-        prefix=f".{path.name}.",
-        suffix=".tmp",
-        delete=False,
-    )
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
     try:
-        with handle:
-            yield handle
-        os.replace(handle.name, path)
+        yield Path(name)
+        os.replace(name, path)
     except BaseException:
-        os.unlink(handle.name)
+        Path(name).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_open(path: str | Path, errors: str = "strict") -> Iterator[IO[str]]:
+    """A text handle whose content replaces `path` only when the block ends without error."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", errors=errors) as handle:
+        yield handle
 
 
 def write_atomic(path: str | Path, text: str, errors: str = "strict") -> Path:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..files import atomic_path
+
 log = logging.getLogger(__name__)
 
 
@@ -53,11 +55,9 @@ class OnnxScorer:
             data = path.read_bytes()
         else:
             data = _export(model, size)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_bytes(data)
-                os.replace(tmp, path)  # atomic: concurrent workers never read half a file
+            if path is not None:  # atomic: concurrent workers never read half a file
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(data)
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1

@@ -5,7 +5,6 @@ tracks; then up to three heat-map strips per page; then the region table."""
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from fpdf import FPDF
 
+from ..files import atomic_path
 from ..report import Report
 from ..types import TrackVerdict
 from ..version import __version__
@@ -231,7 +231,6 @@ def write_pdf(report: Report, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "report.pdf"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(render_pdf(report, out_dir))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(render_pdf(report, out_dir))
     return path

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from ..crops import resize_batch
 from ..faces import FaceDetector
+from ..files import atomic_path
 from ..types import FakescopeError
 from .data import Sample, list_samples
 
@@ -191,9 +192,8 @@ def build_pack(
         ),
     }
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     labels = tensors["labels"]
     return {
         "crops": len(chosen),
@@ -207,21 +207,35 @@ def is_pack(path: str | Path) -> bool:
     return Path(path).suffix == ".safetensors" and Path(path).is_file()
 
 
-def load_pack(path: str | Path, size: int) -> CropSet:
-    """Decode every crop of a pack at `size` x `size`, as inference resizes a crop."""
+def _read_pack(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str], list[bytes]]:
+    """(tensors, metadata, each crop's file bytes) of a pack, in one read."""
     try:
-        tensors = load_file(str(path))
         with safe_open(str(path), "np") as handle:
             metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except Exception as exc:  # a truncated or foreign file: say which, in one line
         raise FakescopeError(f"{path}: not a training pack ({exc})") from None
     if metadata.get("format") != PACK_FORMAT:
         raise FakescopeError(f"{path}: not a training pack (format {metadata.get('format')!r})")
     data, offsets = tensors["bytes"], tensors["offsets"]
-    count = len(offsets) - 1
-    images = decode_all(
-        (data[offsets[i] : offsets[i + 1]].tobytes() for i in range(count)), count, size
-    )
+    blobs = [data[offsets[i] : offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)]
+    return tensors, metadata, blobs
+
+
+def unpack(path: str | Path, folder: str | Path) -> Path:
+    """Write a pack's crops back as files (their original bytes) under folder/{real,fake}."""
+    _, metadata, blobs = _read_pack(path)
+    folder = Path(folder)
+    for name, data in zip(json.loads(metadata["names"]), blobs, strict=True):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def load_pack(path: str | Path, size: int) -> CropSet:
+    """Decode every crop of a pack at `size` x `size`, as inference resizes a crop."""
+    tensors, metadata, blobs = _read_pack(path)
+    images = decode_all(iter(blobs), len(blobs), size)
     return CropSet(
         images,
         torch.from_numpy(tensors["labels"].astype(np.float32)),

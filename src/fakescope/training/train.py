@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +21,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
+from ..files import atomic_path
 from ..metrics import fit_temperature, point_metrics
 from ..models.checkpoints import (
     efficientnet_lite_imagenet,
@@ -135,9 +135,8 @@ def predict_logits(model, loader, device) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _save_atomic(state: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _seed_everything(seed: int) -> None:
