@@ -144,7 +144,12 @@ def to_tensor(crops: Sequence[np.ndarray], policy: CropPolicy) -> torch.Tensor:
             memory_format=torch.channels_last
         )
     # NHWC uint8 permuted to NCHW is already channels_last in memory; ops keep that layout.
-    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(policy.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(policy.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+    return normalise(torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2), policy.mean, policy.std)
+
+
+def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 N x 3 x H x W crops as the model's float input, channels_last: scaled to [0, 1],
+    then by the policy's mean and std. Inference and both training paths go through here."""
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    return ((images.float() / 255 - mean_t) / std_t).contiguous(memory_format=torch.channels_last)

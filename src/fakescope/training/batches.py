@@ -12,15 +12,9 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..crops import normalise
 from .batch_augment import BatchAugment, SelfBlend
 from .pack import CropSet
-
-
-def _normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    mean_t = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
-    out = (images.float() / 255 - mean_t) / std_t
-    return out.contiguous(memory_format=torch.channels_last)
 
 
 class TrainingBatches:
@@ -51,7 +45,7 @@ class TrainingBatches:
             landmarks = self.crops.landmarks[rows].to(self.device)[blend]
             images[blend], _ = self.blend(images[blend], landmarks)
             targets = torch.where(blend, torch.ones_like(targets), targets)
-        return _normalise(self.augment(images), self.mean, self.std), targets
+        return normalise(self.augment(images), self.mean, self.std), targets
 
     def epoch(
         self,
@@ -106,4 +100,4 @@ def eval_batches(
     """Every crop once, unaugmented, in order."""
     for start in range(0, len(crops), batch_size):
         images = crops.images[start : start + batch_size].to(device)
-        yield _normalise(images, mean, std), crops.labels[start : start + batch_size]
+        yield normalise(images, mean, std), crops.labels[start : start + batch_size]

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..crops import resize_rgb
+from ..crops import normalise, resize_rgb
 from ..types import FakescopeError
 from .augment import self_blend, training_transform
 
@@ -113,8 +113,7 @@ class CropDataset(Dataset):
             train,
             seed,
         )
-        self.mean = torch.tensor(mean).view(3, 1, 1)
-        self.std = torch.tensor(std).view(3, 1, 1)
+        self.mean, self.std = mean, std
         self.augment = training_transform(size) if train else None
 
     def __len__(self) -> int:
@@ -130,5 +129,5 @@ class CropDataset(Dataset):
             label = 1
         if self.augment is not None:
             image = self.augment(image)
-        tensor = (image.float() / 255 - self.mean) / self.std
+        tensor = normalise(image[None], self.mean, self.std)[0]
         return tensor, torch.tensor(float(label))

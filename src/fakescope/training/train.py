@@ -80,17 +80,17 @@ class TrainConfig:
         for option, (value, low) in whole.items():
             if value < low:
                 raise FakescopeError(f"{option} must be at least {low}, got {value}")
+        # Rates and shares lie in (0, 1]; True where 0 is allowed too. NaN fails both tests.
         shares = {
-            "--lr": (self.lr, 0, 1, False),
-            "--weight-decay": (self.weight_decay, 0, 1, True),
-            "--sbi-share": (self.sbi_share, 0, 1, True),
-            "--holdout": (self.holdout, 0, 1, False),
+            "--lr": (self.lr, False),
+            "--weight-decay": (self.weight_decay, True),
+            "--sbi-share": (self.sbi_share, True),
+            "--holdout": (self.holdout, False),
         }
-        for option, (number, low, high, low_allowed) in shares.items():
-            if not (low < number <= high or (low_allowed and number == low)):
-                raise FakescopeError(
-                    f"{option} must be in {'[' if low_allowed else '('}{low}, {high}], got {number}"
-                )
+        for option, (number, zero_allowed) in shares.items():
+            if not (0 < number <= 1 or (zero_allowed and number == 0)):
+                bound = "[0, 1]" if zero_allowed else "(0, 1]"
+                raise FakescopeError(f"{option} must be in {bound}, got {number}")
         if self.input not in ("cache", "stream"):
             raise FakescopeError(f"--input must be cache or stream, got {self.input!r}")
 
