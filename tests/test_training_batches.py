@@ -310,3 +310,55 @@ def test_pack_command_writes_a_pack_and_refuses_bad_options(tmp_path):
         ],
     )
     assert negative.exit_code == 2 and len(negative.output.strip().splitlines()) == 1
+
+
+def test_axis_resampling_matches_affine_grid():
+    import torch.nn.functional as F
+
+    from fakescope.training.batch_augment import resample_axes
+
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, 20, 20)
+    sx, sy = torch.tensor([0.9, -0.7, 1.0]), torch.tensor([0.8, 0.95, 1.0])
+    cx, cy = torch.tensor([0.1, -0.2, 0.0]), torch.tensor([-0.05, 0.3, 0.0])
+    theta = torch.zeros(3, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, sy, cy
+    grid = F.affine_grid(theta, [3, 3, 16, 16], align_corners=False)
+    expected = F.grid_sample(images, grid, padding_mode="border", align_corners=False)
+    got = resample_axes(images, (sx, sy), (cx, cy), 16)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_shift_scale_moves_content_by_the_drawn_fraction():
+    from fakescope.training.batch_augment import shift_scale
+
+    images = torch.zeros(1, 3, 40, 40)
+    images[..., 10:20, 10:20] = 1.0  # a square whose centre is at (15, 15)
+    torch.manual_seed(3)
+    moved = shift_scale(images, 0.1, (1.0, 1.0))
+    torch.manual_seed(3)
+    torch.empty(1).uniform_(1.0, 1.0)
+    tx, ty = (float(torch.empty(1).uniform_(-0.1, 0.1)) for _ in "xy")
+    ys, xs = torch.nonzero(moved[0, 0] > 0.5, as_tuple=True)
+    assert abs(xs.float().mean() + 0.5 - (15 + 40 * tx)) < 0.6
+    assert abs(ys.float().mean() + 0.5 - (15 + 40 * ty)) < 0.6
+    assert torch.equal(shift_scale(images, 0.0, (1.0, 1.0)), images)
+
+
+def test_blur_filters_only_the_chosen_images_with_kornia():
+    from kornia.filters import gaussian_blur2d
+
+    from fakescope.training.batch_augment import blur
+
+    torch.manual_seed(1)
+    images = torch.rand(16, 3, 12, 12)
+    torch.manual_seed(5)
+    out = blur(images, (0.5, 1.5), p=0.4)
+    torch.manual_seed(5)
+    chosen = (torch.rand(16) < 0.4).nonzero().flatten()
+    sigmas = torch.empty(len(chosen), 1).uniform_(0.5, 1.5).expand(-1, 2)
+    assert 0 < len(chosen) < 16
+    assert torch.allclose(out[chosen], gaussian_blur2d(images[chosen], 5, sigmas))
+    others = torch.ones(16, dtype=torch.bool)
+    others[chosen] = False
+    assert torch.equal(out[others], images[others])

@@ -2,8 +2,9 @@
 
 The per-image pipeline in `augment.py` decodes and augments each crop in a loader worker,
 which caps a GPU at the speed of the CPU cores. Here a batch of cached uint8 crops is
-augmented where the model runs, with kornia's batched random transforms (each image gets
-its own parameters), and self-blended with masks shaped by each face's landmarks, as the
+augmented where the model runs, each image with its own random parameters but the batch in
+one call per transform (kornia's filters, one grid resampling), only the images a transform
+picked being computed; and self-blended with masks shaped by each face's landmarks, as the
 SBI paper shapes them by a face's landmark hull.
 
 All randomness comes from torch's global generator: seed it per batch for a run that
@@ -12,9 +13,9 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
+from kornia.enhance import sharpness
 from kornia.filters import gaussian_blur2d
 from torchvision.io import decode_jpeg, encode_jpeg
 
@@ -123,12 +124,14 @@ def adjust_colour(
     1 (0 for hue, in turns) leaving an image unchanged. Brightness, contrast and saturation
     blend as torchvision's adjust_* do; hue is a `hue_rotation`."""
     weights = _GREY.to(images).view(1, 3, 1, 1)
-    out = (images * brightness).clamp(0, 1)
+    # In place after the first product: every full-size temporary costs as much as the math.
+    out = (images * brightness).clamp_(0, 1)
     grey_mean = (out * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
-    out = ((out - grey_mean) * contrast + grey_mean).clamp(0, 1)
+    out = out.sub_(grey_mean).mul_(contrast).add_(grey_mean).clamp_(0, 1)
     grey = (out * weights).sum(1, keepdim=True)
-    out = ((out - grey) * saturation + grey).clamp(0, 1)
-    return torch.einsum("bij,bjhw->bihw", hue_rotation(hue), out).clamp(0, 1)
+    out = out.sub_(grey).mul_(saturation).add_(grey).clamp_(0, 1)
+    rotated = torch.bmm(hue_rotation(hue), out.flatten(2)).view_as(out)
+    return rotated.clamp_(0, 1)
 
 
 class ColourJitter(torch.nn.Module):
@@ -142,7 +145,7 @@ class ColourJitter(torch.nn.Module):
         self.hue, self.p = hue, p
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        chosen = (torch.rand(images.shape[0], device=images.device) < self.p).nonzero().flatten()
+        chosen = _chosen(images, self.p)
         if not len(chosen):
             return images
         batch, device = len(chosen), images.device
@@ -151,6 +154,31 @@ class ColourJitter(torch.nn.Module):
         out = images.clone()
         out[chosen] = adjust_colour(images[chosen], b, c, s, h)
         return out
+
+
+def _chosen(images: torch.Tensor, p: float) -> torch.Tensor:
+    """The indices of a random share `p` of the batch."""
+    return (torch.rand(images.shape[0], device=images.device) < p).nonzero().flatten()
+
+
+def resample_axes(
+    images: torch.Tensor,
+    scale: tuple[torch.Tensor, torch.Tensor],
+    centre: tuple[torch.Tensor, torch.Tensor],
+    size: int,
+) -> torch.Tensor:
+    """Each image's window (x, y half-sizes `scale` and `centre`, B each, in normalised
+    coordinates -1..1; a negative x scale mirrors) resampled to size x size, bilinear, edges
+    repeated. An axis-aligned grid laid out by broadcasting: affine_grid's general matrix
+    product costs more than the sampling itself on a CPU."""
+    base = (torch.arange(size, device=images.device, dtype=images.dtype) * 2 + 1) / size - 1
+    gx = scale[0].to(images.dtype)[:, None] * base + centre[0].to(images.dtype)[:, None]
+    gy = scale[1].to(images.dtype)[:, None] * base + centre[1].to(images.dtype)[:, None]
+    batch = images.shape[0]
+    grid = torch.stack(
+        [gx[:, None, :].expand(batch, size, size), gy[:, :, None].expand(batch, size, size)], -1
+    )
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def resized_crop_flip(
@@ -166,11 +194,31 @@ def resized_crop_flip(
     cx = (torch.rand(batch, device=device) * 2 - 1) * (1 - width)
     cy = (torch.rand(batch, device=device) * 2 - 1) * (1 - height)
     flip = torch.where(torch.rand(batch, device=device) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(batch, 2, 3, device=device, dtype=images.dtype)
-    theta[:, 0, 0], theta[:, 0, 2] = width * flip, cx
-    theta[:, 1, 1], theta[:, 1, 2] = height, cy
-    grid = F.affine_grid(theta, [batch, 3, size, size], align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return resample_axes(images, (width * flip, height), (cx, cy), size)
+
+
+def shift_scale(images: torch.Tensor, translate: float, scale: tuple[float, float]) -> torch.Tensor:
+    """Each image moved by up to `translate` of its size along each axis and zoomed by a
+    factor in `scale` about its centre (no rotation), edges repeated."""
+    batch, device = images.shape[0], images.device
+    zoom = torch.empty(batch, device=device).uniform_(*scale)
+    # A shift of t image widths is 2t in normalised coordinates; the grid samples the inverse.
+    tx, ty = (torch.empty(batch, device=device).uniform_(-translate, translate) for _ in "xy")
+    return resample_axes(
+        images, (1 / zoom, 1 / zoom), (-2 * tx / zoom, -2 * ty / zoom), images.shape[-1]
+    )
+
+
+def blur(images: torch.Tensor, sigma: tuple[float, float], p: float = 1.0) -> torch.Tensor:
+    """A 5 x 5 Gaussian blur of a random share `p` of the batch, each image with its own sigma;
+    only the chosen images are filtered."""
+    chosen = _chosen(images, p)
+    if not len(chosen):
+        return images
+    sigmas = torch.empty(len(chosen), 1, device=images.device).uniform_(*sigma).expand(-1, 2)
+    out = images.clone()
+    out[chosen] = gaussian_blur2d(images[chosen], 5, sigmas)
+    return out
 
 
 class SelfBlend(torch.nn.Module):
@@ -180,18 +228,22 @@ class SelfBlend(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.colour = ColourJitter(brightness=0.15, contrast=0.0, saturation=0.2, hue=0.03)
-        self.blur = K.RandomGaussianBlur((5, 5), (0.5, 1.5), p=1)
-        self.sharpen = K.RandomSharpness((1.2, 2.0), p=1)  # 1 is the image itself
-        self.shift = K.RandomAffine(degrees=0, translate=(0.03, 0.03), scale=(0.95, 1.05), p=1)
 
     def forward(
         self, images: torch.Tensor, landmarks: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(blended, masks) for float B x 3 x H x W images in [0, 1]."""
         target = self.colour(images)
-        blurred = torch.rand(images.shape[0], device=images.device) < 0.5
-        target = torch.where(blurred.view(-1, 1, 1, 1), self.blur(target), self.sharpen(target))
-        target = self.shift(target)
+        blurred = (torch.rand(images.shape[0], device=images.device) < 0.5).nonzero().flatten()
+        sharpened = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
+        sharpened[blurred] = False
+        target = target.clone()
+        if len(blurred):
+            target[blurred] = blur(target[blurred], (0.5, 1.5))
+        if sharpened.any():
+            factor = torch.empty(int(sharpened.sum()), device=images.device).uniform_(1.2, 2.0)
+            target[sharpened] = sharpness(target[sharpened], factor)  # 1: the image itself
+        target = shift_scale(target, 0.03, (0.95, 1.05))
         masks = face_masks(landmarks, images.shape[-1])
         return (masks * target + (1 - masks) * images).clamp(0, 1), masks
 
@@ -258,12 +310,11 @@ class BatchAugment(torch.nn.Module):
         super().__init__()
         self.size = size
         self.colour = ColourJitter(0.2, 0.2, 0.2, 0.03, p=0.5)
-        self.blur = K.RandomGaussianBlur((5, 5), (0.3, 1.5), p=0.2)
         self.resample = ResampleBatch()
         self.jpeg = JpegRounds()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Float B x 3 x H x W in [0, 1] in; uint8 out, as a codec leaves it."""
         images = resized_crop_flip(images, (0.8, 1.0), (0.9, 1.1), self.size)
-        images = self.resample(self.blur(self.colour(images)))
+        images = self.resample(blur(self.colour(images), (0.3, 1.5), p=0.2))
         return self.jpeg(images.mul(255).round_().clamp_(0, 255).to(torch.uint8))

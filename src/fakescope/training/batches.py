@@ -7,7 +7,7 @@ loader processes each make whole batches, so the augmentation runs beside the mo
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -35,6 +35,14 @@ class TrainingBatches:
     def batch(
         self, items: Sequence[tuple[int, bool]], step: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's input and targets for one step."""
+        images, targets = self.augmented(items, step)
+        return normalise(images, self.mean, self.std), targets
+
+    def augmented(
+        self, items: Sequence[tuple[int, bool]], step: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step's uint8 images, as the codec left them, and targets."""
         # Seeded per step: a resumed run draws the same augmentations as an unbroken one.
         torch.manual_seed(self.seed * 1_000_003 + step)
         rows = torch.tensor([index for index, _ in items])
@@ -45,7 +53,7 @@ class TrainingBatches:
             landmarks = self.crops.landmarks[rows].to(self.device)[blend]
             images[blend], _ = self.blend(images[blend], landmarks)
             targets = torch.where(blend, torch.ones_like(targets), targets)
-        return normalise(self.augment(images), self.mean, self.std), targets
+        return self.augment(images), targets
 
     def epoch(
         self,
@@ -57,14 +65,19 @@ class TrainingBatches:
         """Full batches of `items` from step `first_step` on (a resumed epoch's position),
         made by `workers` loader processes when the device is a CPU."""
         steps = _Steps(self, items, batch_size, first_step)
-        if workers and self.device.type == "cpu":
-            yield from DataLoader(steps, batch_size=None, num_workers=workers, prefetch_factor=2)
-        else:
-            yield from (steps[i] for i in range(len(steps)))
+        made: Iterable[tuple[torch.Tensor, torch.Tensor]] = (
+            # Workers hand over uint8, a quarter of the float batch's bytes to pass between
+            # processes; normalising here costs the training process one cheap pass.
+            DataLoader(steps, batch_size=None, num_workers=workers, prefetch_factor=2)
+            if workers and self.device.type == "cpu"
+            else (steps[i] for i in range(len(steps)))
+        )
+        for images, targets in made:
+            yield normalise(images, self.mean, self.std), targets
 
 
 class _Steps(Dataset):
-    """An epoch's batches by step, for loader processes."""
+    """An epoch's uint8 batches by step, for loader processes."""
 
     def __init__(
         self,
@@ -85,7 +98,7 @@ class _Steps(Dataset):
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         step = self.first + position
-        return self.batches.batch(
+        return self.batches.augmented(
             self.items[step * self.batch_size : (step + 1) * self.batch_size], step
         )
 
