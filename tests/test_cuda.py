@@ -22,7 +22,7 @@ def _face_scores(report) -> np.ndarray:
         (face for track in report.verdict.tracks for face in track.faces),
         key=lambda face: (face.frame_index, face.box),
     )
-    return np.array([[face.score, *face.members.values()] for face in faces])
+    return np.array([[face.score, *face.member_scores.values()] for face in faces])
 
 
 def test_a_video_scores_the_same_on_the_gpu(example_video):
@@ -50,3 +50,21 @@ def test_a_crop_scan_scores_the_same_on_the_gpu(tmp_path):
             scores[device] = dict(con.execute("SELECT path, fake_probability FROM results"))
     assert len(scores["cpu"]) == 80 and scores["cuda"].keys() == scores["cpu"].keys()
     assert max(abs(scores["cuda"][p] - scores["cpu"][p]) for p in scores["cpu"]) <= 1e-4
+
+
+def test_training_batches_are_made_on_the_card():
+    from fakescope.training.batches import TrainingBatches
+    from fakescope.training.pack import CropSet
+
+    eyes_nose_mouth = [[0.35, 0.4], [0.65, 0.4], [0.5, 0.55], [0.38, 0.7], [0.62, 0.7]]
+    crops = CropSet(
+        torch.randint(0, 256, (64, 3, 64, 64), dtype=torch.uint8),
+        torch.zeros(64),
+        [f"c{i}" for i in range(64)],
+        torch.tensor(eyes_nose_mouth).repeat(64, 1, 1),
+    )
+    batches = TrainingBatches(crops, (0.5,) * 3, (0.5,) * 3, torch.device("cuda"), seed=0)
+    assert batches.crops.images.is_cuda  # gathered on the card, nothing crosses the bus
+    images, targets = batches.batch([(i, i % 4 == 0) for i in range(32)], step=0)
+    assert images.is_cuda and images.shape == (32, 3, 64, 64) and images.dtype == torch.float32
+    assert targets.tolist() == [float(i % 4 == 0) for i in range(32)]

@@ -8,7 +8,8 @@ picked being computed; and self-blended with masks shaped by each face's landmar
 SBI paper shapes them by a face's landmark hull.
 
 All randomness comes from torch's global generator: seed it per batch for a run that
-resumes where it stopped.
+resumes where it stopped. The transforms write into the batch they are given and return it:
+a batch belongs to the pipeline, and copying it whole costs as much as most transforms.
 """
 
 from __future__ import annotations
@@ -151,9 +152,8 @@ class ColourJitter(torch.nn.Module):
         batch, device = len(chosen), images.device
         b, c, s = (_uniform(batch, 1 - r, 1 + r, device) for r in self.ranges)
         h = _uniform(batch, -self.hue, self.hue, device)
-        out = images.clone()
-        out[chosen] = adjust_colour(images[chosen], b, c, s, h)
-        return out
+        images[chosen] = adjust_colour(images[chosen], b, c, s, h)
+        return images
 
 
 def _chosen(images: torch.Tensor, p: float) -> torch.Tensor:
@@ -216,9 +216,8 @@ def blur(images: torch.Tensor, sigma: tuple[float, float], p: float = 1.0) -> to
     if not len(chosen):
         return images
     sigmas = torch.empty(len(chosen), 1, device=images.device).uniform_(*sigma).expand(-1, 2)
-    out = images.clone()
-    out[chosen] = gaussian_blur2d(images[chosen], 5, sigmas)
-    return out
+    images[chosen] = gaussian_blur2d(images[chosen], 5, sigmas)
+    return images
 
 
 class SelfBlend(torch.nn.Module):
@@ -233,11 +232,10 @@ class SelfBlend(torch.nn.Module):
         self, images: torch.Tensor, landmarks: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(blended, masks) for float B x 3 x H x W images in [0, 1]."""
-        target = self.colour(images)
+        target = self.colour(images.clone())
         blurred = (torch.rand(images.shape[0], device=images.device) < 0.5).nonzero().flatten()
         sharpened = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
         sharpened[blurred] = False
-        target = target.clone()
         if len(blurred):
             target[blurred] = blur(target[blurred], (0.5, 1.5))
         if sharpened.any():
@@ -262,14 +260,13 @@ class ResampleBatch(torch.nn.Module):
         chosen = (torch.rand(images.shape[0]) < self.p).nonzero().flatten().tolist()
         if not chosen:
             return images
-        out = images.clone()
         size = images.shape[-2:]
         for i in chosen:
             scale = float(torch.empty(1).uniform_(self.low, self.high))
             down, up = (self.MODES[int(j)] for j in torch.randint(len(self.MODES), (2,)))
             small = _interpolate(images[i : i + 1], down, scale_factor=scale)
-            out[i] = _interpolate(small, up, size=size)[0].clamp(0, 1)
-        return out
+            images[i] = _interpolate(small, up, size=size)[0].clamp(0, 1)
+        return images
 
 
 def _interpolate(x: torch.Tensor, mode: str, **where) -> torch.Tensor:
@@ -287,19 +284,18 @@ class JpegRounds(torch.nn.Module):
         self.p, self.qualities = p, torch.arange(low, high + 1, 5)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        out = images.clone()
         rounds = (torch.rand(images.shape[0]) < self.p).long()
         rounds += (rounds > 0) & (torch.rand(images.shape[0]) < 1 / 3)
         for _ in range(2):
             quality = self.qualities[torch.randint(len(self.qualities), (images.shape[0],))]
             for q in quality[rounds > 0].unique().tolist():
                 rows = ((rounds > 0) & (quality == q)).nonzero().flatten().tolist()
-                encoded = encode_jpeg([out[i] for i in rows], quality=q)
+                encoded = encode_jpeg([images[i] for i in rows], quality=q)
                 # nvJPEG encodes on the card but decodes from host memory.
                 decoded = decode_jpeg([e.cpu() for e in encoded], device=images.device)
-                out[rows] = torch.stack(decoded)
+                images[rows] = torch.stack(decoded)
             rounds -= (rounds > 0).long()
-        return out
+        return images
 
 
 class BatchAugment(torch.nn.Module):

@@ -8,6 +8,7 @@ loader processes each make whole batches, so the augmentation runs beside the mo
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -28,7 +29,8 @@ class TrainingBatches:
         device: torch.device,
         seed: int,
     ):
-        self.crops, self.mean, self.std, self.device, self.seed = crops, mean, std, device, seed
+        self.crops = _held_for(crops, device)
+        self.mean, self.std, self.device, self.seed = mean, std, device, seed
         self.augment = BatchAugment(crops.images.shape[-1])
         self.blend = SelfBlend()
 
@@ -45,8 +47,8 @@ class TrainingBatches:
         """One step's uint8 images, as the codec left them, and targets."""
         # Seeded per step: a resumed run draws the same augmentations as an unbroken one.
         torch.manual_seed(self.seed * 1_000_003 + step)
-        rows = torch.tensor([index for index, _ in items])
-        images = self.crops.images[rows].to(self.device, non_blocking=True).float() / 255
+        rows = torch.tensor([index for index, _ in items], device=self.crops.images.device)
+        images = self.crops.images[rows].to(self.device, non_blocking=True).float().div_(255)
         targets = self.crops.labels[rows].to(self.device)
         blend = torch.tensor([flag for _, flag in items], device=self.device)
         if blend.any():
@@ -74,6 +76,19 @@ class TrainingBatches:
         )
         for images, targets in made:
             yield normalise(images, self.mean, self.std), targets
+
+
+def _held_for(crops: CropSet, device: torch.device) -> CropSet:
+    """The cache in the GPU's memory when it takes at most half of what is free there: a batch
+    is then gathered on the card, and nothing crosses the bus. Elsewhere it stays as it is."""
+    if device.type != "cuda" or crops.images.numel() > torch.cuda.mem_get_info(device)[0] // 2:
+        return crops
+    return replace(
+        crops,
+        images=crops.images.to(device),
+        labels=crops.labels.to(device),
+        landmarks=crops.landmarks.to(device),
+    )
 
 
 class _Steps(Dataset):
