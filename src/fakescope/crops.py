@@ -107,13 +107,19 @@ def crop_face_tensor(image: torch.Tensor, box: Box, policy: CropPolicy) -> torch
     same resampling)."""
     height, width = image.shape[:2]
     (x1, y1, x2, y2), (left, top, right, bottom) = crop_geometry(box, policy)
-    region = image.new_zeros((y2 - y1, x2 - x1, 3))
     sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
-    if sx1 < sx2 and sy1 < sy2:
-        region[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
-    out = image.new_zeros((policy.size, policy.size, 3))
+    # Fewer operations where nothing is black (each is a kernel launch on a GPU).
+    if (sx1, sy1, sx2, sy2) == (x1, y1, x2, y2):
+        region = image[y1:y2, x1:x2]
+    else:
+        region = image.new_zeros((y2 - y1, x2 - x1, 3))
+        if sx1 < sx2 and sy1 < sy2:
+            region[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
     if region.shape[:2] != (bottom - top, right - left):  # as resize_rgb: same size, same bytes
         region = resize_batch(region[None], right - left, bottom - top)[0].permute(1, 2, 0)
+    if (left, top, right, bottom) == (0, 0, policy.size, policy.size):
+        return region
+    out = image.new_zeros((policy.size, policy.size, 3))
     out[top:bottom, left:right] = region
     return out
 
