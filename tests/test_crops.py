@@ -9,8 +9,8 @@ import torch
 from fakescope.crops import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    TF_MEAN,
     SHARPNESS_CROP,
+    TF_MEAN,
     TF_STD,
     CropPolicy,
     as_batch,

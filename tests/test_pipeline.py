@@ -281,10 +281,12 @@ def test_faces_cut_on_the_device_path_match_the_cpu_path(random_model, tmp_path)
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (*size, 3), np.uint8)).save(
             crops[-1]
         )
-    inputs = [(video, False)] + [(c, True) for c in crops]
-    for path, crop in inputs:
+    faceless = tmp_path / "grey.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(faceless)
+    inputs = [(video, False)] + [(c, True) for c in crops] + [(faceless, False)]
+    for (path, crop), faces in zip(inputs, [8, 1, 1, 1, 0], strict=True):
         a, b = cpu.prepare(path, crop), tensors.prepare(path, crop)
-        assert len(a.faces) == len(b.faces) >= (1 if crop else 8)
+        assert len(a.faces) == len(b.faces) == faces
         assert all(torch.equal(a.crops[p], b.crops[p]) for p in a.crops)
         torch.testing.assert_close(a.sharpness, b.sharpness, rtol=1e-12, atol=1e-9)
     reports_a = cpu.score([cpu.prepare(p, c) for p, c in inputs])

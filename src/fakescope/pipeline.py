@@ -235,14 +235,16 @@ class Analyzer:
         if self.crop_device is None:
             images = [frames[i] for i in indices]
             crops = {p: as_batch(crop_faces(images, boxes, p, whole), p.size) for p in policies}
-            sharp = [sharpness(image, box) for image, box in zip(images, boxes)]
-            return crops, torch.tensor(sharp, dtype=torch.float64)
+            values = [sharpness(image, box) for image, box in zip(images, boxes)]
+            return crops, torch.tensor(values, dtype=torch.float64)
         device = self.crop_device
+        if not boxes:  # on the device too: a batch's crops are concatenated there
+            empty = {p: as_batch([], p.size).to(device) for p in policies}
+            return empty, torch.empty(0, dtype=torch.float64, device=device)
         uploaded = {i: _to_device(frames[i], device) for i in dict.fromkeys(indices)}
         tensors = [uploaded[i] for i in indices]
         crops = {p: crop_faces_tensor(tensors, boxes, p, whole) for p in policies}
-        sharp = crop_faces_tensor(tensors, boxes, SHARPNESS_CROP)
-        return crops, sharpness_tensor(sharp) if boxes else torch.empty(0, dtype=torch.float64)
+        return crops, sharpness_tensor(crop_faces_tensor(tensors, boxes, SHARPNESS_CROP))
 
     def score(self, prepared: Sequence[Prepared]) -> list[Report]:
         """Reports (without heat maps) for prepared inputs, all their faces scored in one batch
