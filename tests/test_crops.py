@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
 from fakescope.crops import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    SHARPNESS_CROP,
     TF_MEAN,
     TF_STD,
     CropPolicy,
+    as_batch,
     crop_batch,
     crop_face,
     crop_faces,
+    crop_faces_tensor,
     for_whole_image,
+    normalise,
+    sharpness,
+    sharpness_tensor,
     to_tensor,
     whole_image_box,
 )
@@ -92,3 +99,63 @@ def test_crop_batch_is_to_tensor_of_each_crop_and_whole_drops_the_margin():
     )
     assert not np.array_equal(crops[0], crop_face(images[0], whole[0], policy))
     assert torch.equal(crop_batch(images, whole, policy, whole=True), to_tensor(crops, policy))
+
+
+def test_tensor_crops_are_the_numpy_crops_byte_for_byte():
+    """The path a GPU takes (frames as tensors, faces cut and resized there), run on CPU
+    tensors, gives crop_faces' bytes: boxes inside, across the edges and wholly outside the
+    frame, for both resize policies, and the whole-image case."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    boxes = [
+        (30.4, 20.6, 90.2, 100.7),  # inside, shrunk
+        (-25.0, -10.0, 40.0, 30.0),  # across the top-left corner
+        (130.0, 90.0, 190.0, 170.0),  # across the bottom-right corner
+        (200.0, 200.0, 240.0, 220.0),  # wholly outside: black
+        (10.0, 10.0, 14.0, 40.0),  # thin, enlarged
+    ]
+    tensor = torch.from_numpy(frame)
+    for resize in ("stretch", "pad"):
+        for margin in (0.0, 0.3):
+            policy = CropPolicy(size=48, margin=margin, resize=resize)
+            got = crop_faces_tensor([tensor] * len(boxes), boxes, policy)
+            assert torch.equal(got, as_batch(crop_faces([frame] * len(boxes), boxes, policy), 48))
+            assert got.shape == (5, 3, 48, 48) and got.dtype == torch.uint8
+    whole = [whole_image_box(frame.shape)]
+    policy = CropPolicy(size=64, margin=0.2)
+    expected = as_batch(crop_faces([frame], whole, policy, whole=True), 64)
+    assert torch.equal(crop_faces_tensor([tensor], whole, policy, whole=True), expected)
+    same = CropPolicy(size=120, resize="pad")  # 160 x 120 -> 120 x 90: a resize; 120: none
+    assert torch.equal(
+        crop_faces_tensor([tensor], [(0.0, 0.0, 120.0, 120.0)], same),
+        as_batch(crop_faces([frame], [(0.0, 0.0, 120.0, 120.0)], same), 120),
+    )
+    assert crop_faces_tensor([], [], policy).shape == (0, 3, 64, 64)
+
+
+def test_sharpness_on_tensors_is_opencvs():
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (90, 130, 3), dtype=np.uint8) for _ in range(3)]
+    frames.append(cv2.GaussianBlur(frames[0], (9, 9), 3))  # blurred: far lower
+    frames.append(np.full((50, 50, 3), 77, np.uint8))  # flat: 0
+    boxes = [(5.0, 8.0, 80.0, 70.0), (-10.0, -5.0, 60.0, 50.0), (0.0, 0.0, 130.0, 90.0)]
+    boxes += [(5.0, 8.0, 80.0, 70.0), (0.0, 0.0, 50.0, 50.0)]
+    expected = np.array([sharpness(f, b) for f, b in zip(frames, boxes)])
+    crops = crop_faces_tensor([torch.from_numpy(f) for f in frames], boxes, SHARPNESS_CROP)
+    got = sharpness_tensor(crops)
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-9)
+    assert expected[3] < expected[0] / 4 and expected[4] == 0
+
+
+def test_normalise_in_place_is_the_plain_arithmetic():
+    crops = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (3, 20, 20, 3), np.uint8))
+    batch = crops.permute(0, 3, 1, 2)
+    mean, std = (
+        torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+        torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+    )
+    got = normalise(batch, IMAGENET_MEAN, IMAGENET_STD)
+    assert torch.equal(got, (batch.float() / 255 - mean) / std)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(normalise(batch.contiguous(), IMAGENET_MEAN, IMAGENET_STD), got)

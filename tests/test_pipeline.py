@@ -263,3 +263,36 @@ def test_real_clip_pdf_and_regions_with_the_shipped_model(shared_data, tmp_path)
     assert (
         pdf.startswith(b"%PDF-") and pdf.count(b"/Subtype /Image") >= len(data["explanations"]) + 1
     )
+
+
+def test_faces_cut_on_the_device_path_match_the_cpu_path(random_model, tmp_path):
+    """Analyzer.crop_device set (what a GPU gets), here on CPU tensors: the same crop bytes,
+    sharpness within float64 rounding and so the same scores, for a video with two people
+    and for face crop images of other sizes."""
+    from fakescope.media import make_example_video
+
+    cpu = Analyzer(random_model, Settings(frames=4))
+    tensors = Analyzer(random_model, Settings(frames=4))
+    tensors.crop_device = "cpu"
+    video = make_example_video(tmp_path / "two.mp4", seconds=1, people=2)
+    crops = []
+    for i, size in enumerate([(80, 80), (150, 90), (20, 30)]):
+        crops.append(tmp_path / f"crop{i}.png")
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (*size, 3), np.uint8)).save(
+            crops[-1]
+        )
+    faceless = tmp_path / "grey.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(faceless)
+    inputs = [(video, False)] + [(c, True) for c in crops] + [(faceless, False)]
+    for (path, crop), faces in zip(inputs, [8, 1, 1, 1, 0], strict=True):
+        a, b = cpu.prepare(path, crop), tensors.prepare(path, crop)
+        assert len(a.faces) == len(b.faces) == faces
+        assert all(torch.equal(a.crops[p], b.crops[p]) for p in a.crops)
+        torch.testing.assert_close(a.sharpness, b.sharpness, rtol=1e-12, atol=1e-9)
+    reports_a = cpu.score([cpu.prepare(p, c) for p, c in inputs])
+    reports_b = tensors.score([tensors.prepare(p, c) for p, c in inputs])
+    for x, y in zip(reports_a, reports_b, strict=True):
+        assert x.label == y.label and x.fake_probability == y.fake_probability
+        assert [f.score for t in x.verdict.tracks for f in t.faces] == [
+            f.score for t in y.verdict.tracks for f in t.faces
+        ]

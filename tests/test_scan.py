@@ -307,3 +307,27 @@ def test_a_store_from_before_reasons_is_upgraded_in_place(tmp_path):
         ("b.png", "inconclusive", "between"),
     ]
     store.close()
+
+
+def test_large_scoring_batches_give_the_same_rows(analyzer, tmp_path):
+    """A GPU scores many faces per batch (the model still in chunks of batch_size): the
+    rows are those of small batches, in fewer store transactions."""
+    from fakescope.engines import DEVICE_SCAN_BATCH, LocalEngine, ScanJob, scan_batch
+
+    assert scan_batch(analyzer.settings, "cpu") == analyzer.settings.batch_size == 4
+    assert scan_batch(analyzer.settings, "cuda") == DEVICE_SCAN_BATCH
+    assert scan_batch(Settings(batch_size=4096), "cuda") == 4096
+    paths = make_crops(tmp_path / "crops", 10)
+    jobs = [ScanJob(str(p), sha256_of(p), f"key{i}") for i, p in enumerate(paths)]
+
+    def rows(batch: int) -> tuple[int, dict]:
+        batches = list(LocalEngine(analyzer, True, 2, batch).run(jobs))
+        found = {r.key: (r.label, r.fake_probability, r.faces) for b in batches for r in b}
+        return len(batches), found
+
+    (count_small, small), (count_large, large) = rows(3), rows(64)
+    assert count_small == 4 and count_large == 1 and small.keys() == large.keys()
+    assert len(large) == 10 and all(large[k][0] != "error" for k in large)
+    for key, (label, probability, faces) in small.items():  # other chunks: float rounding
+        assert (label, faces) == (large[key][0], large[key][2])
+        assert probability == pytest.approx(large[key][1], abs=1e-6)

@@ -7,10 +7,12 @@ the file; no PyAV or Pillow exception escapes.
 from __future__ import annotations
 
 import bisect
+import errno
 import logging
 import math
 import os
 import queue
+import stat
 import threading
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
@@ -41,6 +43,8 @@ THREAD_PIXELS = 24_000_000
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO", "PPM", "JPEG2000")
 # FFmpeg demuxers that render text files as "video" (ANSI art); never real footage.
 TEXT_DEMUXERS = {"tty", "bin", "xbin", "adf", "idf"}
+# errno values of a path that is not there (as pathlib's exists() reads them).
+MISSING = {errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP}
 # EXIF orientation -> counter-clockwise rotation applied by exif_transpose (2, 4, 5, 7 also mirror).
 EXIF_ROTATION = {3: 180, 4: 180, 5: 270, 6: 270, 7: 90, 8: 90}
 
@@ -91,11 +95,15 @@ def _decoding(path: Path, what: str = "cannot decode") -> Iterator[None]:
 
 def _check_file(path: str | Path) -> Path:
     path = Path(path)
-    if not path.exists():
-        raise MediaError(f"{path}: no such file")
-    if not path.is_file():
+    try:  # one stat: face crops come by the thousand
+        info = path.stat()
+    except OSError as error:
+        if error.errno in MISSING:
+            raise MediaError(f"{path}: no such file") from None
+        raise
+    if not stat.S_ISREG(info.st_mode):
         raise MediaError(f"{path}: not a file")
-    if path.stat().st_size == 0:
+    if info.st_size == 0:
         raise MediaError(f"{path}: empty file (0 bytes)")
     return path
 
@@ -193,12 +201,32 @@ def read_image(path: str | Path, limits: Limits = Limits()) -> np.ndarray:
     """An image file as an upright RGB uint8 array (EXIF orientation applied)."""
     path = _check_file(path)
     with _decoding(path, "cannot decode image"), Image.open(path, formats=IMAGE_FORMATS) as im:
-        _check_pixels(path, *im.size, limits)  # from the header, before decoding
-        scale = limits.scale(*im.size)
-        if scale < 1:  # JPEG decodes at 1/2, 1/4 or 1/8 of its size: less to hold
-            im.draft("RGB", (round(im.width * scale), round(im.height * scale)))
-        image = _pil_rgb(ImageOps.exif_transpose(im))
-    return _fit(image, limits)
+        return _decode_image(path, im, limits)
+
+
+def read_image_info(
+    path: str | Path, limits: Limits = Limits()
+) -> tuple[MediaInfo, np.ndarray] | None:
+    """`probe` and `read_image` of an image in one opening of the file (for many small files,
+    such as face crops); None when the file is no image (probe then says what it is)."""
+    path = _check_file(path)
+    try:
+        im = Image.open(path, formats=IMAGE_FORMATS)
+    except Exception:  # not an image, or a bomb: probe gives the message
+        return None
+    with im:
+        with _decoding(path, "cannot read image"):
+            info = _image_info(path, im, limits)
+        with _decoding(path, "cannot decode image"):
+            return info, _decode_image(path, im, limits)
+
+
+def _decode_image(path: Path, im: Image.Image, limits: Limits) -> np.ndarray:
+    _check_pixels(path, *im.size, limits)  # from the header, before decoding
+    scale = limits.scale(*im.size)
+    if scale < 1:  # JPEG decodes at 1/2, 1/4 or 1/8 of its size: less to hold
+        im.draft("RGB", (round(im.width * scale), round(im.height * scale)))
+    return _fit(_pil_rgb(ImageOps.exif_transpose(im)), limits)
 
 
 def _fit(image: np.ndarray, limits: Limits) -> np.ndarray:
@@ -213,14 +241,18 @@ def _fit(image: np.ndarray, limits: Limits) -> np.ndarray:
 
 def _probe_image(path: Path, limits: Limits) -> MediaInfo:
     with _decoding(path, "cannot read image"), Image.open(path, formats=IMAGE_FORMATS) as im:
-        _check_pixels(path, *im.size, limits)
-        rotation = EXIF_ROTATION.get(im.getexif().get(ExifTags.Base.Orientation, 1), 0)
-        width, height = im.size[::-1] if rotation in (90, 270) else im.size
-        scale = limits.scale(width, height)
-        assert im.format is not None  # Image.open sets it for every format it opens
-        return MediaInfo(
-            str(path), "image", width, height, 0.0, 0.0, 1, im.format.lower(), rotation, scale
-        )
+        return _image_info(path, im, limits)
+
+
+def _image_info(path: Path, im: Image.Image, limits: Limits) -> MediaInfo:
+    _check_pixels(path, *im.size, limits)
+    rotation = EXIF_ROTATION.get(im.getexif().get(ExifTags.Base.Orientation, 1), 0)
+    width, height = im.size[::-1] if rotation in (90, 270) else im.size
+    scale = limits.scale(width, height)
+    assert im.format is not None  # Image.open sets it for every format it opens
+    return MediaInfo(
+        str(path), "image", width, height, 0.0, 0.0, 1, im.format.lower(), rotation, scale
+    )
 
 
 def _pil_rgb(im: Image.Image) -> np.ndarray:

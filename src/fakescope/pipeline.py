@@ -17,18 +17,30 @@ import numpy as np
 import torch
 
 from .crops import (
+    SHARPNESS_CROP,
     CropPolicy,
+    as_batch,
     crop_batch,
     crop_faces,
+    crop_faces_tensor,
     float_box,
+    normalise,
     sharpness,
-    to_tensor,
+    sharpness_tensor,
     whole_image_box,
 )
 from .explain.cam import check_methods
 from .explain.stage import explain_chosen_frames, explain_faces
 from .faces import get_detector, link_tracks
-from .media import Limits, iter_frames, planned_frames, probe, read_ahead, read_image
+from .media import (
+    Limits,
+    iter_frames,
+    planned_frames,
+    probe,
+    read_ahead,
+    read_image,
+    read_image_info,
+)
 from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
 from .report import Report
 from .settings import Settings
@@ -37,6 +49,7 @@ from .types import (
     Detection,
     FaceScore,
     FakescopeError,
+    Frame,
     MediaError,
     MediaInfo,
     NoFaceError,
@@ -54,8 +67,10 @@ class Prepared:
     media: MediaInfo
     frames: list[dict]  # index, timestamp, faces found
     faces: list[tuple[int, TrackedFace]]  # (track id, face), in crop order
-    crops: dict[CropPolicy, list[np.ndarray]]  # size x size RGB uint8 per face, per crop policy
-    sharpness: list[float]  # per face, in crop order (crops.sharpness)
+    # Per crop policy, the faces' crops in crop order: N x 3 x size x size RGB uint8, on the
+    # Analyzer's crop device (see Analyzer.crop_device).
+    crops: dict[CropPolicy, torch.Tensor]
+    sharpness: torch.Tensor  # N float64, per face in crop order (crops.sharpness), same device
     timings: dict[str, float]
     requested: int = 1  # frames the sampling asked for; fewer decoded means a truncated file
     images: dict[int, np.ndarray] | None = (
@@ -99,6 +114,9 @@ class Analyzer:
         self.ensemble: Ensemble = load_ensemble(model, self.device, self.settings.backend)
         self.decision = self.settings.decision(self.ensemble.decision)
         self._detector = None
+        # Where faces are cut from frames and resized: None, with NumPy on the CPU (the
+        # reference bytes); a device: each frame goes there once and its faces are cut there.
+        self.crop_device: str | None = None if self.device == "cpu" else self.device
 
     @property
     def detector(self):
@@ -146,16 +164,16 @@ class Analyzer:
                 progress(name)
             return _timed(timings, name)
 
-        with stage("decode"):
-            media = probe(path, self.limits)
-            if crop and media.kind != "image":
-                raise MediaError(f"{path}: a video, but face crop images were expected")
-        frames, detections = [], []
+        frames: list[Frame] = []
+        detections: list[list[Detection]] = []
         if crop:
             with stage("decode"):
-                frames = list(iter_frames(path, 1, self.limits, info=media))
-            detections = [[Detection(whole_image_box(frames[0].image.shape), 1.0)]]
+                media, image = self._read_crop(path)
+            frames = [Frame(0, 0.0, image)]
+            detections = [[Detection(whole_image_box(image.shape), 1.0)]]
         else:
+            with stage("decode"):
+                media = probe(path, self.limits)
             # Detection of one chunk of frames runs while the next chunk decodes.
             with closing(
                 read_ahead(
@@ -175,13 +193,12 @@ class Analyzer:
         by_index = {f.index: f.image for f in frames}
         faces = [(track.track_id, face) for track in tracks for face in track.faces]
         with stage("crop"):
-            images = [by_index[face.frame_index] for _, face in faces]
-            boxes = [face.detection.box for _, face in faces]
-            crops = {
-                policy: crop_faces(images, boxes, policy, whole=crop)  # as score_crops does
-                for policy in self.ensemble.crop_policies
-            }
-            sharp = [sharpness(image, box) for image, box in zip(images, boxes)]
+            crops, sharp = self._crop(
+                by_index,
+                [face.frame_index for _, face in faces],
+                [f.detection.box for _, f in faces],
+                crop,
+            )
         summary = [
             {"index": f.index, "timestamp": f.timestamp, "faces": len(d)}
             for f, d in zip(frames, detections)
@@ -199,21 +216,63 @@ class Analyzer:
             by_index if keep_images else None,
         )
 
+    def _read_crop(self, path: str | Path) -> tuple[MediaInfo, np.ndarray]:
+        """A face crop image, probed and decoded in one opening of the file."""
+        found = read_image_info(path, self.limits)
+        if found is None:  # no image: probe says what it is
+            media = probe(path, self.limits)
+            if media.kind != "image":
+                raise MediaError(f"{path}: a video, but face crop images were expected")
+            found = media, read_image(path, self.limits)
+        return found
+
+    def _crop(
+        self, frames: dict[int, np.ndarray], indices: list[int], boxes: list[Box], whole: bool
+    ) -> tuple[dict[CropPolicy, torch.Tensor], torch.Tensor]:
+        """Each face's crop per crop policy and its sharpness; the face at boxes[i] is in frame
+        indices[i]. `whole`: each frame already is the face crop (as score_crops does)."""
+        policies = self.ensemble.crop_policies
+        if self.crop_device is None:
+            images = [frames[i] for i in indices]
+            crops = {p: as_batch(crop_faces(images, boxes, p, whole), p.size) for p in policies}
+            values = [sharpness(image, box) for image, box in zip(images, boxes)]
+            return crops, torch.tensor(values, dtype=torch.float64)
+        device = self.crop_device
+        if not boxes:  # on the device too: a batch's crops are concatenated there
+            empty = {p: as_batch([], p.size).to(device) for p in policies}
+            return empty, torch.empty(0, dtype=torch.float64, device=device)
+        uploaded = {i: _to_device(frames[i], device) for i in dict.fromkeys(indices)}
+        tensors = [uploaded[i] for i in indices]
+        crops = {p: crop_faces_tensor(tensors, boxes, p, whole) for p in policies}
+        return crops, sharpness_tensor(crop_faces_tensor(tensors, boxes, SHARPNESS_CROP))
+
     def score(self, prepared: Sequence[Prepared]) -> list[Report]:
         """Reports (without heat maps) for prepared inputs, all their faces scored in one batch
         per model; each report's "score" timing is its share of the batch's time."""
         start = time.perf_counter()
         total = sum(len(p.faces) for p in prepared)
-        member, ensemble = {}, np.empty(0)
+        member, ensemble, sharp = {}, np.empty(0), []
         if total:
             tensors = {
-                policy: to_tensor([c for p in prepared for c in p.crops[policy]], policy)
+                policy: normalise(
+                    torch.cat([p.crops[policy] for p in prepared]), policy.mean, policy.std
+                )
                 for policy in self.ensemble.crop_policies
             }
             member = self.ensemble.score(tensors, self.settings.batch_size)
             ensemble = self.ensemble.combine(member)
+            sharp = torch.cat([p.sharpness for p in prepared]).tolist()  # one copy off the device
         elapsed = time.perf_counter() - start
         settings, reports, offset = self.settings, [], 0
+        # The same for every report of the batch: made once.
+        model = self.ensemble.describe()
+        report_settings = {
+            **settings.__dict__,
+            "threshold": self.decision.threshold,
+            "real_below": self.decision.real_below,
+            "device": self.device,
+            "explain": [],
+        }
         for p in prepared:
             faces = [
                 FaceScore(
@@ -225,7 +284,7 @@ class Analyzer:
                     {name: float(s[offset + i]) for name, s in member.items()},
                     float(ensemble[offset + i]),
                     _short_side(face.detection.box) / p.media.scale,  # in source pixels
-                    p.sharpness[i],
+                    sharp[offset + i],
                     landmarks=face.detection.landmarks,
                 )
                 for i, (track_id, face) in enumerate(p.faces)
@@ -246,15 +305,9 @@ class Analyzer:
                         len(p.frames),
                         settings.chosen,
                     ),
-                    model=self.ensemble.describe(),
+                    model=model,
                     frames=p.frames,
-                    settings={
-                        **settings.__dict__,
-                        "threshold": self.decision.threshold,
-                        "real_below": self.decision.real_below,
-                        "device": self.device,
-                        "explain": [],
-                    },
+                    settings=report_settings,
                     timings=timings,
                     frames_requested=p.requested,
                     warnings=[
@@ -323,6 +376,15 @@ class Analyzer:
             self.ensemble, image, faces, scores, methods, out_dir, whole=crops
         )
         return list(zip(scores, sentences))
+
+
+def _to_device(image: np.ndarray, device: str) -> torch.Tensor:
+    tensor = torch.from_numpy(image)
+    if device == "cpu":
+        return tensor
+    # Pinned, then copied without waiting: a copy from pageable memory would first wait for
+    # all the work queued on the device (the model's batches).
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def analyze(

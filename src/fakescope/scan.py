@@ -225,8 +225,6 @@ def run_scan(
         with ScanProgress(console, paths, quiet) as progress:
 
             def record(row: Row, new: bool) -> None:
-                if row.key is not None:
-                    store.note([row.key])
                 summary.add(row, new)
                 progress.advance(row, new)
 
@@ -238,10 +236,13 @@ def run_scan(
                     if isinstance(item, ScanJob):
                         yield item
                     else:  # stored already, or unreadable (no key: reported, not stored)
+                        if item.key is not None:
+                            store.note([item.key])
                         record(item, new=item.key is None)
 
             for rows in runner.run(fresh_jobs()):
                 store.put(rows)  # one transaction per batch: a kill loses at most this batch's work
+                store.note([row.key for row in rows if row.key is not None])
                 for row in rows:
                     record(row, new=True)
         if not progress.bar:

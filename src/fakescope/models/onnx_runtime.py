@@ -64,7 +64,7 @@ class OnnxScorer:
         self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, crops: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(crops.contiguous().numpy(), dtype=np.float32)
+        array = np.ascontiguousarray(crops.cpu().contiguous().numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run(None, {"crops": array})[0])
 
 
