@@ -19,8 +19,9 @@ from PIL import Image
 
 from .types import FakescopeError
 
-# zlib level of every PNG fakescope writes: heat-map overlays are mostly photo, which level 6
-# shrinks by about a tenth more than level 1 at about 1.6x the encoding time.
+# zlib level of every PNG fakescope writes. Measured on a 1280x720 overlay and its comparison
+# strip: level 6 (Pillow's default) makes them 11% and 17% smaller than level 1, and takes
+# 2.3x and 4.5x as long to encode.
 PNG_LEVEL = 1
 
 

@@ -1,5 +1,7 @@
 """The explanation stage of an analysis: heat maps for the chosen frames, pasted back onto the
 full frame, written as overlay PNGs and one side-by-side comparison PNG per chosen frame.
+Each face's map is pasted only into its window of the frame; the PNGs are rendered and
+written in background threads (files.BackgroundWriter), all complete when the stage returns.
 
 Maps are computed only for the chosen frames (paper step 5b), with one forward and one
 backward pass per member; scores in the report come from the scoring pass and never change.
@@ -59,11 +61,12 @@ def frame_maps(
         device = next(member.model.parameters()).device
         result = explain(member.model, batch.to(device), methods, member.cam_layers)
         geometry = [crop_geometry(face.box, policy) for _, _, face in located]
+        # One copy from the device per method; the maps are pasted on the CPU.
+        display = {m: result[m].display.float().cpu().numpy() for m in methods}
         for method in methods:
-            display = result[method].display.float().cpu().numpy()  # one copy per method
             by_frame: list[list[Pasted]] = [[] for _ in frames]
             for j, ((i, image, _), (source, content)) in enumerate(zip(located, geometry)):
-                pasted = paste_window(image.shape[:2], source, display[j], content)
+                pasted = paste_window(image.shape[:2], source, display[method][j], content)
                 if pasted is not None:
                     by_frame[i].append(pasted)
             for frame, faces in zip(combined, by_frame):
@@ -78,7 +81,7 @@ def frame_maps(
                     else frame_to_crop(face.landmarks, source, content)
                 )
                 labels = region_labels((policy.size, policy.size), tuple(box), points)
-                shares.append(region_shares(result[METHOD].display[j].cpu().numpy(), labels))
+                shares.append(region_shares(display[METHOD][j], labels))
             per_member.append(shares)
     if per_member:
         weights = [m.weight for m in ensemble.members]
