@@ -95,7 +95,7 @@ def test_a_heat_map_that_cannot_be_written_fails_in_one_line(
         return real_save(self, fp, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "save", full_after_one)
-    with pytest.raises(FakescopeError, match="comparison.png: cannot write: No space left"):
+    with pytest.raises(FakescopeError, match=r"comparison\.png: cannot write: No space left"):
         analyzer.analyze(example_video, tmp_path, ["hirescam++"])
     written = list(tmp_path.iterdir())
     assert all(p.name.endswith("hirescampp.png") for p in written)  # whole files only
