@@ -79,6 +79,32 @@ def test_explanations_do_not_change_scores(analyzer, example_video, tmp_path):
     assert overlay.size == (1280, 720)
 
 
+def test_a_heat_map_that_cannot_be_written_fails_in_one_line(
+    analyzer, example_video, tmp_path, monkeypatch
+):
+    import errno
+    import threading
+
+    from fakescope.types import FakescopeError
+
+    real_save = Image.Image.save
+
+    def full_after_one(self, fp, *args, **kwargs):
+        if "comparison" in str(fp):  # the disk fills up after the first overlays
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_after_one)
+    with pytest.raises(FakescopeError, match=r"comparison\.png: cannot write: No space left"):
+        analyzer.analyze(example_video, tmp_path, ["hirescam++"])
+    written = list(tmp_path.iterdir())
+    assert all(p.name.endswith("hirescampp.png") for p in written)  # whole files only
+    for path in written:
+        with Image.open(path) as png:
+            assert png.size == (1280, 720)
+    assert not [t for t in threading.enumerate() if t.name.startswith("fakescope-writer")]
+
+
 def test_two_people_stay_two_tracks(analyzer, tmp_path):
     from fakescope.media import make_example_video
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
 
 import cv2
 import matplotlib
@@ -24,47 +26,81 @@ LABELS = {
 TILE = 224
 
 
-def paste_heatmap(
+@dataclass
+class Pasted:
+    """A crop's heat map put back onto the frame: `pixels` fill the frame window
+    [rows, cols], the frame pixels whose centres lie inside the source box."""
+
+    rows: slice
+    cols: slice
+    pixels: np.ndarray  # float32, the window's shape
+
+
+def paste_window(
     frame_shape: Sequence[int],
     source_box: Box,
     heatmap: np.ndarray | Tensor,
     content_box: Box | None = None,
-) -> np.ndarray:
-    """A frame-sized float32 map (H x W) with a crop's heat map put back where the crop came from.
+) -> Pasted | None:
+    """A crop's heat map put back where the crop came from, computed only over the frame
+    window the source box covers; None when no frame pixel lies inside the box.
 
     Crop geometry contract: `content_box` (x1, y1, x2, y2 in crop pixels; default the whole
     crop) is the part of the crop that shows the frame's `source_box` (x1, y1, x2, y2 in frame
     pixels; the expanded face box, possibly partly outside the frame). 'stretch' crops use the
     default; 'pad' crops pass the rectangle the resized face occupies inside the padding.
-    Frame pixels outside the source box are zero; combine several faces with np.maximum.
     """
     heat = (
         heatmap.detach().cpu().float().numpy()
         if isinstance(heatmap, Tensor)
         else np.asarray(heatmap, np.float32)
     )
-    height, width = int(frame_shape[0]), int(frame_shape[1])
     x1, y1, x2, y2 = source_box
     cx1, cy1, cx2, cy2 = content_box or whole_image_box(heat.shape)
     if x2 <= x1 or y2 <= y1 or cx2 <= cx1 or cy2 <= cy1:
         raise FakescopeError(f"empty crop geometry: source {source_box}, content {content_box}")
+    # Frame pixels whose centres (index + 0.5) lie inside the source box.
+    xs, ys = np.arange(int(frame_shape[1])) + 0.5, np.arange(int(frame_shape[0])) + 0.5
+    cols, rows = np.flatnonzero((xs >= x1) & (xs <= x2)), np.flatnonzero((ys >= y1) & (ys <= y2))
+    if not len(cols) or not len(rows):
+        return None
+    left, top = int(cols[0]), int(rows[0])
     # Cut the content out first so that padding cannot bleed in at its edges.
-    left, top = math.floor(cx1), math.floor(cy1)
-    heat = np.ascontiguousarray(heat[top : math.ceil(cy2), left : math.ceil(cx2)])
-    cx1, cx2, cy1, cy2 = cx1 - left, cx2 - left, cy1 - top, cy2 - top
+    cut_x, cut_y = math.floor(cx1), math.floor(cy1)
+    heat = np.ascontiguousarray(heat[cut_y : math.ceil(cy2), cut_x : math.ceil(cx2)])
+    cx1, cx2, cy1, cy2 = cx1 - cut_x, cx2 - cut_x, cy1 - cut_y, cy2 - cut_y
     sx, sy = (cx2 - cx1) / (x2 - x1), (cy2 - cy1) / (y2 - y1)
-    # Frame pixel index -> crop pixel index, both with pixel centres at index + 0.5.
-    to_crop = np.array([[sx, 0, cx1 + (0.5 - x1) * sx - 0.5], [0, sy, cy1 + (0.5 - y1) * sy - 0.5]])
-    out = cv2.warpAffine(
+    # Window pixel index -> crop pixel index, both with pixel centres at index + 0.5.
+    to_crop = np.array(
+        [
+            [sx, 0, cx1 + (left + 0.5 - x1) * sx - 0.5],
+            [0, sy, cy1 + (top + 0.5 - y1) * sy - 0.5],
+        ]
+    )
+    pixels = cv2.warpAffine(
         heat,
         to_crop,
-        (width, height),
+        (len(cols), len(rows)),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REPLICATE,
     )
-    xs, ys = np.arange(width) + 0.5, np.arange(height) + 0.5
-    inside = ((ys >= y1) & (ys <= y2))[:, None] & ((xs >= x1) & (xs <= x2))[None, :]
-    return np.where(inside, out, 0.0).astype(np.float32)
+    return Pasted(slice(top, top + len(rows)), slice(left, left + len(cols)), pixels)
+
+
+def paste_heatmap(
+    frame_shape: Sequence[int],
+    source_box: Box,
+    heatmap: np.ndarray | Tensor,
+    content_box: Box | None = None,
+) -> np.ndarray:
+    """A frame-sized float32 map (H x W) with a crop's heat map put back where the crop came
+    from (`paste_window`'s geometry contract). Frame pixels outside the source box are zero;
+    combine several faces with np.maximum."""
+    out = np.zeros((int(frame_shape[0]), int(frame_shape[1])), np.float32)
+    pasted = paste_window(frame_shape, source_box, heatmap, content_box)
+    if pasted is not None:
+        out[pasted.rows, pasted.cols] = pasted.pixels
+    return out
 
 
 def frame_to_crop(points: np.ndarray, source_box: Box, content_box: Box) -> np.ndarray:
@@ -76,6 +112,12 @@ def frame_to_crop(points: np.ndarray, source_box: Box, content_box: Box) -> np.n
     return np.array([cx1, cy1]) + (np.asarray(points, np.float64) - np.array([x1, y1])) * scale
 
 
+@cache
+def _lut(cmap: str) -> np.ndarray:
+    """256 RGB colours of the colour map, 0-255 as float32."""
+    return (matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
+
+
 def overlay(
     image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "turbo"
 ) -> np.ndarray:
@@ -84,17 +126,14 @@ def overlay(
     if image.shape[:2] != heatmap.shape:
         raise FakescopeError(f"heat map {heatmap.shape} does not match image {image.shape[:2]}")
     out = image.copy()
-    rows, cols = (
-        np.nonzero(np.any(heatmap > 0, axis=1))[0],
-        np.nonzero(np.any(heatmap > 0, axis=0))[0],
-    )
+    positive = heatmap > 0
+    rows, cols = np.flatnonzero(positive.any(axis=1)), np.flatnonzero(positive.any(axis=0))
     if not len(rows):
         return out
     # Blend only the box around the map's support: faces cover a small part of a frame.
     window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     heat = np.clip(heatmap[window], 0, 1)
-    lut = (matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
-    colour = lut[np.rint(heat * 255).astype(np.uint8)]
+    colour = _lut(cmap)[np.rint(heat * 255).astype(np.uint8)]
     weight = (alpha * (heat > 0))[..., None]
     out[window] = np.rint(image[window].astype(np.float32) * (1 - weight) + colour * weight).astype(
         np.uint8

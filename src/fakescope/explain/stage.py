@@ -1,5 +1,7 @@
 """The explanation stage of an analysis: heat maps for the chosen frames, pasted back onto the
 full frame, written as overlay PNGs and one side-by-side comparison PNG per chosen frame.
+Each face's map is pasted only into its window of the frame; the PNGs are rendered and
+written in background threads (files.BackgroundWriter), all complete when the stage returns.
 
 Maps are computed only for the chosen frames (paper step 5b), with one forward and one
 backward pass per member; scores in the report come from the scoring pass and never change.
@@ -9,17 +11,18 @@ The stage takes typed records (the ensemble, the verdict, frame pixels), nothing
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..crops import crop_batch, crop_geometry, for_whole_image
+from ..files import BackgroundWriter
 from ..models.ensemble import Ensemble
 from ..types import Detection, FaceScore, Verdict
 from .cam import check_methods, explain
 from .regions import METHOD, evidence_sentence, mean_shares, region_labels, region_shares
-from .render import COMPARISON, comparison_image, frame_to_crop, overlay, paste_heatmap
+from .render import COMPARISON, Pasted, comparison_image, frame_to_crop, overlay, paste_window
 
 
 @dataclass
@@ -58,13 +61,16 @@ def frame_maps(
         device = next(member.model.parameters()).device
         result = explain(member.model, batch.to(device), methods, member.cam_layers)
         geometry = [crop_geometry(face.box, policy) for _, _, face in located]
+        # One copy from the device per method; the maps are pasted on the CPU.
+        display = {m: result[m].display.float().cpu().numpy() for m in methods}
         for method in methods:
-            faces_max = [np.zeros(image.shape[:2], np.float32) for image, _ in frames]
+            by_frame: list[list[Pasted]] = [[] for _ in frames]
             for j, ((i, image, _), (source, content)) in enumerate(zip(located, geometry)):
-                pasted = paste_heatmap(image.shape[:2], source, result[method].display[j], content)
-                np.maximum(faces_max[i], pasted, out=faces_max[i])
-            for frame, member_map in zip(combined, faces_max):
-                frame.maps[method] += member.weight / total * member_map
+                pasted = paste_window(image.shape[:2], source, display[method][j], content)
+                if pasted is not None:
+                    by_frame[i].append(pasted)
+            for frame, faces in zip(combined, by_frame):
+                _add_faces(frame.maps[method], member.weight / total, faces)
         if METHOD in methods:
             shares = []
             for j, ((_, _, face), (source, content)) in enumerate(zip(located, geometry)):
@@ -75,7 +81,7 @@ def frame_maps(
                     else frame_to_crop(face.landmarks, source, content)
                 )
                 labels = region_labels((policy.size, policy.size), tuple(box), points)
-                shares.append(region_shares(result[METHOD].display[j].cpu().numpy(), labels))
+                shares.append(region_shares(display[METHOD][j], labels))
             per_member.append(shares)
     if per_member:
         weights = [m.weight for m in ensemble.members]
@@ -84,12 +90,29 @@ def frame_maps(
     return combined
 
 
+def _add_faces(target: np.ndarray, weight: float, faces: list[Pasted]) -> None:
+    """target += weight * (the faces' maps combined by maximum), touching only the window
+    around the faces: the rest of the frame would add zeros."""
+    if not faces:
+        return
+    top, left = min(f.rows.start for f in faces), min(f.cols.start for f in faces)
+    bottom, right = max(f.rows.stop for f in faces), max(f.cols.stop for f in faces)
+    combined = np.zeros((bottom - top, right - left), np.float32)
+    for f in faces:
+        part = combined[
+            f.rows.start - top : f.rows.stop - top, f.cols.start - left : f.cols.stop - left
+        ]
+        np.maximum(part, f.pixels, out=part)
+    target[top:bottom, left:right] += weight * combined
+
+
 def _with_comparison(methods: list[str]) -> list[str]:
     # The comparison strip needs all four.
     return list(dict.fromkeys(check_methods(methods) + list(COMPARISON)))
 
 
 def _save_overlays(
+    writer: BackgroundWriter,
     image: np.ndarray,
     maps: dict[str, np.ndarray],
     methods: list[str],
@@ -99,9 +122,7 @@ def _save_overlays(
     names = {}
     for method in methods:
         name = f"{prefix}{method.replace('+', 'p')}.png"
-        Image.fromarray(overlay(image, maps[method], alpha=0.5)).save(
-            out_dir / name, compress_level=1
-        )
+        writer.png(out_dir / name, partial(overlay, image, maps[method], alpha=0.5))
         names[method] = name
     return names
 
@@ -120,7 +141,6 @@ def explain_chosen_frames(
     """Write heat-map images for the verdict's chosen frames. Returns their report.json index
     and, per track with a face in those frames, its evidence per region (the mean over them)."""
     wanted = _with_comparison(methods)
-    out_dir.mkdir(parents=True, exist_ok=True)
     faces_by_frame: dict[int, list[FaceScore]] = {}
     for track in verdict.tracks:
         for face in track.faces:
@@ -129,28 +149,33 @@ def explain_chosen_frames(
     frames = [(images[i], [_detection(f) for f in faces_by_frame[i]]) for i in chosen]
     entries: list[dict] = []
     by_track: dict[int, list[dict[str, float] | None]] = {}
-    for frame_index, result in zip(chosen, frame_maps(ensemble, frames, wanted)):
-        image, faces = images[frame_index], faces_by_frame[frame_index]
-        for face, shares in zip(faces, result.regions):
-            by_track.setdefault(face.track_id, []).append(shares)
-        worst = max(range(len(faces)), key=lambda k: faces[k].score)
-        face, shares = faces[worst], result.regions[worst]
-        overlays = _save_overlays(image, result.maps, methods, out_dir, f"frame{frame_index:05d}_")
-        comparison = f"frame{frame_index:05d}_comparison.png"
-        comparison_image(image, face.box, result.maps, face.score).save(out_dir / comparison)
-        entries.append(
-            {
-                "frame_index": frame_index,
-                "timestamp": face.timestamp,
-                "overlays": overlays,
-                "comparison": comparison,
-                "face_box": list(face.box),
-                "face_score": face.score,
-                "track_id": face.track_id,
-                "regions": shares,
-                "evidence": evidence_sentence(shares),
-            }
-        )
+    with BackgroundWriter() as writer:
+        for frame_index, result in zip(chosen, frame_maps(ensemble, frames, wanted)):
+            image, faces = images[frame_index], faces_by_frame[frame_index]
+            for face, shares in zip(faces, result.regions):
+                by_track.setdefault(face.track_id, []).append(shares)
+            worst = max(range(len(faces)), key=lambda k: faces[k].score)
+            face, shares = faces[worst], result.regions[worst]
+            prefix = f"frame{frame_index:05d}_"
+            overlays = _save_overlays(writer, image, result.maps, methods, out_dir, prefix)
+            comparison = f"{prefix}comparison.png"
+            writer.png(
+                out_dir / comparison,
+                partial(comparison_image, image, face.box, result.maps, face.score),
+            )
+            entries.append(
+                {
+                    "frame_index": frame_index,
+                    "timestamp": face.timestamp,
+                    "overlays": overlays,
+                    "comparison": comparison,
+                    "face_box": list(face.box),
+                    "face_score": face.score,
+                    "track_id": face.track_id,
+                    "regions": shares,
+                    "evidence": evidence_sentence(shares),
+                }
+            )
     tracks = {}
     for track_id, track_shares in by_track.items():
         mean = mean_shares(track_shares)
@@ -174,10 +199,11 @@ def explain_faces(
     """`fakescope explain`: overlays of every method and a comparison strip around the face
     with the highest score, for the faces in one image; returns each face's evidence sentence."""
     result = frame_maps(ensemble, [(image, faces)], _with_comparison(methods), whole=whole)[0]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _save_overlays(image, result.maps, methods, out_dir)
     worst = int(np.argmax(scores))
-    comparison_image(image, faces[worst].box, result.maps, float(scores[worst])).save(
-        out_dir / "comparison.png"
-    )
+    with BackgroundWriter() as writer:
+        _save_overlays(writer, image, result.maps, methods, out_dir)
+        writer.png(
+            out_dir / "comparison.png",
+            partial(comparison_image, image, faces[worst].box, result.maps, float(scores[worst])),
+        )
     return [evidence_sentence(shares) for shares in result.regions]
