@@ -144,25 +144,46 @@ def test_colour_changes_match_torchvision_per_image():
     assert torch.allclose(adjust_colour(shifted, one, one, one, -turn), muted, atol=1e-5)
 
 
-def test_full_crop_is_the_image_or_its_mirror():
+def test_full_crop_is_the_image_or_its_mirror_with_its_landmarks():
     torch.manual_seed(0)
-    images = torch.rand(8, 3, 12, 12)
-    out = resized_crop_flip(images, (1.0, 1.0), (1.0, 1.0), 12)
-    for image, result in zip(images, out, strict=True):
-        assert torch.allclose(result, image, atol=1e-5) or torch.allclose(
-            result, image.flip(-1), atol=1e-5
-        )
-    smaller = resized_crop_flip(images, (0.5, 0.5), (1.0, 1.0), 12)
-    assert not torch.allclose(smaller, out)
+    images = torch.randint(0, 256, (8, 3, 12, 12), dtype=torch.uint8)
+    landmarks = _mean_landmarks(8)
+    out, moved = resized_crop_flip(images, landmarks, (1.0, 1.0), (1.0, 1.0), 12)
+    for image, result, before, after in zip(images, out, landmarks, moved, strict=True):
+        if torch.equal(result, image):
+            assert torch.allclose(after, before)
+        else:
+            assert torch.equal(result, image.flip(-1))
+            assert torch.allclose(after[:, 0], 1 - before[:, 0]) and torch.equal(
+                after[:, 1], before[:, 1]
+            )
+    smaller, _ = resized_crop_flip(images, landmarks, (0.5, 0.5), (1.0, 1.0), 12)
+    assert not torch.equal(smaller, out)
+
+
+def test_cropped_landmarks_stay_on_the_same_features():
+    # A bright dot at each landmark: after any crop and flip, the dots are where the moved
+    # landmarks say.
+    torch.manual_seed(2)
+    images = torch.zeros(16, 3, 100, 100, dtype=torch.uint8)
+    landmarks = _mean_landmarks(16)
+    for x, y in (landmarks[0] * 100).long().tolist():
+        images[:, :, y - 1 : y + 2, x - 1 : x + 2] = 255
+    out, moved = resized_crop_flip(images, landmarks, (0.6, 0.9), (0.8, 1.2), 100)
+    for image, points in zip(out, moved, strict=True):
+        for x, y in (points * 100).tolist():
+            assert image[0, int(y), int(x)] > 60
 
 
 def test_batch_augment_is_seeded_and_keeps_shapes():
     images = torch.rand(6, 3, 64, 64)
     augment = BatchAugment(64)
+    cropped, _ = augment.crop((images * 255).to(torch.uint8), _mean_landmarks(6))
+    assert cropped.shape == (6, 3, 64, 64) and cropped.dtype == torch.uint8
     torch.manual_seed(5)
-    first = augment(images)
+    first = augment(images.clone())
     torch.manual_seed(5)
-    again = augment(images)
+    again = augment(images.clone())
     assert first.dtype == torch.uint8 and first.shape == (6, 3, 64, 64)
     assert torch.equal(first, again)
     assert (first.float() / 255 - images).abs().mean() > 0.01
@@ -345,10 +366,24 @@ def test_shift_scale_moves_content_by_the_drawn_fraction():
     assert torch.equal(shift_scale(images, 0.0, (1.0, 1.0)), images)
 
 
-def test_blur_filters_only_the_chosen_images_with_kornia():
+def test_gaussian_blur_and_sharpening_match_kornia():
+    from kornia.enhance import sharpness
     from kornia.filters import gaussian_blur2d
 
-    from fakescope.training.batch_augment import blur
+    from fakescope.training.batch_augment import gaussian_blur, sharpen
+
+    torch.manual_seed(1)
+    images = torch.rand(5, 3, 20, 24)
+    sigma = torch.tensor([0.3, 0.8, 1.2, 2.0, 5.0])
+    for size in (3, 5, 7):
+        expected = gaussian_blur2d(images, size, torch.stack([sigma, sigma], 1))
+        assert torch.allclose(gaussian_blur(images, size, sigma), expected, atol=1e-6)
+    factor = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0])
+    assert torch.allclose(sharpen(images, factor), sharpness(images, factor), atol=1e-6)
+
+
+def test_blur_filters_only_the_chosen_images():
+    from fakescope.training.batch_augment import blur, gaussian_blur
 
     torch.manual_seed(1)
     images = torch.rand(16, 3, 12, 12)
@@ -356,9 +391,9 @@ def test_blur_filters_only_the_chosen_images_with_kornia():
     out = blur(images.clone(), (0.5, 1.5), p=0.4)
     torch.manual_seed(5)
     chosen = (torch.rand(16) < 0.4).nonzero().flatten()
-    sigmas = torch.empty(len(chosen), 1).uniform_(0.5, 1.5).expand(-1, 2)
+    sigmas = torch.empty(len(chosen)).uniform_(0.5, 1.5)
     assert 0 < len(chosen) < 16
-    assert torch.allclose(out[chosen], gaussian_blur2d(images[chosen], 5, sigmas))
+    assert torch.equal(out[chosen], gaussian_blur(images[chosen], 5, sigmas))
     others = torch.ones(16, dtype=torch.bool)
     others[chosen] = False
     assert torch.equal(out[others], images[others])

@@ -3,7 +3,7 @@
 The per-image pipeline in `augment.py` decodes and augments each crop in a loader worker,
 which caps a GPU at the speed of the CPU cores. Here a batch of cached uint8 crops is
 augmented where the model runs, each image with its own random parameters but the batch in
-one call per transform (kornia's filters, one grid resampling), only the images a transform
+one call per transform (grouped convolutions, one grid resampling), only the images a transform
 picked being computed; and self-blended with masks shaped by each face's landmarks, as the
 SBI paper shapes them by a face's landmark hull.
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from kornia.enhance import sharpness
-from kornia.filters import gaussian_blur2d
 from torchvision.io import decode_jpeg, encode_jpeg
 
 # The face outline in a frame set by the landmarks: u across the face in inter-ocular
@@ -86,7 +84,7 @@ def face_masks(landmarks: torch.Tensor, size: int) -> torch.Tensor:
     small = max(8, size // 4)
     masks = fill_polygons(outline_points(landmarks.float(), scale, jitter), small)
     sigma = torch.empty(batch, 1, device=device).uniform_(0.012, 0.045) * small
-    masks = gaussian_blur2d(masks, int(small * 0.14) | 1, torch.cat([sigma, sigma], 1))
+    masks = gaussian_blur(masks, int(small * 0.14) | 1, sigma.flatten())
     masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
     strength = MASK_STRENGTHS.to(device)[
         torch.randint(len(MASK_STRENGTHS), (batch,), device=device)
@@ -182,19 +180,42 @@ def resample_axes(
 
 
 def resized_crop_flip(
-    images: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float], size: int
-) -> torch.Tensor:
-    """torchvision's RandomResizedCrop then RandomHorizontalFlip, each image with its own crop
-    (area share in `scale`, aspect in `ratio`) and coin, as one batched bilinear resampling."""
-    batch, device = images.shape[0], images.device
-    area = torch.empty(batch, device=device).uniform_(*scale)
-    aspect = torch.empty(batch, device=device).uniform_(*ratio).log().mul(0.5).exp()
-    width, height = (area.sqrt() * aspect).clamp(max=1), (area.sqrt() / aspect).clamp(max=1)
-    # Crop centres anywhere the crop stays inside the image (normalised coordinates, -1..1).
-    cx = (torch.rand(batch, device=device) * 2 - 1) * (1 - width)
-    cy = (torch.rand(batch, device=device) * 2 - 1) * (1 - height)
-    flip = torch.where(torch.rand(batch, device=device) < 0.5, -1.0, 1.0)
-    return resample_axes(images, (width * flip, height), (cx, cy), size)
+    images: torch.Tensor,
+    landmarks: torch.Tensor,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchvision's RandomResizedCrop then RandomHorizontalFlip on uint8 images, each with its
+    own crop (area share in `scale`, aspect in `ratio`, whole pixels) and coin, resized with
+    the antialiased bilinear filter inference uses; with the landmarks (B x 5 x 2, fractions
+    of the crop) moved along. Done before anything turns the batch to floats: uint8
+    resampling is the cheapest pass there is on a CPU."""
+    batch, side = images.shape[0], images.shape[-1]
+    area = torch.empty(batch).uniform_(*scale)
+    aspect = torch.empty(batch).uniform_(*ratio).log().mul(0.5).exp()
+    widths = (area.sqrt() * aspect * side).round().clamp(1, side).long()
+    heights = (area.sqrt() / aspect * side).round().clamp(1, side).long()
+    lefts = (torch.rand(batch) * (side - widths + 1)).long()
+    tops = (torch.rand(batch) * (side - heights + 1)).long()
+    flips = torch.rand(batch) < 0.5
+    out = images.new_empty(batch, 3, size, size)
+    for i, (left, top, width, height, flip) in enumerate(
+        zip(lefts.tolist(), tops.tolist(), widths.tolist(), heights.tolist(), flips.tolist())
+    ):
+        region = images[i : i + 1, :, top : top + height, left : left + width]
+        if region.shape[-2:] != (size, size) and region.device.type == "cpu":
+            region = _interpolate(region, "bilinear", size=(size, size))  # a uint8 kernel
+        elif region.shape[-2:] != (size, size):  # CUDA resamples floats only
+            region = _interpolate(region.float(), "bilinear", size=(size, size))
+            region = region.round_().clamp_(0, 255).to(images.dtype)
+        out[i] = region[0].flip(-1) if flip else region[0]
+    origin = torch.stack([lefts, tops], 1).to(landmarks) / side
+    extent = torch.stack([widths, heights], 1).to(landmarks) / side
+    moved = (landmarks - origin[:, None]) / extent[:, None]
+    flipped = flips.to(landmarks.device)[:, None]
+    moved[..., 0] = torch.where(flipped, 1 - moved[..., 0], moved[..., 0])
+    return out, moved
 
 
 def shift_scale(images: torch.Tensor, translate: float, scale: tuple[float, float]) -> torch.Tensor:
@@ -209,14 +230,50 @@ def shift_scale(images: torch.Tensor, translate: float, scale: tuple[float, floa
     )
 
 
+def _taps(images: torch.Tensor, weights: torch.Tensor, dim: int) -> torch.Tensor:
+    """Each image filtered along `dim` (-1: across, -2: down) by its own taps (B x K), over the
+    positions where all K taps fall inside: K multiply-adds of shifted views. PyTorch's CPU
+    grouped convolutions took 1 to 12 ms an image for the same work, depending on the batch."""
+    length = images.shape[dim] - weights.shape[1] + 1
+    taps = weights.to(images.dtype).view(-1, 1, 1, 1, weights.shape[1])
+    out = images.narrow(dim, 0, length) * taps[..., 0]
+    for k in range(1, weights.shape[1]):
+        out.addcmul_(images.narrow(dim, k, length), taps[..., k])
+    return out
+
+
+def gaussian_blur(images: torch.Tensor, size: int, sigma: torch.Tensor) -> torch.Tensor:
+    """A size x size Gaussian blur of B x C x H x W images, each with its own sigma (B),
+    borders reflected: kornia's gaussian_blur2d, in two 1-D passes."""
+    offsets = torch.arange(size, device=images.device, dtype=images.dtype) - size // 2
+    kernels = torch.exp(-(offsets**2) / (2 * sigma.to(images.dtype)[:, None] ** 2))
+    kernels = kernels / kernels.sum(1, keepdim=True)
+    half = size // 2
+    across = _taps(F.pad(images, (half, half, 0, 0), mode="reflect"), kernels, -1)
+    return _taps(F.pad(across, (0, 0, half, half), mode="reflect"), kernels, -2)
+
+
+def sharpen(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Each image pushed away from its 3 x 3 smoothed self by its factor (B; 1 is the image
+    itself), border pixels kept: kornia's sharpness (PIL's ImageEnhance.Sharpness)."""
+    ones = torch.ones(images.shape[0], 3, device=images.device, dtype=images.dtype)
+    neighbours = _taps(_taps(images, ones, -1), ones, -2)  # 3 x 3 sums
+    out = images.clone()
+    inner = out[..., 1:-1, 1:-1]
+    # Smoothed: (the 3 x 3 sum + 4 x centre) / 13, PIL's SMOOTH kernel.
+    smooth = neighbours.add_(inner, alpha=4).div_(13).clamp_(0, 1)
+    inner.sub_(smooth).mul_(factor.view(-1, 1, 1, 1)).add_(smooth).clamp_(0, 1)
+    return out
+
+
 def blur(images: torch.Tensor, sigma: tuple[float, float], p: float = 1.0) -> torch.Tensor:
     """A 5 x 5 Gaussian blur of a random share `p` of the batch, each image with its own sigma;
     only the chosen images are filtered."""
     chosen = _chosen(images, p)
     if not len(chosen):
         return images
-    sigmas = torch.empty(len(chosen), 1, device=images.device).uniform_(*sigma).expand(-1, 2)
-    images[chosen] = gaussian_blur2d(images[chosen], 5, sigmas)
+    sigmas = torch.empty(len(chosen), device=images.device).uniform_(*sigma)
+    images[chosen] = gaussian_blur(images[chosen], 5, sigmas)
     return images
 
 
@@ -240,7 +297,7 @@ class SelfBlend(torch.nn.Module):
             target[blurred] = blur(target[blurred], (0.5, 1.5))
         if sharpened.any():
             factor = torch.empty(int(sharpened.sum()), device=images.device).uniform_(1.2, 2.0)
-            target[sharpened] = sharpness(target[sharpened], factor)  # 1: the image itself
+            target[sharpened] = sharpen(target[sharpened], factor)
         target = shift_scale(target, 0.03, (0.95, 1.05))
         masks = face_masks(landmarks, images.shape[-1])
         return (masks * target + (1 - masks) * images).clamp(0, 1), masks
@@ -299,8 +356,9 @@ class JpegRounds(torch.nn.Module):
 
 
 class BatchAugment(torch.nn.Module):
-    """The degradations of `augment.training_transform`, batched: crop and flip, colour, blur,
-    resampling, then JPEG rounds, on reals and fakes alike."""
+    """The degradations of `augment.training_transform`, batched: crop and flip (`crop`, on
+    the uint8 batch, before self-blending), then colour, blur, resampling and JPEG rounds
+    (`forward`), on reals and fakes alike."""
 
     def __init__(self, size: int):
         super().__init__()
@@ -309,8 +367,13 @@ class BatchAugment(torch.nn.Module):
         self.resample = ResampleBatch()
         self.jpeg = JpegRounds()
 
+    def crop(
+        self, images: torch.Tensor, landmarks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 B x 3 x H x W and their landmarks, randomly cropped and flipped."""
+        return resized_crop_flip(images, landmarks, (0.8, 1.0), (0.9, 1.1), self.size)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Float B x 3 x H x W in [0, 1] in; uint8 out, as a codec leaves it."""
-        images = resized_crop_flip(images, (0.8, 1.0), (0.9, 1.1), self.size)
+        """Float B x 3 x size x size in [0, 1] in; uint8 out, as a codec leaves it."""
         images = self.resample(blur(self.colour(images), (0.3, 1.5), p=0.2))
         return self.jpeg(images.mul(255).round_().clamp_(0, 255).to(torch.uint8))
