@@ -24,12 +24,12 @@ import time
 from importlib import resources
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
 from rich.console import Console
 
+from fakescope.crops import resize_rgb
 from fakescope.engines import scan_batch
 from fakescope.models.checkpoints import load_fakescope, save_fakescope, sha256_of
 from fakescope.models.ensemble import installed_models
@@ -66,15 +66,17 @@ def make_crops(folder: Path, count: int) -> str:
     return f"{count} jittered astronaut crops"
 
 
-def naive(model: torch.nn.Module, paths: list[Path], policy, device: str) -> np.ndarray:
+def naive(model: torch.nn.Module, paths: list[Path], spec, device: str) -> np.ndarray:
+    policy = spec.crop
     mean, std = torch.tensor(policy.mean).view(3, 1, 1), torch.tensor(policy.std).view(3, 1, 1)
     scores = []
     with torch.no_grad():
         for path in paths:
             image = np.asarray(Image.open(path).convert("RGB"))
-            crop = cv2.resize(image, (policy.size, policy.size), interpolation=cv2.INTER_AREA)
+            # The resampler the model was trained with: both paths then score the same crops.
+            crop = resize_rgb(image, policy.size, policy.size)
             x = (torch.from_numpy(crop).permute(2, 0, 1).float() / 255 - mean) / std
-            scores.append(torch.sigmoid(model(x[None].to(device))).item())
+            scores.append(torch.sigmoid(model(x[None].to(device)) / spec.temperature).item())
     return np.array(scores)
 
 
@@ -128,7 +130,6 @@ def main() -> None:
         member = analyzer.ensemble.members[0]
         # Default memory format, as a user would load it.
         plain = load_fakescope(member.spec).eval().to(args.device)
-        policy = member.spec.crop
         quiet = Console(file=open(os.devnull, "w"))
 
         stores = (
@@ -138,16 +139,16 @@ def main() -> None:
         def scan() -> None:
             run_scan(analyzer, [crops], next(stores), crops=True, quiet=True, console=quiet)
 
-        naive(plain, paths[:4], policy, args.device)  # warm up both
+        naive(plain, paths[:4], member.spec, args.device)  # warm up both
         scan()
-        t_naive = best(lambda: naive(plain, paths, policy, args.device), args.repeats)
+        t_naive = best(lambda: naive(plain, paths, member.spec, args.device), args.repeats)
         t_scan = best(scan, args.repeats)
 
         with sqlite3.connect(tmp / "scan0.sqlite") as con:
             stored = dict(con.execute("SELECT content_hash, fake_probability FROM results"))
         got = np.array([stored[sha256_of(p)] for p in paths], dtype=float)  # None: NaN
         judged = ~np.isnan(got)
-        agree = np.abs(got - naive(plain, paths, policy, args.device))[judged].max()
+        agree = np.abs(got - naive(plain, paths, member.spec, args.device))[judged].max()
         backend = analyzer.ensemble.describe()["members"][0]["backend"]
         print(
             f"{what}, model {member.spec.name} ({member.spec.arch}, scan scores with {backend}), "

@@ -376,4 +376,4 @@ class BatchAugment(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Float B x 3 x size x size in [0, 1] in; uint8 out, as a codec leaves it."""
         images = self.resample(blur(self.colour(images), (0.3, 1.5), p=0.2))
-        return self.jpeg(images.mul(255).round_().clamp_(0, 255).to(torch.uint8))
+        return self.jpeg(images.mul_(255).round_().clamp_(0, 255).to(torch.uint8))
