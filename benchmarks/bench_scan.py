@@ -72,7 +72,7 @@ def naive(model: torch.nn.Module, paths: list[Path], spec, device: str) -> np.nd
     scores = []
     with torch.no_grad():
         for path in paths:
-            image = np.asarray(Image.open(path).convert("RGB"))
+            image = np.array(Image.open(path).convert("RGB"))
             # The resampler the model was trained with: both paths then score the same crops.
             crop = resize_rgb(image, policy.size, policy.size)
             x = (torch.from_numpy(crop).permute(2, 0, 1).float() / 255 - mean) / std

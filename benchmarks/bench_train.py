@@ -2,7 +2,7 @@
 processes) against the decoded cache augmented and self-blended in batches on the device.
 
     python benchmarks/bench_train.py [--device cpu|cuda] [--workers 2] [--count 2000]
-                                     [--batch-size 32] [--steps 20] [--model-steps 4] [--repeats 2]
+                                     [--batch-size 32] [--steps 40] [--model-steps 6] [--repeats 3]
                                      [--pack PACK.safetensors]
 
 Crops come from ../shared/data/dfdc-faces/train, or from a pack (`fakescope pack`; its crops
@@ -68,10 +68,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--model-steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--model-steps", type=int, default=6)
     parser.add_argument(
-        "--repeats", type=int, default=2, help="interleaved; the best of each is kept"
+        "--repeats", type=int, default=3, help="interleaved; the best of each is kept"
     )
     parser.add_argument("--pack", type=Path, help="read the crops from this pack")
     args = parser.parse_args()
