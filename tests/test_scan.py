@@ -331,3 +331,27 @@ def test_large_scoring_batches_give_the_same_rows(analyzer, tmp_path):
     for key, (label, probability, faces) in small.items():  # other chunks: float rounding
         assert (label, faces) == (large[key][0], large[key][2])
         assert probability == pytest.approx(large[key][1], abs=1e-6)
+
+
+def test_crops_prepared_in_worker_processes_give_the_same_rows(analyzer, tmp_path):
+    """What a GPU scan does with face crops (worker processes prepare them; the GIL does not
+    cap them at one core): the same rows as threads, and a bad file is still one error row."""
+    from fakescope.engines import PROCESS_CHUNK, LocalEngine, ScanJob
+
+    paths = make_crops(tmp_path / "crops", PROCESS_CHUNK + 3)  # more than one task
+    (tmp_path / "crops" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    paths.append(tmp_path / "crops" / "broken.png")
+    jobs = [ScanJob(str(p), sha256_of(p), f"key{i}") for i, p in enumerate(paths)]
+    assert not LocalEngine(analyzer, True, 2).processes  # threads on a CPU by default
+    rows = {}
+    for processes in (False, True):
+        engine = LocalEngine(analyzer, True, 2, processes=processes)
+        assert engine.processes == processes
+        rows[processes] = {r.key: r for batch in engine.run(jobs) for r in batch}
+    assert rows[True].keys() == rows[False].keys() and len(rows[True]) == len(paths)
+    for key, row in rows[False].items():
+        other = rows[True][key]
+        assert (other.label, other.faces, other.error) == (row.label, row.faces, row.error)
+        assert other.fake_probability == row.fake_probability
+    broken = rows[True][f"key{len(paths) - 1}"]
+    assert broken.label == "error" and "broken.png" in (broken.error or "")

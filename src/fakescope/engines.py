@@ -11,16 +11,27 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
+from .crops import CropPolicy
 from .faces import get_detector
 from .media import Limits
 from .models.ensemble import WEIGHTS_DIR
-from .pipeline import Analyzer, Prepared, Settings
+from .pipeline import Analyzer, Prepared, Settings, prepare_crop
 from .report import Report
 from .store import Row
 from .types import FakescopeError, MediaError
@@ -101,16 +112,41 @@ def report_row(job: ScanJob, report: Report) -> Row:
     )
 
 
-def prepare_job(
-    analyzer: Analyzer, crops: bool, job: ScanJob
-) -> tuple[ScanJob, Prepared | Exception]:
+PreparedJob = tuple[ScanJob, Prepared | Exception]  # an input, prepared or why not
+
+
+def prepare_job(analyzer: Analyzer, crops: bool, job: ScanJob) -> PreparedJob:
     try:
         return job, analyzer.prepare(job.path, crops)
     except Exception as error:
         return job, error
 
 
-def score_jobs(analyzer: Analyzer, items: list[tuple[ScanJob, Prepared | Exception]]) -> list[Row]:
+def prepare_crop_jobs(
+    policies: tuple[CropPolicy, ...], limits: Limits, jobs: list[ScanJob]
+) -> list[PreparedJob]:
+    """`prepare_job` for face crops, in a worker process: what it returns must pickle, so an
+    unexpected error comes back as a FakescopeError with its one-line message."""
+    done: list[PreparedJob] = []
+    for job in jobs:
+        try:
+            done.append((job, prepare_crop(job.path, policies, limits)))
+        except FakescopeError as error:
+            done.append((job, error))
+        except Exception as error:
+            done.append((job, FakescopeError(error_message(error))))
+    return done
+
+
+PROCESS_CHUNK = 16  # crops per task for a worker process: pickling and queues cost per task
+
+
+def _one_torch_thread() -> None:
+    # The processes are the parallelism: a team of threads in each would oversubscribe.
+    torch.set_num_threads(1)
+
+
+def score_jobs(analyzer: Analyzer, items: list[PreparedJob]) -> list[Row]:
     """Rows for prepared jobs, scored in one batch; failed preparations become error rows."""
     ready = [(job, p) for job, p in items if isinstance(p, Prepared)]
     rows = [error_row(job, p) for job, p in items if not isinstance(p, Prepared)]
@@ -144,23 +180,50 @@ def scan_batch(settings: Settings, device: str) -> int:
 
 
 class LocalEngine:
-    def __init__(self, analyzer: Analyzer, crops: bool, workers: int, batch: int | None = None):
-        """batch: faces per scoring batch (default: scan_batch)."""
+    def __init__(
+        self,
+        analyzer: Analyzer,
+        crops: bool,
+        workers: int,
+        batch: int | None = None,
+        processes: bool | None = None,
+    ):
+        """batch: faces per scoring batch (default: scan_batch). processes: prepare face crops
+        in worker processes rather than threads (default: on a GPU, where preparing them is
+        all the work the CPU has: Python that holds the GIL caps threads at about one core)."""
         self.analyzer, self.crops, self.workers = analyzer, crops, workers
         self.batch = batch or scan_batch(analyzer.settings, analyzer.device)
+        self.processes = crops and (analyzer.device != "cpu" if processes is None else processes)
         if not crops and workers > 1:
             load_detector_for_workers(analyzer)
+
+    def _pool(self) -> Executor:
+        if self.processes:  # spawned: a forked copy of a process running PyTorch can hang
+            return ProcessPoolExecutor(
+                self.workers, get_context("spawn"), initializer=_one_torch_thread
+            )
+        return ThreadPoolExecutor(self.workers, thread_name_prefix="fakescope-prepare")
+
+    def _prepare(
+        self, pool: Executor, jobs: Iterable[ScanJob], depth: int
+    ) -> Iterator[PreparedJob]:
+        if not self.processes:
+            return unordered_map(pool, partial(prepare_job, self.analyzer, self.crops), jobs, depth)
+        policies = tuple(self.analyzer.ensemble.crop_policies)
+        prepare = partial(prepare_crop_jobs, policies, self.analyzer.limits)
+        chunks = unordered_map(
+            pool, prepare, batched(jobs, PROCESS_CHUNK), depth // PROCESS_CHUNK + 1
+        )
+        return (item for chunk in chunks for item in chunk)
 
     def run(self, jobs: Iterable[ScanJob]) -> Iterator[list[Row]]:
         size = self.batch
         # The batch being filled, plus two inputs per worker prepared ahead of the scorer.
         depth = 2 * self.workers + (size if self.crops else 1)
-        items: list[tuple[ScanJob, Prepared | Exception]] = []
+        items: list[PreparedJob] = []
         faces = 0
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="fakescope-prepare") as pool:
-            for job, prepared in unordered_map(
-                pool, partial(prepare_job, self.analyzer, self.crops), jobs, depth
-            ):
+        with self._pool() as pool:
+            for job, prepared in self._prepare(pool, jobs, depth):
                 items.append((job, prepared))
                 faces += len(prepared.faces) if isinstance(prepared, Prepared) else 0
                 if faces >= size or len(items) >= size:

@@ -157,94 +157,43 @@ class Analyzer:
     ) -> Prepared:
         """Decode, detect and crop (no model runs, so threads may call this while another
         thread scores). `crop`: the input is an image that already is one face crop."""
+        policies = self.ensemble.crop_policies
+        if crop:
+            return prepare_crop(
+                path, policies, self.limits, self.crop_device, keep_images, progress
+            )
         timings: dict[str, float] = {}
-
-        def stage(name: str):
-            if progress:
-                progress(name)
-            return _timed(timings, name)
-
+        stage = _stages(timings, progress)
         frames: list[Frame] = []
         detections: list[list[Detection]] = []
-        if crop:
-            with stage("decode"):
-                media, image = self._read_crop(path)
-            frames = [Frame(0, 0.0, image)]
-            detections = [[Detection(whole_image_box(image.shape), 1.0)]]
-        else:
-            with stage("decode"):
-                media = probe(path, self.limits)
-            # Detection of one chunk of frames runs while the next chunk decodes.
-            with closing(
-                read_ahead(
-                    iter_frames(path, self.settings.frames, self.limits, info=media), DETECT_CHUNK
-                )
-            ) as decoded:
-                while True:
-                    with stage("decode"):  # time spent waiting for frames
-                        chunk = list(itertools.islice(decoded, DETECT_CHUNK))
-                    if not chunk:
-                        break
-                    with stage("detect"):
-                        detections += self.detector.detect([f.image for f in chunk])
-                    frames += chunk
-        with stage("detect"):
-            tracks = link_tracks([(f.index, f.timestamp, d) for f, d in zip(frames, detections)])
-        by_index = {f.index: f.image for f in frames}
-        faces = [(track.track_id, face) for track in tracks for face in track.faces]
-        with stage("crop"):
-            crops, sharp = self._crop(
-                by_index,
-                [face.frame_index for _, face in faces],
-                [f.detection.box for _, f in faces],
-                crop,
+        with stage("decode"):
+            media = probe(path, self.limits)
+        # Detection of one chunk of frames runs while the next chunk decodes.
+        with closing(
+            read_ahead(
+                iter_frames(path, self.settings.frames, self.limits, info=media), DETECT_CHUNK
             )
-        summary = [
-            {"index": f.index, "timestamp": f.timestamp, "faces": len(d)}
-            for f, d in zip(frames, detections)
-        ]
-        requested = 1 if crop else planned_frames(media, self.settings.frames, self.limits)
-        return Prepared(
+        ) as decoded:
+            while True:
+                with stage("decode"):  # time spent waiting for frames
+                    chunk = list(itertools.islice(decoded, DETECT_CHUNK))
+                if not chunk:
+                    break
+                with stage("detect"):
+                    detections += self.detector.detect([f.image for f in chunk])
+                frames += chunk
+        requested = planned_frames(media, self.settings.frames, self.limits)
+        return _finish(
             str(path),
             media,
-            summary,
-            faces,
-            crops,
-            sharp,
-            timings,
+            frames,
+            detections,
+            (policies, self.crop_device, False),
             requested,
-            by_index if keep_images else None,
+            timings,
+            keep_images,
+            progress,
         )
-
-    def _read_crop(self, path: str | Path) -> tuple[MediaInfo, np.ndarray]:
-        """A face crop image, probed and decoded in one opening of the file."""
-        found = read_image_info(path, self.limits)
-        if found is None:  # no image: probe says what it is
-            media = probe(path, self.limits)
-            if media.kind != "image":
-                raise MediaError(f"{path}: a video, but face crop images were expected")
-            found = media, read_image(path, self.limits)
-        return found
-
-    def _crop(
-        self, frames: dict[int, np.ndarray], indices: list[int], boxes: list[Box], whole: bool
-    ) -> tuple[dict[CropPolicy, torch.Tensor], torch.Tensor]:
-        """Each face's crop per crop policy and its sharpness; the face at boxes[i] is in frame
-        indices[i]. `whole`: each frame already is the face crop (as score_crops does)."""
-        policies = self.ensemble.crop_policies
-        if self.crop_device is None:
-            images = [frames[i] for i in indices]
-            crops = {p: as_batch(crop_faces(images, boxes, p, whole), p.size) for p in policies}
-            values = [sharpness(image, box) for image, box in zip(images, boxes)]
-            return crops, torch.tensor(values, dtype=torch.float64)
-        device = self.crop_device
-        if not boxes:  # on the device too: a batch's crops are concatenated there
-            empty = {p: as_batch([], p.size).to(device) for p in policies}
-            return empty, torch.empty(0, dtype=torch.float64, device=device)
-        uploaded = {i: _to_device(frames[i], device) for i in dict.fromkeys(indices)}
-        tensors = [uploaded[i] for i in indices]
-        crops = {p: crop_faces_tensor(tensors, boxes, p, whole) for p in policies}
-        return crops, sharpness_tensor(crop_faces_tensor(tensors, boxes, SHARPNESS_CROP))
 
     def score(self, prepared: Sequence[Prepared]) -> list[Report]:
         """Reports (without heat maps) for prepared inputs, all their faces scored in one batch
@@ -254,8 +203,11 @@ class Analyzer:
         member, ensemble, sharp = {}, np.empty(0), []
         if total:
             tensors = {
+                # uint8 to the model's device, then normalised there (a quarter of the bytes).
                 policy: normalise(
-                    torch.cat([p.crops[policy] for p in prepared]), policy.mean, policy.std
+                    torch.cat([p.crops[policy] for p in prepared]).to(self.device),
+                    policy.mean,
+                    policy.std,
                 )
                 for policy in self.ensemble.crop_policies
             }
@@ -376,6 +328,113 @@ class Analyzer:
             self.ensemble, image, faces, scores, methods, out_dir, whole=crops
         )
         return list(zip(scores, sentences))
+
+
+def _stages(timings: dict[str, float], progress: Callable[[str], None] | None):
+    """A context manager per stage name: adds its seconds to `timings`, tells `progress`."""
+
+    def stage(name: str):
+        if progress:
+            progress(name)
+        return _timed(timings, name)
+
+    return stage
+
+
+# How faces are cut: the crop policies, the device (None: NumPy on the CPU, the reference
+# bytes) and whether each frame already is the face crop.
+Cutting = tuple[Sequence[CropPolicy], str | None, bool]
+
+
+def _finish(
+    path: str,
+    media: MediaInfo,
+    frames: list[Frame],
+    detections: list[list[Detection]],
+    cutting: Cutting,
+    requested: int,
+    timings: dict[str, float],
+    keep_images: bool,
+    progress: Callable[[str], None] | None,
+) -> Prepared:
+    """Tracks, crops and sharpness for decoded frames and their detections."""
+    stage = _stages(timings, progress)
+    with stage("detect"):
+        tracks = link_tracks([(f.index, f.timestamp, d) for f, d in zip(frames, detections)])
+    by_index = {f.index: f.image for f in frames}
+    faces = [(track.track_id, face) for track in tracks for face in track.faces]
+    with stage("crop"):
+        crops, sharp = _crop(
+            by_index,
+            [face.frame_index for _, face in faces],
+            [f.detection.box for _, f in faces],
+            cutting,
+        )
+    summary = [
+        {"index": f.index, "timestamp": f.timestamp, "faces": len(d)}
+        for f, d in zip(frames, detections)
+    ]
+    return Prepared(
+        path,
+        media,
+        summary,
+        faces,
+        crops,
+        sharp,
+        timings,
+        requested,
+        by_index if keep_images else None,
+    )
+
+
+def prepare_crop(
+    path: str | Path,
+    policies: Sequence[CropPolicy],
+    limits: Limits,
+    crop_device: str | None = None,
+    keep_images: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Prepared:
+    """`Analyzer.prepare` of an image that already is one face crop. It needs no model, so
+    worker processes can run it (a crop scan on a GPU)."""
+    timings: dict[str, float] = {}
+    with _stages(timings, progress)("decode"):
+        media, image = _read_crop(path, limits)
+    frames = [Frame(0, 0.0, image)]
+    detections = [[Detection(whole_image_box(image.shape), 1.0)]]
+    cutting = (policies, crop_device, True)
+    return _finish(str(path), media, frames, detections, cutting, 1, timings, keep_images, progress)
+
+
+def _read_crop(path: str | Path, limits: Limits) -> tuple[MediaInfo, np.ndarray]:
+    """A face crop image, probed and decoded in one opening of the file."""
+    found = read_image_info(path, limits)
+    if found is None:  # no image: probe says what it is
+        media = probe(path, limits)
+        if media.kind != "image":
+            raise MediaError(f"{path}: a video, but face crop images were expected")
+        found = media, read_image(path, limits)
+    return found
+
+
+def _crop(
+    frames: dict[int, np.ndarray], indices: list[int], boxes: list[Box], cutting: Cutting
+) -> tuple[dict[CropPolicy, torch.Tensor], torch.Tensor]:
+    """Each face's crop per crop policy and its sharpness; the face at boxes[i] is in frame
+    indices[i]."""
+    policies, device, whole = cutting
+    if device is None:
+        images = [frames[i] for i in indices]
+        crops = {p: as_batch(crop_faces(images, boxes, p, whole), p.size) for p in policies}
+        values = [sharpness(image, box) for image, box in zip(images, boxes)]
+        return crops, torch.tensor(values, dtype=torch.float64)
+    if not boxes:  # on the device too: a batch's crops are concatenated there
+        empty = {p: as_batch([], p.size).to(device) for p in policies}
+        return empty, torch.empty(0, dtype=torch.float64, device=device)
+    uploaded = {i: _to_device(frames[i], device) for i in dict.fromkeys(indices)}
+    tensors = [uploaded[i] for i in indices]
+    crops = {p: crop_faces_tensor(tensors, boxes, p, whole) for p in policies}
+    return crops, sharpness_tensor(crop_faces_tensor(tensors, boxes, SHARPNESS_CROP))
 
 
 def _to_device(image: np.ndarray, device: str) -> torch.Tensor:
