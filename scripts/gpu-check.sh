@@ -18,6 +18,11 @@ step() {
   "$@" || failed+=("$1 $2")
 }
 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'error: PyTorch sees no CUDA GPU')" || exit 2
+# Everything the steps import, checked first: a missing package is one line, not a traceback.
+if ! missing=$(python -c "import fakescope.pipeline, fakescope.scan, onnx2torch, av, pytest" 2>&1); then
+  echo "error: ${missing##*$'\n'} (install the project's dependencies first)"
+  exit 2
+fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 step python -m pytest -q -p no:cacheprovider tests/test_cuda.py
 step python benchmarks/bench_pipeline.py --device cuda --repeats 3
