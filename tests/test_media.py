@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from fakescope import media
-from fakescope.media import Limits, iter_frames, make_example_video
+from fakescope.media import QP_CELL, Limits, iter_frames, make_example_video
 from fakescope.types import MediaError
 from helpers import audio_only, png_header
 
@@ -117,6 +117,36 @@ def test_rotated_video_comes_out_upright(tmp_path, rotation):
     assert (info.width, info.height) == (48, 64)
     assert frames[0].image.shape == (64, 48, 3)
     assert np.abs(frames[0].image.astype(int) - upright).mean() < 4
+    assert frames[0].qp is not None and frames[0].qp.shape == (64 // QP_CELL, 48 // QP_CELL)
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_quantisers_turn_with_the_picture(rotation):
+    width, height = 40, 24  # the last macroblocks overhang the picture by 8 px
+    blocks = np.arange(6).reshape(2, 3)
+    per_pixel = np.repeat(np.repeat(blocks, 16, axis=0), 16, axis=1)[:height, :width]
+    upright = np.rot90(per_pixel, rotation // 90)
+    cells = media.upright_qp(blocks, width, height, rotation)
+    np.testing.assert_array_equal(cells, upright[::QP_CELL, ::QP_CELL])
+
+
+def test_h264_frames_carry_their_quantisers(tmp_path):
+    images = [numbered(i) for i in range(10)]
+    for qp in (20, 40):
+        path = media.write_video(tmp_path / f"qp{qp}.mp4", images, 25, options={"qp": str(qp)})
+        for frame in iter_frames(path, 10):
+            assert frame.qp is not None and frame.qp.shape == (H // QP_CELL, W // QP_CELL)
+            # x264 codes keyframes a little finer and B-frames a little coarser than --qp.
+            assert qp - 4 <= frame.qp.min() and frame.qp.max() <= qp + 4
+
+
+@pytest.mark.parametrize(("ext", "encoder"), [("webm", "libvpx-vp9"), ("avi", "mpeg4")])
+def test_other_codecs_and_images_have_no_quantisers(tmp_path, ext, encoder):
+    codec_or_skip(encoder)
+    path = media.write_video(tmp_path / f"clip.{ext}", [numbered(i) for i in range(5)], 25, encoder)
+    assert all(f.qp is None for f in iter_frames(path, 5))
+    Image.fromarray(numbered(0)).save(tmp_path / "still.jpg")
+    assert next(iter_frames(tmp_path / "still.jpg")).qp is None
 
 
 def test_exif_rotated_jpeg_comes_out_upright(tmp_path):

@@ -21,6 +21,8 @@ BAD = [
     ("analyze", ["--min-face", "nan"]),
     ("analyze", ["--min-sharpness", "-1"]),
     ("analyze", ["--min-track-faces", "0"]),
+    ("analyze", ["--max-qp", "-1"]),
+    ("scan", ["--max-qp", "inf"]),
     ("analyze", ["--threshold", "1.5"]),
     ("analyze", ["--real-below", "nan"]),
     ("scan", ["--batch-size", "0"]),

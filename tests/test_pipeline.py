@@ -44,6 +44,7 @@ def test_generated_720p_video_gives_one_track_and_a_complete_report(
         "score",
         "size",
         "sharpness",
+        "qp",
         "unjudged",
         "landmarks",
     }
@@ -55,6 +56,7 @@ def test_generated_720p_video_gives_one_track_and_a_complete_report(
     assert (
         face["sharpness"] > 6 and face["unjudged"] is None and data["tracks"][0]["unjudged"] is None
     )
+    assert 0 < face["qp"] < 30  # x264's default quality (CRF 23)
     assert 0 <= data["fake_probability"] <= 1 and data["label"] in ("fake", "real", "inconclusive")
     assert (
         data["reason"] and data["deciding_track"] == 0 and data["real_below"] <= data["threshold"]
@@ -103,6 +105,24 @@ def test_a_heat_map_that_cannot_be_written_fails_in_one_line(
         with Image.open(path) as png:
             assert png.size == (1280, 720)
     assert not [t for t in threading.enumerate() if t.name.startswith("fakescope-writer")]
+
+
+def test_a_coarsely_coded_video_is_inconclusive_and_says_why(
+    analyzer, random_model, example_video, tmp_path
+):
+    from fakescope.media import iter_frames, write_video
+
+    frames = (f.image for f in iter_frames(example_video, 50))
+    coarse = write_video(tmp_path / "coarse.mp4", frames, 25, options={"qp": "45"})
+    report = analyzer.analyze(coarse)
+    faces = [f for t in report.verdict.tracks for f in t.faces]
+    assert faces and all(f.qp is not None and f.qp > 40 for f in faces)
+    assert all(f.unjudged and f.unjudged.startswith("too compressed (H.264 QP") for f in faces)
+    assert report.label == "inconclusive" and report.fake_probability is None
+    assert "too compressed" in report.verdict.reason
+    # The same faces with the limit lifted are judged again.
+    lifted = Analyzer(random_model, Settings(frames=8, max_qp=51)).analyze(coarse)
+    assert [f.unjudged for t in lifted.verdict.tracks for f in t.faces] == [None] * len(faces)
 
 
 def test_two_people_stay_two_tracks(analyzer, tmp_path):

@@ -65,6 +65,7 @@ def test_result_fields_change_the_key_and_the_others_do_not():
         "min_face": 30.0,
         "min_sharpness": 5.0,
         "min_track_faces": 2,
+        "max_qp": 30.0,
     }
     assert [f.name for f in result_fields()] == list(changed)
     for name, value in changed.items():
@@ -95,6 +96,7 @@ def test_reproduce_command_parses_back_to_the_same_settings(random_model, small_
         min_face=24.5,
         min_sharpness=3.25,
         min_track_faces=2,
+        max_qp=40.5,
     )
     report = Analyzer(random_model, settings).analyze(small_video)
     args = shlex.split(reproduce_command(report))

@@ -95,9 +95,9 @@ def test_with_eleven_frames_or_fewer_a_confident_majority_still_counts():
     assert decide(faces, "mean", frames=8).probability == pytest.approx((5 * 0.95 + 3 * 0.1) / 8)
 
 
-def face(track, frame, score, size=100.0, sharpness=50.0):
+def face(track, frame, score, size=100.0, sharpness=50.0, qp=None):
     return FaceScore(
-        track, frame, frame / 10, (0, 0, size, size), 0.99, {"m": score}, score, size, sharpness
+        track, frame, frame / 10, (0, 0, size, size), 0.99, {"m": score}, score, size, sharpness, qp
     )
 
 
@@ -145,6 +145,22 @@ def test_no_face_can_be_judged_is_inconclusive_with_the_reason():
     assert "no face can be judged" in verdict.reason and verdict.deciding_track is None
     assert "too blurred (sharpness 2.0 < 6.0)" in verdict.tracks[1].faces[0].unjudged
     assert verdict.chosen_frames  # maps still drawn, for the face the verdict is about
+
+
+def test_a_coarsely_coded_face_is_shown_but_cannot_decide():
+    # A re-encoded upload: the main face at QP 40 scores 0.9, a finer-coded one 0.2; an image
+    # (no quantisers) is judged as before.
+    faces = [face(0, i, 0.9, qp=40.0) for i in range(8)] + [
+        face(1, i, 0.2, qp=30.0) for i in range(8)
+    ]
+    verdict = decide(faces, "mean", judging=Judging(max_qp=36))
+    assert verdict.label == "real" and verdict.probability == pytest.approx(0.2)
+    assert verdict.tracks[0].unjudged == "every face too compressed (finest H.264 QP 40.0 > 36.0)"
+    assert verdict.tracks[0].faces[0].unjudged == "too compressed (H.264 QP 40.0 > 36.0)"
+    everyone = decide(faces[:8], "mean", judging=Judging(max_qp=36))
+    assert everyone.label == "inconclusive" and "too compressed" in everyone.reason
+    assert decide(faces[:8], "mean", judging=Judging(max_qp=51)).label == "fake"
+    assert decide([face(0, 0, 0.99)], "mean", frames=1, judging=Judging(max_qp=0)).label == "fake"
 
 
 def test_briefly_tracked_face_cannot_decide():

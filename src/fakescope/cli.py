@@ -77,6 +77,12 @@ MinSharpness = Annotated[
         "--min-sharpness", help="blurrier faces are not judged (Laplacian variance at 112 px)"
     ),
 ]
+MaxQp = Annotated[
+    float,
+    typer.Option(
+        "--max-qp", help="faces H.264 kept more coarsely are not judged (mean QP; 51: no limit)"
+    ),
+]
 # Media limits, shared by analyze and scan (media.Limits documents them).
 MaxPixels = Annotated[
     int | None,
@@ -102,6 +108,7 @@ def _verdict_settings(
     min_face: float,
     min_sharpness: float,
     min_track_faces: int,
+    max_qp: float,
 ) -> dict:
     return {
         "threshold": threshold,
@@ -109,6 +116,7 @@ def _verdict_settings(
         "min_face": min_face,
         "min_sharpness": min_sharpness,
         "min_track_faces": min_track_faces,
+        "max_qp": max_qp,
     }
 
 
@@ -159,6 +167,7 @@ def analyze(
     min_face: MinFace = Settings.min_face,
     min_sharpness: MinSharpness = Settings.min_sharpness,
     min_track_faces: MinTrackFaces = Settings.min_track_faces,
+    max_qp: MaxQp = Settings.max_qp,
     explain: str | None = typer.Option(
         None,
         "--explain",
@@ -190,7 +199,9 @@ def analyze(
     from .reports.pdf import write_pdf
     from .reports.video import write_overlay_video
 
-    verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
+    verdict = _verdict_settings(
+        threshold, real_below, min_face, min_sharpness, min_track_faces, max_qp
+    )
     configured, code = guarded(
         "setup",
         lambda: (
@@ -399,6 +410,7 @@ def scan(
     min_face: MinFace = Settings.min_face,
     min_sharpness: MinSharpness = Settings.min_sharpness,
     min_track_faces: MinTrackFaces = Settings.min_track_faces,
+    max_qp: MaxQp = Settings.max_qp,
     batch_size: int = typer.Option(32, "--batch-size", help="faces scored together"),
     device: str = typer.Option("cpu", "--device"),
     max_pixels: MaxPixels = None,
@@ -420,7 +432,9 @@ def scan(
 
     def setup():
         _at_least("--workers", workers, 1)
-        verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
+        verdict = _verdict_settings(
+            threshold, real_below, min_face, min_sharpness, min_track_faces, max_qp
+        )
         return Analyzer(
             model,
             Settings(frames, detector, strategy, batch_size=batch_size, backend=backend, **verdict),
@@ -483,6 +497,7 @@ def evaluate(
     min_face: MinFace = Settings.min_face,
     min_sharpness: MinSharpness = Settings.min_sharpness,
     min_track_faces: MinTrackFaces = Settings.min_track_faces,
+    max_qp: MaxQp = Settings.max_qp,
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Crops: AUC, log loss, accuracy, EER with 95% intervals. Videos: the same per file, plus
@@ -491,7 +506,9 @@ def evaluate(
     from .evaluate import evaluate_crops, evaluate_videos, metrics_line, results_table
     from .pipeline import Analyzer
 
-    verdict = _verdict_settings(threshold, real_below, min_face, min_sharpness, min_track_faces)
+    verdict = _verdict_settings(
+        threshold, real_below, min_face, min_sharpness, min_track_faces, max_qp
+    )
 
     def run():
         _at_least("--limit", limit, 1)

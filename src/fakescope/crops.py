@@ -6,6 +6,7 @@ back), the resampling shared by training and inference, and normalised batches o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -13,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 
+from .media import QP_CELL
 from .types import Box, FakescopeError, PixelBox
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -151,6 +153,20 @@ def sharpness(image: np.ndarray, box: Box) -> float:
     face holds once brought to a common size (low: blurred or upscaled)."""
     grey = cv2.cvtColor(crop_face(image, box, SHARPNESS_CROP), cv2.COLOR_RGB2GRAY)
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def face_qp(qp: np.ndarray | None, box: Box, scale: float) -> float | None:
+    """The mean H.264 quantiser of the cells a face box (frame pixels) covers: how coarsely
+    the encoder kept that face. `qp` is its frame's Frame.qp, `scale` frame / source pixels;
+    None when the frame has no quantisers or the box lies outside it."""
+    if qp is None:
+        return None
+    cell = QP_CELL * scale
+    x1, y1, x2, y2 = box
+    rows = slice(max(0, math.floor(y1 / cell)), max(0, math.ceil(y2 / cell)))
+    cols = slice(max(0, math.floor(x1 / cell)), max(0, math.ceil(x2 / cell)))
+    covered = qp[rows, cols]
+    return float(covered.mean()) if covered.size else None
 
 
 # OpenCV's RGB -> grey for uint8: weights 0.299, 0.587, 0.114 in 15-bit fixed point, rounded

@@ -25,6 +25,9 @@ from typing import cast
 import av
 import cv2
 import numpy as np
+from av.sidedata.encparams import VideoEncParams, VideoEncParamsType
+from av.sidedata.sidedata import SideDataContainer
+from av.sidedata.sidedata import Type as SideDataType
 from av.video.stream import VideoStream
 from PIL import ExifTags, Image, ImageOps
 
@@ -46,6 +49,10 @@ TEXT_DEMUXERS = {"tty", "bin", "xbin", "adf", "idf"}
 # errno values of a path that is not there (as pathlib's exists() reads them).
 MISSING = {errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP}
 # EXIF orientation -> counter-clockwise rotation applied by exif_transpose (2, 4, 5, 7 also mirror).
+# Frame.qp's resolution: H.264 sets one quantiser per 16 x 16 macroblock; a finer cell lets
+# the map follow a frame whose size is not a multiple of 16 when it is turned upright.
+QP_CELL = 4
+
 EXIF_ROTATION = {3: 180, 4: 180, 5: 270, 6: 270, 7: 90, 8: 90}
 
 
@@ -179,7 +186,8 @@ def iter_frames(
             found = 0
             for index, timestamp, frame in sampler(container, stream, targets, info.fps):
                 found += 1
-                yield Frame(index, timestamp, _video_rgb(frame, info.rotation, info.scale))
+                image = _video_rgb(frame, info.rotation, info.scale)
+                yield Frame(index, timestamp, image, _upright_qp(frame, info.rotation))
         if not found:
             raise MediaError(f"{path}: no video frame could be decoded (truncated or corrupt?)")
 
@@ -295,6 +303,8 @@ def _open_video(
         # Each frame thread holds frames at full size: fewer threads for big frames.
         ctx = stream.codec_context  # None for a stream no decoder can open (probe then fails)
         if ctx is not None:
+            # Each frame carries its quantisers (Frame.qp): how coarsely the face was coded.
+            ctx.options = {**ctx.options, "export_side_data": "venc_params"}
             threads = THREAD_PIXELS // max(1, ctx.width * ctx.height)
             if threads < (os.cpu_count() or 1):
                 ctx.thread_count = max(1, threads)
@@ -405,6 +415,26 @@ def _seek_sample(container, stream, targets: list[float], fps: float):
             return  # the stream ended early (truncated file)
 
 
+def _upright_qp(frame: av.VideoFrame, rotation: int) -> np.ndarray | None:
+    """Frame.qp of a decoded frame: None unless its decoder exported H.264 quantisers."""
+    side_data = cast(SideDataContainer, frame.side_data)  # PyAV's stub types it as one entry
+    params = side_data.get(SideDataType.VIDEO_ENC_PARAMS)
+    if not isinstance(params, VideoEncParams) or params.codec_type != VideoEncParamsType.H264:
+        return None
+    return upright_qp(params.qp_map(), frame.width, frame.height, rotation)
+
+
+def upright_qp(macroblocks: np.ndarray, width: int, height: int, rotation: int) -> np.ndarray:
+    """A quantiser per 16 x 16 macroblock of a width x height picture, spread over
+    QP_CELL-pixel cells, trimmed to the picture (its last macroblocks may overhang it) and
+    turned like `_video_rgb` turns the image."""
+    per_block = 16 // QP_CELL
+    grid = macroblocks.astype(np.int8)  # 0-51, or down to -12 at 10 bits
+    cells = np.repeat(np.repeat(grid, per_block, axis=0), per_block, axis=1)
+    cells = cells[: -(-height // QP_CELL), : -(-width // QP_CELL)]
+    return np.ascontiguousarray(np.rot90(cells, rotation // 90)) if rotation else cells
+
+
 def _video_rgb(frame, rotation: int, scale: float = 1.0) -> np.ndarray:
     # Converted and downscaled in one step: a big frame never exists in RGB at full size.
     width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
@@ -420,8 +450,10 @@ def write_video(
     codec: str = "libx264",
     *,
     rotation: int = 0,
+    options: dict[str, str] | None = None,
 ) -> Path:
-    """Encode RGB uint8 frames (one size) into a video; `rotation` is stored as display metadata.
+    """Encode RGB uint8 frames (one size) into a video; `rotation` is stored as display metadata,
+    `options` go to the encoder (x264's {"qp": "40"}, say).
 
     Frames with an odd width or height lose their last column/row: 4:2:0 video needs even sizes.
     """
@@ -433,7 +465,8 @@ def write_video(
             if stream is None:
                 quiet = {"x265-params": "log-level=error"} if codec == "libx265" else {}
                 rate = Fraction(fps).limit_denominator(1001)
-                stream = cast(VideoStream, container.add_stream(codec, rate=rate, options=quiet))
+                given = {**quiet, **(options or {})}
+                stream = cast(VideoStream, container.add_stream(codec, rate=rate, options=given))
                 stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
                 if rotation:
                     stream.set_display_rotation(rotation)

@@ -23,6 +23,7 @@ from .crops import (
     crop_batch,
     crop_faces,
     crop_faces_tensor,
+    face_qp,
     float_box,
     normalise,
     sharpness,
@@ -71,6 +72,7 @@ class Prepared:
     # Analyzer's crop device (see Analyzer.crop_device).
     crops: dict[CropPolicy, torch.Tensor]
     sharpness: torch.Tensor  # N float64, per face in crop order (crops.sharpness), same device
+    qp: list[float | None]  # per face in crop order (crops.face_qp)
     timings: dict[str, float]
     requested: int = 1  # frames the sampling asked for; fewer decoded means a truncated file
     images: dict[int, np.ndarray] | None = (
@@ -201,6 +203,7 @@ class Analyzer:
         start = time.perf_counter()
         total = sum(len(p.faces) for p in prepared)
         member, ensemble, sharp = {}, np.empty(0), []
+        qp = [q for p in prepared for q in p.qp]
         if total:
             tensors = {
                 # uint8 to the model's device, then normalised there (a quarter of the bytes).
@@ -237,6 +240,7 @@ class Analyzer:
                     float(ensemble[offset + i]),
                     _short_side(face.detection.box) / p.media.scale,  # in source pixels
                     sharp[offset + i],
+                    qp[offset + i],
                     landmarks=face.detection.landmarks,
                 )
                 for i, (track_id, face) in enumerate(p.faces)
@@ -357,7 +361,7 @@ def _finish(
     keep_images: bool,
     progress: Callable[[str], None] | None,
 ) -> Prepared:
-    """Tracks, crops and sharpness for decoded frames and their detections."""
+    """Tracks, crops, sharpness and quantisers for decoded frames and their detections."""
     stage = _stages(timings, progress)
     with stage("detect"):
         tracks = link_tracks([(f.index, f.timestamp, d) for f, d in zip(frames, detections)])
@@ -370,6 +374,8 @@ def _finish(
             [f.detection.box for _, f in faces],
             cutting,
         )
+        quantisers = {f.index: f.qp for f in frames}
+        qp = [face_qp(quantisers[f.frame_index], f.detection.box, media.scale) for _, f in faces]
     summary = [
         {"index": f.index, "timestamp": f.timestamp, "faces": len(d)}
         for f, d in zip(frames, detections)
@@ -381,6 +387,7 @@ def _finish(
         faces,
         crops,
         sharp,
+        qp,
         timings,
         requested,
         by_index if keep_images else None,

@@ -96,6 +96,7 @@ class Report:
                             "score": f.score,
                             "size": f.size,
                             "sharpness": f.sharpness,
+                            "qp": f.qp,
                             "unjudged": f.unjudged,
                             "landmarks": None
                             if f.landmarks is None

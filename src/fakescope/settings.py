@@ -34,6 +34,7 @@ class Settings:
     min_face: float = _result(Judging.min_face)
     min_sharpness: float = _result(Judging.min_sharpness)
     min_track_faces: int = _result(Judging.min_track_faces)
+    max_qp: float = _result(Judging.max_qp)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -50,11 +51,11 @@ class Settings:
             value = getattr(self, name)
             if value is not None and not 0 < value < 1:
                 raise FakescopeError(f"{option(name)} must be between 0 and 1")
-        Judging(self.min_face, self.min_sharpness, self.min_track_faces)  # raises on bad rules
+        _ = self.judging  # Judging raises on bad rules
 
     @property
     def judging(self) -> Judging:
-        return Judging(self.min_face, self.min_sharpness, self.min_track_faces)
+        return Judging(self.min_face, self.min_sharpness, self.min_track_faces, self.max_qp)
 
     def decision(self, fitted: Decision) -> Decision:
         """The video thresholds in force: these settings where given, else the model's fitted

@@ -45,6 +45,9 @@ class Frame:
     index: int  # position among the frames of the input (0 for an image)
     timestamp: float  # seconds from the start of the input
     image: np.ndarray
+    # H.264's quantiser (QP, 0-51, higher is coarser) over the upright frame, one value per
+    # media.QP_CELL x QP_CELL source pixels; None for images and other codecs.
+    qp: np.ndarray | None = None
 
 
 @dataclass
@@ -100,6 +103,7 @@ class FaceScore:
     score: float
     size: float  # the box's shorter side in source pixels: how much detail the model can see
     sharpness: float  # variance of the Laplacian of the box at 112 px grey (see crops.sharpness)
+    qp: float | None = None  # mean H.264 quantiser under the box (crops.face_qp); None: not H.264
     unjudged: str | None = (
         None  # why this face cannot be judged (too small, too blurred); None if it can
     )

@@ -66,12 +66,13 @@ class Judging:
     min_track_faces: int = (
         4  # judged faces; capped at an eighth of the analysed frames (1 for an image)
     )
+    max_qp: float = 36.0  # H.264 quantiser under the face (FaceScore.qp); 51 lets every face in
 
     def __post_init__(self) -> None:
-        finite = 0 <= self.min_face < math.inf and 0 <= self.min_sharpness < math.inf  # NaN fails
-        if not (finite and self.min_track_faces >= 1):
+        limits = (self.min_face, self.min_sharpness, self.max_qp)
+        if not (all(0 <= v < math.inf for v in limits) and self.min_track_faces >= 1):  # NaN fails
             raise FakescopeError(
-                "--min-face and --min-sharpness must be >= 0, --min-track-faces >= 1"
+                "--min-face, --min-sharpness and --max-qp must be >= 0, --min-track-faces >= 1"
             )
 
     def face_reason(self, face: FaceScore) -> str | None:
@@ -79,7 +80,12 @@ class Judging:
             return f"too small ({face.size:.0f} px < {self.min_face:.0f} px)"
         if face.sharpness < self.min_sharpness:
             return f"too blurred (sharpness {face.sharpness:.1f} < {self.min_sharpness:.1f})"
+        if self.too_compressed(face):
+            return f"too compressed (H.264 QP {face.qp:.1f} > {self.max_qp:.1f})"
         return None
+
+    def too_compressed(self, face: FaceScore) -> bool:
+        return face.qp is not None and face.qp > self.max_qp
 
     def track_faces_needed(self, frames: int) -> int:
         return max(1, min(self.min_track_faces, frames // 8))
@@ -145,8 +151,11 @@ def _judge_track(
                 f"every face too blurred (sharpest {max(f.sharpness for f in faces):.1f} "
                 f"< {judging.min_sharpness:.1f})"
             )
+        elif all(judging.too_compressed(f) for f in faces):
+            finest = min(f.qp for f in faces if f.qp is not None)
+            why = f"every face too compressed (finest H.264 QP {finest:.1f} > {judging.max_qp:.1f})"
         else:
-            why = "every face too small or too blurred"
+            why = "every face too small, too blurred or too compressed"
     else:
         why = f"seen too briefly ({len(judged)} judged face{'s' * (len(judged) > 1)} < {needed})"
     return TrackVerdict(track_id, None, faces, why)
