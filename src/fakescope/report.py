@@ -14,7 +14,7 @@ from .version import __version__
 
 # 1.1: inconclusive label, reason, judged faces and tracks; 1.2: frames_requested, warnings,
 # media.scale, evidence per face region
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 
 @dataclass(frozen=True)

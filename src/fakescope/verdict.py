@@ -5,9 +5,11 @@ Not every face can be judged. On DFDC validation crops the model's AUC falls fro
 FF++ main faces shrunk on purpose from 0.83 (64 px) to 0.76 (48 px) and 0.66 (32 px); a
 track's AUC stops rising after about 4 faces (0.86 from one face, 0.89 from four). So a
 face under `Judging.min_face` px, or blurrier than 98% of the validation faces, is shown
-with its reason but never decides; nor does a track with fewer than `min_track_faces`
-judged faces. A video's probability is the highest of its judged tracks' probabilities
-(a video is fake if any person in it is); with no judged track the answer is
+with its reason but never decides; nor does a face that H.264 coded more coarsely than
+`Judging.max_qp` (on FF++ faces re-encoded at CRF 29-41 the per-face AUC falls from 0.81
+under QP 27 to 0.67 at QP 36-39 and 0.61 beyond), nor a track with fewer than
+`min_track_faces` judged faces. A video's probability is the highest of its judged tracks'
+probabilities (a video is fake if any person in it is); with no judged track the answer is
 "inconclusive", and so is a probability between `real_below` and `threshold`, the band in
 which this model cannot tell real from fake on full-frame video (fitted on held-out
 videos: `fit_decision`).
@@ -66,7 +68,11 @@ class Judging:
     min_track_faces: int = (
         4  # judged faces; capped at an eighth of the analysed frames (1 for an image)
     )
-    max_qp: float = 36.0  # H.264 quantiser under the face (FaceScore.qp); 51 lets every face in
+    # H.264 quantiser under the face (FaceScore.qp); 51 lets every face in. On ffpp-dev
+    # re-encoded at CRF 35 it cuts wrong answers from 15 to 6 of 42 videos (16 more are
+    # inconclusive) and changes no verdict on the videos as recorded
+    # (benchmarks/bench_compression.py).
+    max_qp: float = 36.0
 
     def __post_init__(self) -> None:
         limits = (self.min_face, self.min_sharpness, self.max_qp)
