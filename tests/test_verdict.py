@@ -161,6 +161,10 @@ def test_a_coarsely_coded_face_is_shown_but_cannot_decide():
     assert everyone.label == "inconclusive" and "too compressed" in everyone.reason
     assert decide(faces[:8], "mean", judging=Judging(max_qp=51)).label == "fake"
     assert decide([face(0, 0, 0.99)], "mean", frames=1, judging=Judging(max_qp=0)).label == "fake"
+    # Seen in every frame, but most faces coded too coarsely: the reason says so.
+    mixed = [face(0, i, 0.9, qp=40.0 if i > 1 else 30.0) for i in range(8)] + [face(0, 8, 0.9, 20)]
+    track = decide(mixed, "mean", judging=Judging(max_qp=36)).tracks[0]
+    assert track.unjudged == "only 2 of 9 faces can be judged (< 4): 6 too compressed, 1 too small"
 
 
 def test_briefly_tracked_face_cannot_decide():

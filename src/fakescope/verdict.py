@@ -18,7 +18,7 @@ videos: `fit_decision`).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -81,13 +81,25 @@ class Judging:
                 "--min-face, --min-sharpness and --max-qp must be >= 0, --min-track-faces >= 1"
             )
 
-    def face_reason(self, face: FaceScore) -> str | None:
+    def problem(self, face: FaceScore) -> str | None:
+        """Why a face cannot be judged, in two words; None if it can."""
         if face.size < self.min_face:
-            return f"too small ({face.size:.0f} px < {self.min_face:.0f} px)"
+            return "too small"
         if face.sharpness < self.min_sharpness:
-            return f"too blurred (sharpness {face.sharpness:.1f} < {self.min_sharpness:.1f})"
+            return "too blurred"
         if self.too_compressed(face):
-            return f"too compressed (H.264 QP {face.qp:.1f} > {self.max_qp:.1f})"
+            return "too compressed"
+        return None
+
+    def face_reason(self, face: FaceScore) -> str | None:
+        """`problem` with the measure that decided it."""
+        match self.problem(face):
+            case "too small":
+                return f"too small ({face.size:.0f} px < {self.min_face:.0f} px)"
+            case "too blurred":
+                return f"too blurred (sharpness {face.sharpness:.1f} < {self.min_sharpness:.1f})"
+            case "too compressed":
+                return f"too compressed (H.264 QP {face.qp:.1f} > {self.max_qp:.1f})"
         return None
 
     def too_compressed(self, face: FaceScore) -> bool:
@@ -162,8 +174,12 @@ def _judge_track(
             why = f"every face too compressed (finest H.264 QP {finest:.1f} > {judging.max_qp:.1f})"
         else:
             why = "every face too small, too blurred or too compressed"
-    else:
+    elif len(faces) < needed:
         why = f"seen too briefly ({len(judged)} judged face{'s' * (len(judged) > 1)} < {needed})"
+    else:  # seen long enough, but too few of its faces can be judged: say what kept them out
+        problems = Counter(judging.problem(f) for f in faces if f.unjudged)
+        listed = ", ".join(f"{n} {problem}" for problem, n in problems.most_common())
+        why = f"only {len(judged)} of {len(faces)} faces can be judged (< {needed}): {listed}"
     return TrackVerdict(track_id, None, faces, why)
 
 
