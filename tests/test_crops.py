@@ -163,11 +163,14 @@ def test_normalise_in_place_is_the_plain_arithmetic():
 
 
 def test_face_qp_is_the_mean_quantiser_under_the_box():
-    qp = np.zeros((10, 20), np.int8)  # an 80 x 40 px frame in 4 px cells
-    qp[:, 10:] = 40  # its right half coded coarsely
+    qp = np.full((10, 20), 20, np.int8)  # an 80 x 40 px frame in 4 px cells
+    qp[:, 10:] = 40  # its right half coded more coarsely
     assert face_qp(qp, (40, 0, 80, 40), 1.0) == 40
-    assert face_qp(qp, (20, 0, 60, 40), 1.0) == 20  # half on each side
+    assert face_qp(qp, (20, 0, 60, 40), 1.0) == 30  # half on each side
     # A frame decoded at half size: the same box covers source pixels 40-120, clipped to 80.
     assert face_qp(qp, (20, 0, 60, 40), 0.5) == 40
     assert face_qp(qp, (-30, -30, -10, -10), 1.0) is None  # outside the frame
     assert face_qp(None, (0, 0, 10, 10), 1.0) is None  # an image, or not H.264
+    qp[:, :5] = 0  # no quantiser reported there (FFmpeg, field-coded frames)
+    assert face_qp(qp, (0, 0, 20, 40), 1.0) is None
+    assert face_qp(qp, (0, 0, 60, 40), 1.0) == 30  # the 5 coded columns of each half

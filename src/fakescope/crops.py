@@ -158,7 +158,7 @@ def sharpness(image: np.ndarray, box: Box) -> float:
 def face_qp(qp: np.ndarray | None, box: Box, scale: float) -> float | None:
     """The mean H.264 quantiser of the cells a face box (frame pixels) covers: how coarsely
     the encoder kept that face. `qp` is its frame's Frame.qp, `scale` frame / source pixels;
-    None when the frame has no quantisers or the box lies outside it."""
+    None when the frame has no quantisers there or the box lies outside it."""
     if qp is None:
         return None
     cell = QP_CELL * scale
@@ -166,7 +166,10 @@ def face_qp(qp: np.ndarray | None, box: Box, scale: float) -> float | None:
     rows = slice(max(0, math.floor(y1 / cell)), max(0, math.ceil(y2 / cell)))
     cols = slice(max(0, math.floor(x1 / cell)), max(0, math.ceil(x2 / cell)))
     covered = qp[rows, cols]
-    return float(covered.mean()) if covered.size else None
+    # FFmpeg reports 0 for macroblocks it kept no quantiser for (seen in field-coded frames);
+    # a true 0 is lossless and could never make a face too compressed, so 0 is left out.
+    coded = covered[covered > 0]
+    return float(coded.mean()) if coded.size else None
 
 
 # OpenCV's RGB -> grey for uint8: weights 0.299, 0.587, 0.114 in 15-bit fixed point, rounded
