@@ -117,7 +117,9 @@ def test_a_coarsely_coded_video_is_inconclusive_and_says_why(
     report = analyzer.analyze(coarse)
     faces = [f for t in report.verdict.tracks for f in t.faces]
     assert faces and all(f.qp is not None and f.qp > 40 for f in faces)
-    assert all(f.unjudged and f.unjudged.startswith("too compressed (H.264 QP") for f in faces)
+    assert all(
+        f.unjudged and f.unjudged.startswith("too compressed (median H.264 QP") for f in faces
+    )
     assert report.label == "inconclusive" and report.fake_probability is None
     assert "too compressed" in report.verdict.reason
     # The same faces with the limit lifted are judged again.
