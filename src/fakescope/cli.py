@@ -80,7 +80,8 @@ MinSharpness = Annotated[
 MaxQp = Annotated[
     float,
     typer.Option(
-        "--max-qp", help="faces H.264 kept more coarsely are not judged (mean QP; 51: no limit)"
+        "--max-qp",
+        help="a person whose faces H.264 coded more coarsely (median QP) cannot decide; 51: off",
     ),
 ]
 # Media limits, shared by analyze and scan (media.Limits documents them).
