@@ -7,7 +7,7 @@ track's AUC stops rising after about 4 faces (0.86 from one face, 0.89 from four
 face under `Judging.min_face` px, or blurrier than 98% of the validation faces, is shown
 with its reason but never decides; nor does a track whose faces H.264 coded more coarsely
 than `Judging.max_qp` (on FF++ faces re-encoded at CRF 29-41 the per-face AUC falls from
-0.82 under QP 27 to 0.67 at QP 36-39 and 0.61 beyond), nor a track with fewer than
+0.82 under QP 27 to 0.70 at QP 33-36 and 0.61 past 39), nor a track with fewer than
 `min_track_faces` judged faces. A video's probability is the highest of its judged tracks'
 probabilities (a video is fake if any person in it is); with no judged track the answer is
 "inconclusive", and so is a probability between `real_below` and `threshold`, the band in
@@ -69,10 +69,11 @@ class Judging:
         4  # judged faces; capped at an eighth of the analysed frames (1 for an image)
     )
     # The median H.264 quantiser of a track's faces (FaceScore.qp) above which the track is
-    # too compressed to decide; 51 lets every track in. On ffpp-dev re-encoded at CRF 35 it
-    # cuts wrong answers from 15 to 6 of 42 videos and changes no verdict on the videos as
-    # recorded (benchmarks/bench_compression.py).
-    max_qp: float = 36.0
+    # too compressed to decide; 51 lets every track in. Per-face AUC is 0.75 at QP 30-33 and
+    # 0.70 at 33-36. On ffpp-dev re-encoded at CRF 35 every verdict (15 of 42 wrong) becomes
+    # inconclusive; the videos as recorded (track medians up to 30.8) keep theirs
+    # (benchmarks/bench_compression.py).
+    max_qp: float = 34.0
 
     def __post_init__(self) -> None:
         limits = (self.min_face, self.min_sharpness, self.max_qp)
