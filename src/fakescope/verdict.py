@@ -100,9 +100,9 @@ class Judging:
         return None
 
     def compression(self, faces: list[FaceScore]) -> str | None:
-        """Why a track is too compressed to decide, or None. One face's QP can be off: FFmpeg's
-        frame-threaded H.264 decoder now and then exports quantisers that are not the frame's
-        own (two decodes of 21 videos differed in 51 of 672 frames), so the median decides."""
+        """Why a track is too compressed to decide, or None. The median over its faces decides:
+        encoders code keyframes a few QP finer and B-frames a few coarser than the rest, and a
+        face is as compressed as most of its frames are."""
         qps = [f.qp for f in faces if f.qp is not None]
         median = float(np.median(qps)) if qps else None
         if median is None or median <= self.max_qp:
