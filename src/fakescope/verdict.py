@@ -70,8 +70,8 @@ class Judging:
     )
     # The median H.264 quantiser of a track's faces (FaceScore.qp) above which the track is
     # too compressed to decide; 51 lets every track in. Per-face AUC is 0.75 at QP 30-33 and
-    # 0.70 at 33-36. On ffpp-dev re-encoded at CRF 35 every verdict (15 of 42 wrong) becomes
-    # inconclusive; the videos as recorded (track medians up to 30.8) keep theirs
+    # 0.70 at 33-36. On ffpp-dev re-encoded at CRF 35, 41 of 42 verdicts (15 were wrong)
+    # become inconclusive; the videos as recorded (track medians up to 30.8) keep theirs
     # (benchmarks/bench_compression.py).
     max_qp: float = 34.0
 
