@@ -49,11 +49,10 @@ TEXT_DEMUXERS = {"tty", "bin", "xbin", "adf", "idf"}
 # errno values of a path that is not there (as pathlib's exists() reads them).
 MISSING = {errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP}
 # EXIF orientation -> counter-clockwise rotation applied by exif_transpose (2, 4, 5, 7 also mirror).
+EXIF_ROTATION = {3: 180, 4: 180, 5: 270, 6: 270, 7: 90, 8: 90}
 # Frame.qp's resolution: H.264 sets one quantiser per 16 x 16 macroblock; a finer cell lets
 # the map follow a frame whose size is not a multiple of 16 when it is turned upright.
 QP_CELL = 4
-
-EXIF_ROTATION = {3: 180, 4: 180, 5: 270, 6: 270, 7: 90, 8: 90}
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ class FaceScore:
     sharpness: float  # variance of the Laplacian of the box at 112 px grey (see crops.sharpness)
     qp: float | None = None  # mean H.264 quantiser under the box (crops.face_qp); None: not H.264
     unjudged: str | None = (
-        None  # why this face cannot be judged (too small, too blurred); None if it can
+        None  # why this face cannot be judged (too small, blurred or compressed); None if it can
     )
     landmarks: np.ndarray | None = (
         None  # 5 x 2 frame pixels from the detector (Detection.landmarks)
