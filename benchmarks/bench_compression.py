@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from bench_robustness import SHARED, labelled, reencoded, trimmed
+from bench_robustness import SHARED, labelled
+from fakescope.media import first_seconds, reencode
 from fakescope.pipeline import Analyzer, Settings
 from fakescope.types import FaceScore
 from fakescope.verdict import decide
@@ -38,9 +39,9 @@ def analysed(analyzer: Analyzer, folder: Path, limit: int | None, crfs: list[int
     for path, label in labelled(folder, "*.mp4", limit):
         name = str(path.relative_to(folder))
         with tempfile.TemporaryDirectory() as tmp:
-            variants = {"as recorded": trimmed(path, Path(tmp) / "copy.mp4", seconds)}
+            variants = {"as recorded": first_seconds(path, Path(tmp) / "copy.mp4", seconds)}
             for crf in crfs:
-                variants[f"crf{crf}"] = reencoded(path, Path(tmp) / f"{crf}.mp4", seconds, crf)
+                variants[f"crf{crf}"] = reencode(path, Path(tmp) / f"{crf}.mp4", seconds, crf)
             for variant, video in variants.items():
                 report = analyzer.analyze(video)
                 faces = [f for t in report.verdict.tracks for f in t.faces]

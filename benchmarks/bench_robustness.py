@@ -22,13 +22,12 @@ import io
 import json
 import tempfile
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image, ImageFilter
 
+from fakescope import media
 from fakescope.crops import resize_rgb
 from fakescope.media import read_image
 from fakescope.metrics import metrics_with_intervals
@@ -117,53 +116,16 @@ def bench_crops(analyzer: Analyzer, folder: Path, limit: int | None) -> list[dic
     return rows
 
 
-def trimmed(source: Path, target: Path, seconds: float) -> Path:
-    """The first `seconds` without re-encoding: packets in decode order up to that time, so every
-    frame shown before it keeps the (earlier-decoded) frames it refers to."""
-    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
-        stream = src.streams.video[0]
-        out = dst.add_stream_from_template(stream)
-        start = stream.start_time or 0
-        for packet in src.demux(stream):
-            if packet.dts is None:  # the demuxer's final flush packet
-                continue
-            if (packet.dts - start) * stream.time_base >= seconds:
-                break
-            packet.stream = out
-            dst.mux(packet)
-    return target
-
-
-def reencoded(source: Path, target: Path, seconds: float, crf: int, scale: float = 1.0) -> Path:
-    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
-        stream = src.streams.video[0]
-        stream.thread_type = "AUTO"
-        fps = Fraction(stream.average_rate or 25).limit_denominator(1001)
-        out = dst.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
-        out.width, out.height = (
-            int(stream.width * scale) // 2 * 2,
-            int(stream.height * scale) // 2 * 2,
-        )
-        out.pix_fmt = "yuv420p"
-        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-        for i, frame in enumerate(src.decode(stream)):
-            if frame.time is not None and frame.time - start >= seconds:
-                break
-            image = frame.reformat(width=out.width, height=out.height, format="yuv420p")
-            image.pts, image.time_base = i, 1 / fps  # a fresh timeline at the source fps
-            dst.mux(out.encode(image))
-        dst.mux(out.encode())
-    return target
-
-
 def bench_videos(
     analyzer: Analyzer, folder: Path, limit: int | None, seconds: float, crf: int
 ) -> tuple[list, list]:
     variants: dict[str, Callable[[Path, Path], Path]] = {
         "clean": lambda src, tmp: src,
-        f"clean, first {seconds:g} s": lambda src, tmp: trimmed(src, tmp / "trim.mp4", seconds),
-        f"h264 crf{crf}": lambda src, tmp: reencoded(src, tmp / "crf.mp4", seconds, crf),
-        f"x0.5 + h264 crf{crf}": lambda src, tmp: reencoded(
+        f"clean, first {seconds:g} s": lambda src, tmp: media.first_seconds(
+            src, tmp / "trim.mp4", seconds
+        ),
+        f"h264 crf{crf}": lambda src, tmp: media.reencode(src, tmp / "crf.mp4", seconds, crf),
+        f"x0.5 + h264 crf{crf}": lambda src, tmp: media.reencode(
             src, tmp / "half.mp4", seconds, crf, 0.5
         ),
     }

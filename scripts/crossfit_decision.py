@@ -13,31 +13,14 @@ every video made from them are one group).
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 
 from fakescope.evaluate import read_rows, relabel, results_table, video_report
+from fakescope.selection import scene_groups
 from fakescope.verdict import fit_decision
-
-
-def scene_groups(files: list[str]) -> list[int]:
-    """Connected components of the source ids in each file name."""
-    parent: dict[str, str] = {}
-
-    def find(a: str) -> str:
-        while parent.setdefault(a, a) != a:
-            a = parent[a]
-        return a
-
-    ids = [re.findall(r"_(\d{3})(?=_|$)", Path(f).stem) or [Path(f).stem] for f in files]
-    for group in ids:
-        for other in group[1:]:
-            parent[find(other)] = find(group[0])
-    roots = sorted({find(g[0]) for g in ids})
-    return [roots.index(find(g[0])) for g in ids]
 
 
 def main() -> None:

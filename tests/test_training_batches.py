@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import numpy as np
 import pytest
@@ -15,11 +16,13 @@ from skimage.draw import polygon as draw_polygon
 from fakescope.faces import get_detector
 from fakescope.training.batch_augment import (
     BatchAugment,
+    H264Rounds,
     JpegRounds,
     SelfBlend,
     adjust_colour,
     face_masks,
     fill_polygons,
+    h264_roundtrip,
     outline_points,
     resized_crop_flip,
 )
@@ -118,6 +121,72 @@ def test_jpeg_rounds_are_libjpeg():
         # One or two rounds at q50: close to Pillow's single round, far from lossless.
         assert _psnr(ours, reference) > 33
         assert 0 < (ours.float() - image.float()).abs().mean() < 8
+
+
+def _smooth_images(batch: int, size: int) -> torch.Tensor:
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(batch, 3, 8, 8), size=(size, size), mode="bicubic"
+    )
+    return (smooth.clamp(0, 1) * 255).to(torch.uint8)
+
+
+def _predicted_frame_qp(image: np.ndarray, crf: int) -> tuple[int, float]:
+    """What FFmpeg's decoder reports of the last frame of the clip h264_roundtrip codes: its
+    picture type and mean macroblock quantiser (the pipeline's measure, media.Frame.qp)."""
+    import av
+    from av.sidedata.encparams import VideoEncParams
+
+    from fakescope.media import write_video
+
+    with TemporaryDirectory() as tmp:
+        path = write_video(
+            Path(tmp) / "clip.mp4",
+            [np.roll(image, (2, -1), axis=(0, 1)), image],
+            25,
+            options={"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"},
+        )
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.options = {"export_side_data": "venc_params"}
+            last = list(container.decode(stream))[-1]
+            params = next(d for d in last.side_data if isinstance(d, VideoEncParams))
+            return int(last.pict_type), float(params.qp_map().mean())
+
+
+def test_h264_rounds_code_through_x264_as_a_video_would():
+    import av
+
+    torch.manual_seed(0)
+    images = _smooth_images(4, 64)
+    assert torch.equal(H264Rounds(p=0)(images.clone()), images)
+    pixels = np.ascontiguousarray(images[0].permute(1, 2, 0).numpy())
+    errors = [
+        np.abs(h264_roundtrip(pixels, crf, (2, -1)).astype(int) - pixels).mean()
+        for crf in (18, 30, 45)
+    ]
+    assert 0 < errors[0] < errors[1] < errors[2]  # coarser coding, more loss
+    # The same settings in a file (the decoder's view): a predicted frame whose quantiser
+    # follows the CRF, as the --max-qp limit reads it from real videos.
+    kind, qp = _predicted_frame_qp(pixels, 35)
+    assert kind == av.video.frame.PictureType.P and 30 < qp < 45, (kind, qp)
+    assert _predicted_frame_qp(pixels, 45)[1] > qp
+    # Seeded: the same draws give the same bytes (a resumed run codes alike).
+    torch.manual_seed(1)
+    first = H264Rounds(p=1, shrink=0.5, twice=0.5)(images.clone())
+    torch.manual_seed(1)
+    again = H264Rounds(p=1, shrink=0.5, twice=0.5)(images.clone())
+    assert torch.equal(first, again) and first.dtype == torch.uint8
+    assert first.shape == images.shape and not torch.equal(first, images)
+
+
+def test_h264_shrink_loses_detail_an_odd_side_survives():
+    torch.manual_seed(0)
+    sharp = torch.randint(0, 256, (1, 3, 63, 63), dtype=torch.uint8)
+    whole = H264Rounds(p=1, crf=(23, 23), shrink=0, twice=0)(sharp.clone())
+    shrunk = H264Rounds(p=1, crf=(23, 23), shrink=1, scale=(0.3, 0.3), twice=0)(sharp.clone())
+    assert whole.shape == shrunk.shape == sharp.shape
+    loss = [(x.float() - sharp.float()).abs().mean() for x in (whole, shrunk)]
+    assert loss[1] > loss[0]
 
 
 def test_colour_changes_match_torchvision_per_image():

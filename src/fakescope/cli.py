@@ -785,6 +785,12 @@ def train(
     sbi_share: float = typer.Option(
         0.25, "--sbi-share", help="share of the fake half that is self-blended from real crops"
     ),
+    jpeg_share: float = typer.Option(
+        0.7, "--jpeg-share", help="share of crops given one or two JPEG rounds (q30-95)"
+    ),
+    h264_share: float = typer.Option(
+        0.0, "--h264-share", help="share of crops coded by x264 (CRF 23-45; some shrunk first)"
+    ),
     input_mode: str = typer.Option(
         "cache",
         "--input",
@@ -815,6 +821,8 @@ def train(
             image_size=image_size,
             init=str(init) if init else None,
             sbi_share=sbi_share,
+            jpeg_share=jpeg_share,
+            h264_share=h264_share,
             input=input_mode,
         ),
     )

@@ -485,6 +485,48 @@ def write_video(
     return path
 
 
+def first_seconds(source: Path, target: Path, seconds: float) -> Path:
+    """A video's first `seconds` without re-encoding: packets in decode order up to that time,
+    so every frame shown before it keeps the (earlier-decoded) frames it refers to."""
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream_from_template(stream)
+        start, base = stream.start_time or 0, stream.time_base or Fraction(1)
+        for packet in src.demux(stream):
+            if packet.dts is None:  # the demuxer's final flush packet
+                continue
+            if (packet.dts - start) * base >= seconds:
+                break
+            packet.stream = out
+            dst.mux(packet)
+    return target
+
+
+def reencode(source: Path, target: Path, seconds: float, crf: int, scale: float = 1.0) -> Path:
+    """A video's first `seconds` coded again by x264 at `crf` (sides times `scale`), as a
+    messenger or a platform re-encodes an upload."""
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        stream = src.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = Fraction(stream.average_rate or 25).limit_denominator(1001)
+        out = dst.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
+        out.width, out.height = (
+            int(stream.width * scale) // 2 * 2,
+            int(stream.height * scale) // 2 * 2,
+        )
+        out.pix_fmt = "yuv420p"
+        base = stream.time_base or Fraction(1)
+        start = float(stream.start_time * base) if stream.start_time else 0.0
+        for i, frame in enumerate(src.decode(stream)):
+            if frame.time is not None and frame.time - start >= seconds:
+                break
+            image = frame.reformat(width=out.width, height=out.height, format="yuv420p")
+            image.pts, image.time_base = i, 1 / fps  # a fresh timeline at the source fps
+            dst.mux(out.encode(image))
+        dst.mux(out.encode())
+    return target
+
+
 def _asset_image(name: str) -> np.ndarray:
     with resources.files("fakescope").joinpath("assets", name).open("rb") as f:
         return np.asarray(Image.open(f).convert("RGB"))

@@ -67,7 +67,7 @@ def save_fakescope(
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"{spec.name}.safetensors"
     state = {
-        k: (v.half() if half and v.is_floating_point() else v).contiguous()
+        k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
         for k, v in model.state_dict().items()
     }
     save_file(state, str(weights))

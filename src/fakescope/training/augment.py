@@ -18,6 +18,8 @@ import torch.nn.functional as F
 import torchvision.transforms.v2 as T
 from PIL import Image
 
+from .batch_augment import H264Rounds
+
 
 def _ellipse_mask(size: int, rng: random.Random) -> torch.Tensor:
     """A soft, randomly shaped face-region mask on a tight face crop (values in [0, 1])."""
@@ -112,8 +114,10 @@ def _webp(image: torch.Tensor, quality: int) -> torch.Tensor:
         return torch.from_numpy(np.array(decoded.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
-def training_transform(size: int) -> T.Compose:
-    """Random degradations seen in the wild, on uint8 CHW tensors."""
+def training_transform(size: int, jpeg: float = 0.7, h264: float = 0.0) -> T.Compose:
+    """Random degradations seen in the wild, on uint8 CHW tensors: H.264 on a share `h264`
+    (`batch_augment.H264Rounds`), JPEG or WebP rounds on a share `jpeg`."""
+    coded = H264Rounds(p=1.0)
     return T.Compose(
         [
             T.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
@@ -121,6 +125,7 @@ def training_transform(size: int) -> T.Compose:
             T.RandomApply([T.ColorJitter(0.2, 0.2, 0.2, 0.03)], p=0.5),
             T.RandomApply([T.GaussianBlur(5, sigma=(0.3, 1.5))], p=0.2),
             T.RandomApply([ResampleChain()], p=0.3),
-            T.RandomApply([Recompress()], p=0.7),
+            T.RandomApply([T.Lambda(lambda image: coded(image[None])[0])], p=h264),
+            T.RandomApply([Recompress()], p=jpeg),
         ]
     )

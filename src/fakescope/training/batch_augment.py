@@ -14,6 +14,10 @@ a batch belongs to the pipeline, and copying it whole costs as much as most tran
 
 from __future__ import annotations
 
+from fractions import Fraction
+
+import av
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
@@ -355,17 +359,93 @@ class JpegRounds(torch.nn.Module):
         return images
 
 
+def h264_roundtrip(image: np.ndarray, crf: int, shift: tuple[int, int]) -> np.ndarray:
+    """An H x W x 3 uint8 image (even sides) coded by x264 at `crf` and decoded again, as the
+    second frame of a two-frame clip whose first frame is the image moved by `shift` (dy, dx)
+    pixels: a predicted frame, like most frames of a video, not a key frame. One thread and a
+    fixed setting: the same input always gives the same bytes."""
+    height, width = image.shape[:2]
+    encoder = av.CodecContext.create("libx264", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+    encoder.time_base, encoder.thread_count = Fraction(1, 25), 1
+    encoder.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
+    first = np.roll(image, shift, axis=(0, 1))
+    packets = []
+    for pts, picture in enumerate((first, image)):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
+        frame.pts = pts
+        packets += encoder.encode(frame)
+    packets += encoder.encode(None)
+    decoder = av.CodecContext.create("h264", "r")
+    decoder.thread_count = 1
+    frames = [f for packet in packets for f in decoder.decode(packet)] + decoder.decode(None)
+    return frames[-1].to_ndarray(format="rgb24")
+
+
+class H264Rounds(torch.nn.Module):
+    """Real H.264 (x264 through PyAV) on a random share `p` of uint8 images, as a platform
+    or a messenger codes a face in a video: at a CRF drawn from `crf`; on a share `shrink`
+    coded smaller first (a face that was small in its frame, enlarged back after decoding);
+    on a share `twice` coded coarsely and then again finely (a re-upload of a re-encode),
+    the decoder seeing only the last coding. About 15 ms a 192 px face on one core
+    (docs/training.md): a batch is coded whole in the loader processes, beside the model's
+    step."""
+
+    def __init__(
+        self,
+        p: float = 0.3,
+        crf: tuple[int, int] = (23, 45),
+        shrink: float = 0.5,
+        scale: tuple[float, float] = (0.3, 0.9),
+        twice: float = 0.25,
+        fine: tuple[int, int] = (18, 28),
+    ):
+        super().__init__()
+        self.p, self.crf, self.shrink, self.scale = p, crf, shrink, scale
+        self.twice, self.fine = twice, fine
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        chosen = (torch.rand(images.shape[0]) < self.p).nonzero().flatten().tolist()
+        side = images.shape[-1]
+        for i in chosen:
+            draws = torch.rand(3).tolist()
+            crfs = [int(torch.randint(self.crf[0], self.crf[1] + 1, ()))]
+            if draws[0] < self.twice:
+                crfs.append(int(torch.randint(self.fine[0], self.fine[1] + 1, ())))
+            coded = side
+            if draws[1] < self.shrink:
+                factor = self.scale[0] + draws[2] * (self.scale[1] - self.scale[0])
+                coded = max(16, round(side * factor / 2) * 2)
+            face = images[i : i + 1].cpu()
+            if coded != side:
+                face = _interpolate(face.float(), "bilinear", size=(coded, coded))
+                face = face.round_().clamp_(0, 255).to(torch.uint8)
+            pixels = np.ascontiguousarray(face[0].permute(1, 2, 0).numpy())
+            if pixels.shape[0] % 2:  # 4:2:0 needs even sides
+                pixels = np.ascontiguousarray(np.pad(pixels, ((0, 1), (0, 1), (0, 0)), "edge"))
+            for crf in crfs:
+                dy, dx = torch.randint(-4, 5, (2,)).tolist()
+                pixels = h264_roundtrip(pixels, crf, (dy, dx))
+            out = torch.from_numpy(pixels[:coded, :coded]).permute(2, 0, 1)[None]
+            if coded != side:
+                out = _interpolate(out.float(), "bilinear", size=(side, side))
+                out = out.round_().clamp_(0, 255).to(torch.uint8)
+            images[i] = out[0].to(images.device)
+        return images
+
+
 class BatchAugment(torch.nn.Module):
     """The degradations of `augment.training_transform`, batched: crop and flip (`crop`, on
-    the uint8 batch, before self-blending), then colour, blur, resampling and JPEG rounds
-    (`forward`), on reals and fakes alike."""
+    the uint8 batch, before self-blending), then colour, blur, resampling, H.264 on a share
+    `h264` and JPEG rounds on a share `jpeg` (`forward`), on reals and fakes alike."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, jpeg: float = 0.7, h264: float = 0.0):
         super().__init__()
         self.size = size
         self.colour = ColourJitter(0.2, 0.2, 0.2, 0.03, p=0.5)
         self.resample = ResampleBatch()
-        self.jpeg = JpegRounds()
+        self.h264 = H264Rounds(p=h264)
+        self.jpeg = JpegRounds(p=jpeg)
 
     def crop(
         self, images: torch.Tensor, landmarks: torch.Tensor
@@ -376,4 +456,5 @@ class BatchAugment(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Float B x 3 x size x size in [0, 1] in; uint8 out, as a codec leaves it."""
         images = self.resample(blur(self.colour(images), (0.3, 1.5), p=0.2))
-        return self.jpeg(images.mul_(255).round_().clamp_(0, 255).to(torch.uint8))
+        coded = self.h264(images.mul_(255).round_().clamp_(0, 255).to(torch.uint8))
+        return self.jpeg(coded)

@@ -28,10 +28,12 @@ class TrainingBatches:
         std: Sequence[float],
         device: torch.device,
         seed: int,
+        jpeg: float = 0.7,
+        h264: float = 0.0,
     ):
         self.crops = _held_for(crops, device)
         self.mean, self.std, self.device, self.seed = mean, std, device, seed
-        self.augment = BatchAugment(crops.images.shape[-1])
+        self.augment = BatchAugment(crops.images.shape[-1], jpeg=jpeg, h264=h264)
         self.blend = SelfBlend()
 
     def batch(

@@ -105,7 +105,9 @@ def read_rgb(path: Path, size: int) -> torch.Tensor:
 class CropDataset(Dataset):
     """Face crops as normalised float tensors; training mode augments and self-blends."""
 
-    def __init__(self, samples, items, size, mean, std, train: bool, seed: int = 0):
+    def __init__(
+        self, samples, items, size, mean, std, train: bool, seed: int = 0, codecs=(0.7, 0.0)
+    ):
         self.samples, self.items, self.size, self.train, self.seed = (
             samples,
             items,
@@ -114,7 +116,7 @@ class CropDataset(Dataset):
             seed,
         )
         self.mean, self.std = mean, std
-        self.augment = training_transform(size) if train else None
+        self.augment = training_transform(size, *codecs) if train else None
 
     def __len__(self) -> int:
         return len(self.items)

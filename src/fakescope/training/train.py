@@ -49,6 +49,10 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 1e-2
     sbi_share: float = 0.25  # share of the fake half that is self-blended from reals
+    # Shares of the training crops, reals and fakes alike, coded by real codecs: one or two
+    # rounds of JPEG (WebP too when streamed), and H.264 (batch_augment.H264Rounds).
+    jpeg_share: float = 0.7
+    h264_share: float = 0.0
     holdout: float = 0.05  # share of clusters held out for model choice and calibration
     image_size: int | None = None  # default: the architecture's crop size
     limit_eval: int | None = None  # cap held-out and val images (tests)
@@ -85,6 +89,8 @@ class TrainConfig:
             "--lr": (self.lr, False),
             "--weight-decay": (self.weight_decay, True),
             "--sbi-share": (self.sbi_share, True),
+            "--jpeg-share": (self.jpeg_share, True),
+            "--h264-share": (self.h264_share, True),
             "--holdout": (self.holdout, False),
         }
         for option, (number, zero_allowed) in shares.items():
@@ -184,7 +190,13 @@ def cached_inputs(config: TrainConfig, size: int, device: torch.device) -> Input
 
     def epoch(number: int, items: list[tuple[int, bool]], first_step: int) -> Batches:
         source = TrainingBatches(
-            train_crops, crop.mean, crop.std, device, config.seed * 1000 + number
+            train_crops,
+            crop.mean,
+            crop.std,
+            device,
+            config.seed * 1000 + number,
+            jpeg=config.jpeg_share,
+            h264=config.h264_share,
         )
         return source.epoch(items, batch, first_step, workers=config.workers)
 
@@ -218,6 +230,7 @@ def streamed_inputs(config: TrainConfig, size: int) -> Inputs:
             crop.std,
             train=True,
             seed=config.seed * 1000 + number,
+            codecs=(config.jpeg_share, config.h264_share),
         )
         return DataLoader(
             data,
@@ -355,15 +368,36 @@ def train_epoch(
     return running
 
 
+def save_calibrated(
+    run: Run, logits: np.ndarray, labels: np.ndarray, size: int, directory: Path
+) -> ModelSpec:
+    """The run's model as it is now, its temperature fitted on the held-out `logits`."""
+    config = run.config
+    crop = replace(get_arch(config.arch).crop, size=size)
+    spec = ModelSpec(
+        name=config.name or config.arch,
+        arch=config.arch,
+        crop=crop,
+        temperature=fit_temperature(logits, labels),
+    )
+    return save_fakescope(run.model, spec, directory)
+
+
 def evaluate_epoch(
-    run: Run, train_loss: float | None, inputs: Inputs, device: torch.device, out: Path
+    run: Run, train_loss: float | None, inputs: Inputs, device: torch.device, size: int, out: Path
 ) -> dict:
-    """Score the held-out (and val) images, log the epoch, keep the best weights, move on."""
+    """Score the held-out (and val) images, log the epoch, keep the best weights, move on.
+    Every epoch's calibrated model stays in `out/epochs/NN/`, so that an epoch can also be
+    chosen by a measure training does not see (full-frame videos: `fakescope.selection`)."""
     state = run.state
     logits, labels = predict_logits(run.model, inputs.held(), device)
+    snapshot = save_calibrated(
+        run, logits, labels, size, out / "epochs" / f"{state['epoch'] + 1:02d}"
+    )
     record = {
         "epoch": state["epoch"] + 1,
         "train_loss": train_loss,
+        "temperature": snapshot.temperature,
         "holdout": point_metrics(labels, 1 / (1 + np.exp(-logits))),
     }
     if inputs.val is not None:
@@ -384,21 +418,16 @@ def evaluate_epoch(
 
 def export(run: Run, inputs: Inputs, size: int, device: torch.device, out: Path) -> ModelSpec:
     """Calibrate the best epoch's model on the held-out clusters and save it with a summary."""
-    config = run.config
-    name = config.name or config.arch
-    model = run.model
     assert run.best_model is not None  # set by the first evaluated epoch
-    model.load_state_dict(run.best_model)
-    logits, labels = predict_logits(model, inputs.held(), device)
-    temperature = fit_temperature(logits, labels)
-    crop = replace(get_arch(config.arch).crop, size=size)
-    spec = ModelSpec(name=name, arch=config.arch, crop=crop, temperature=temperature)
-    spec = save_fakescope(model.cpu().to(memory_format=torch.contiguous_format), spec, out)
+    run.model.load_state_dict(run.best_model)
+    logits, labels = predict_logits(run.model, inputs.held(), device)
+    spec = save_calibrated(run, logits, labels, size, out)
     best_epoch = run.state["best"]["epoch"]
-    summary = {"model": spec.to_dict(), "best_epoch": best_epoch, "temperature": temperature}
+    summary = {"model": spec.to_dict(), "best_epoch": best_epoch, "temperature": spec.temperature}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(
-        f"saved {out / (name + '.json')} (best epoch {best_epoch}, temperature {temperature:.3f})",
+        f"saved {out / (spec.name + '.json')} (best epoch {best_epoch}, "
+        f"temperature {spec.temperature:.3f})",
         flush=True,
     )
     return spec
@@ -430,6 +459,6 @@ def train(config: TrainConfig, progress: bool = True) -> ModelSpec:
     with Progress(*columns, disable=not progress) as bar:
         while run.state["epoch"] < config.epochs:
             loss = train_epoch(run, inputs, device, checkpoint, bar, progress)
-            evaluate_epoch(run, loss, inputs, device, out)
+            evaluate_epoch(run, loss, inputs, device, size, out)
             save_checkpoint(run, checkpoint)
     return export(run, inputs, size, device, out)

@@ -1,0 +1,111 @@
+"""Compare models (a run's epochs, other runs, the shipped one) on full-frame videos, and
+choose on one half of the scenes.
+
+    python scripts/select_epoch.py --build ../shared/data/ffpp-dev \\
+        --set runs/select/ffpp-dev.safetensors
+    python scripts/select_epoch.py --set runs/select/ffpp-dev.safetensors \\
+        default runs/h264/epochs/*/efficientnet-lite0.json --out runs/select/h264
+
+`--build` decodes each video once, as recorded and re-encoded at each `--crf` (first
+`--seconds`), finds and cuts its faces (`fakescope.selection.build_video_set`); later calls
+only score the stored crops. For every model the table gives the video AUC per variant on
+each half of the FF++ scenes and on all; the choice is the best mean AUC over the variants
+on `--choose-on` (the other half is left to fit the decision: `fakescope calibrate`, or
+`scripts/crossfit_decision.py` on the rows written to --out). An epoch's held-out log loss
+(from its run's log.jsonl) is shown beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fakescope.evaluate import write_rows
+from fakescope.pipeline import Analyzer
+from fakescope.selection import (
+    RECORDED,
+    build_video_set,
+    half_of,
+    load_video_set,
+    save_video_set,
+    score_video_set,
+    video_auc,
+)
+
+
+def held_out_log_loss(model: str) -> float | None:
+    """The log loss of a run's epoch `RUN/epochs/NN/x.json`, from RUN/log.jsonl."""
+    path = Path(model)
+    log = path.parent.parent.parent / "log.jsonl"
+    if path.parent.parent.name != "epochs" or not log.is_file():
+        return None
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        if record["epoch"] == int(path.parent.name):
+            return record["holdout"]["log_loss"]
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("models", nargs="*", help="model configs (or `default`)")
+    parser.add_argument("--set", type=Path, required=True, help="the video set file")
+    parser.add_argument("--build", type=Path, help="make --set from this folder first")
+    parser.add_argument("--crf", type=int, nargs="*", default=[35])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--choose-on", type=int, default=0, choices=(0, 1))
+    parser.add_argument("--out", type=Path, help="write each model's rows here")
+    args = parser.parse_args()
+
+    if args.build:
+        # The shipped model cuts the crops: candidates must share its crop policy.
+        analyzer = Analyzer("default")
+        video_set = build_video_set(args.build, analyzer, args.crf, args.seconds, progress=print)
+        args.set.parent.mkdir(parents=True, exist_ok=True)
+        save_video_set(video_set, args.set)
+        print(f"{args.set}: {len(video_set.videos)} videos, {len(video_set.crops)} faces")
+    if not args.models:
+        return
+    video_set = load_video_set(args.set)
+    variants = list(dict.fromkeys(v.variant for v in video_set.videos))
+    table = Table(title=f"video AUC on {args.set.name}: half 0 / half 1 / all (scenes)")
+    for column in ("model", "held-out log loss", *variants, f"choice (half {args.choose_on})"):
+        table.add_column(column)
+    best: tuple[float, str] | None = None
+    for model in args.models:
+        rows = score_video_set(video_set, model)
+        cells, chosen_on = [], []
+        for variant in variants:
+            of = [r for r in rows if r["variant"] == variant]
+            halves = [video_auc([r for r in of if half_of(r["scene"]) == h]) for h in (0, 1)]
+            cells.append(" / ".join(_fmt(a) for a in [*halves, video_auc(of)]))
+            chosen_on.append(halves[args.choose_on])
+        score = sum(a or 0.0 for a in chosen_on) / len(chosen_on)
+        loss = held_out_log_loss(model)
+        table.add_row(model, _fmt(loss), *cells, f"{score:.3f}")
+        if best is None or score > best[0]:
+            best = (score, model)
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            name = model.replace("/", "_").removesuffix(".json")
+            for variant in variants:
+                of = [r for r in rows if r["variant"] == variant]
+                suffix = "" if variant == RECORDED else f"-{variant}"
+                write_rows(of, args.out / f"{name}{suffix}.csv")
+    Console(width=200).print(table)
+    assert best is not None
+    print(f"chosen on half {args.choose_on}: {best[1]} ({best[0]:.3f})")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The CPU training campaign of issue 20, one stage a call; rerunning a stage resumes it from
+# runs/<stage>/checkpoint.pt. Every epoch's calibrated model stays in runs/<stage>/epochs/NN,
+# to be chosen on full-frame videos (scripts/select_epoch.py), not on DFDC crops.
+#
+#   nohup nice -n 10 scripts/train-campaign.sh h264-ft ../shared/data/dfdc-faces > runs/h264-ft.log 2>&1 &
+#
+# The stages and what they measured are in docs/model-card.md (the ledger).
+set -euo pipefail
+stage=${1:?usage: scripts/train-campaign.sh STAGE DFDC_FACES_DIR}
+data=${2:?usage: scripts/train-campaign.sh STAGE DFDC_FACES_DIR}
+shipped=src/fakescope/models/weights/efficientnet-lite0.json
+train=(fakescope train "$data/train" --arch efficientnet-lite0 --name efficientnet-lite0 --out "runs/$stage")
+case "$stage" in
+  h264-ft)
+    # Stretch 1: the shipped model fine-tuned with real H.264 (35% of crops, CRF 23-45, half
+    # of them shrunk first, a quarter coded twice) beside JPEG rounds on half of the crops.
+    "${train[@]}" --init "$shipped" --lr 1.5e-4 --epochs 6 --epoch-size 9600 --image-size 192 \
+      --freeze 3 --workers 1 --sbi-share 0.25 --jpeg-share 0.5 --h264-share 0.35
+    ;;
+  *)
+    echo "unknown stage $stage" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,95 @@
+"""Choosing models on full-frame videos: the video set decides each video as `analyze` does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+
+from fakescope.media import make_example_video
+from fakescope.pipeline import Analyzer
+from fakescope.selection import (
+    RECORDED,
+    build_video_set,
+    half_of,
+    load_video_set,
+    save_video_set,
+    scene_groups,
+    score_video_set,
+    video_auc,
+)
+from fakescope.settings import Settings
+from fakescope.types import FakescopeError
+
+
+def test_scene_groups_join_every_video_made_from_a_source():
+    files = [
+        "real/ffpp_yt_c23_033.mp4",
+        "fake/ffpp_df_c23_033_097.mp4",
+        "real/ffpp_yt_c23_097.mp4",
+        "real/ffpp_yt_c23_100.mp4",
+        "fake/ffpp_fs_c23_100_101.mp4",
+        "clip.mp4",
+    ]
+    groups = scene_groups(files)
+    assert groups[0] == groups[1] == groups[2]
+    assert groups[3] == groups[4] != groups[0]
+    assert len(set(groups)) == 3
+    assert {half_of(g) for g in groups} == {0, 1}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    (root / "real").mkdir()
+    (root / "fake").mkdir()
+    make_example_video(root / "real" / "clip_001.mp4", seconds=2, fps=8)
+    make_example_video(root / "fake" / "clip_001_002.mp4", seconds=2, fps=8)
+    shutil.copy(root / "real" / "clip_001.mp4", root / "real" / "clip_003.mp4")
+    return root
+
+
+def test_a_video_set_decides_each_video_as_analyze_does(folder, tmp_path):
+    settings = Settings(frames=8, max_qp=51)
+    analyzer = Analyzer("default", settings)
+    built = build_video_set(folder, analyzer, crfs=(45,), seconds=2)
+    assert [(v.label, v.variant) for v in built.videos] == [
+        (0, RECORDED),
+        (0, "crf45"),
+        (0, RECORDED),
+        (0, "crf45"),
+        (1, RECORDED),
+        (1, "crf45"),
+    ]
+    assert len(built.crops) == sum(len(v.faces) for v in built.videos) > 0
+    save_video_set(built, tmp_path / "set.safetensors")
+    video_set = load_video_set(tmp_path / "set.safetensors")
+    assert torch.equal(video_set.crops, built.crops) and video_set.videos == built.videos
+
+    rows = score_video_set(video_set, "default", settings)
+    for row in rows:
+        if row["variant"] == RECORDED:
+            report = analyzer.analyze(folder / row["file"])
+            assert report.fake_probability is not None
+            assert row["probability"] == pytest.approx(report.fake_probability, abs=1e-6)
+            assert row["predicted"] == report.label
+    coded = [r for r in rows if r["variant"] == "crf45"]
+    assert all(r["probability"] is not None for r in coded), [r["reason"] for r in coded]
+    # Each face keeps the quantiser the QP limit reads.
+    assert all(f.qp is not None for v in video_set.videos for f in v.faces)
+    assert video_auc(rows) is not None
+    assert video_auc([r for r in rows if r["label"] == 0]) is None
+
+
+def test_a_model_cut_otherwise_or_a_foreign_file_is_one_line(folder, tmp_path):
+    analyzer = Analyzer("default", Settings(frames=8))
+    video_set = build_video_set(folder, analyzer, crfs=(), limit=2)
+    wider = replace(video_set, policy=replace(video_set.policy, size=224))
+    with pytest.raises(FakescopeError, match="crop policy"):
+        score_video_set(wider, "default")
+    (tmp_path / "other.safetensors").write_text(json.dumps({"not": "a set"}))
+    with pytest.raises(FakescopeError, match="not a video set"):
+        load_video_set(tmp_path / "other.safetensors")
