@@ -3,6 +3,7 @@ verdicts under several --max-qp, on whole videos re-encoded at several CRFs.
 
     python benchmarks/bench_compression.py [--model default] [--videos DIR] [--video-limit N]
         [--crf 29 35 41] [--seconds 10] [--max-qp 51 38 36 34 32 30] [--out faces.csv]
+    python benchmarks/bench_compression.py --set runs/select/ffpp-dev.safetensors [--model M]
 
 Each video's first --seconds (default ../shared/data/ffpp-dev/{real,fake}) are stream-copied
 ("as recorded") and re-encoded with libx264 at each --crf. Every variant is analysed once with
@@ -11,6 +12,8 @@ the QP limit lifted (--max-qp 51); each face keeps its score, size, sharpness an
 - every video decided again (`verdict.decide`, with the model's fitted decision) under each
   --max-qp: per variant, the video AUC over the videos that get a P(fake), false alarms,
   fakes detected, fakes called real, and videos with neither answer.
+With --set, the faces that a video set stored are scored instead (no decoding or detection);
+its "as recorded" variant is each whole video, as `analyze` sees it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from sklearn.metrics import roc_auc_score
 from bench_robustness import SHARED, labelled
 from fakescope.media import first_seconds, reencode
 from fakescope.pipeline import Analyzer, Settings
-from fakescope.types import FaceScore
+from fakescope.selection import load_video_set, rescored
+from fakescope.types import Decision, FaceScore
 from fakescope.verdict import decide
 
 QP_BUCKETS = [0, 24, 27, 30, 33, 36, 39, 42, 45, 52]
@@ -80,8 +84,9 @@ def face_table(rows: list[tuple], settings: Settings) -> None:
         )
 
 
-def verdict_table(rows: list[tuple], analyzer: Analyzer, limits: list[float]) -> None:
-    settings = analyzer.settings
+def verdict_table(
+    rows: list[tuple], settings: Settings, decision: Decision, limits: list[float]
+) -> None:
     print(
         "\n| --max-qp | variant | videos with P(fake) | video AUC | false alarms | fakes detected "
         "| fakes called real | neither answer |\n|---|---|---|---|---|---|---|---|"
@@ -94,7 +99,7 @@ def verdict_table(rows: list[tuple], analyzer: Analyzer, limits: list[float]) ->
             for _, label, name, frames, faces in rows:
                 if name != variant:
                     continue
-                verdict = decide(faces, settings.strategy, analyzer.decision, judging, frames)
+                verdict = decide(faces, settings.strategy, decision, judging, frames)
                 labels.append(label)
                 probs.append(verdict.probability)
                 answers.append(verdict.label)
@@ -143,14 +148,28 @@ def main() -> None:
         "--max-qp", type=float, nargs="+", default=[51, 38, 36, 34, 32, 30], dest="limits"
     )
     parser.add_argument("--out", type=Path, default=None, help="write every face as CSV")
+    parser.add_argument(
+        "--set", type=Path, help="score the faces of a video set (scripts/select_epoch.py) instead"
+    )
     args = parser.parse_args()
 
     # The limit lifted, so every face is scored and kept; each --max-qp then decides again.
-    analyzer = Analyzer(args.model, Settings(max_qp=51), "cpu")
-    print(f"videos from {args.videos}, first {args.seconds:g} s, crf {args.crf}:")
-    rows = list(analysed(analyzer, args.videos, args.video_limit, args.crf, args.seconds))
-    face_table(rows, analyzer.settings)
-    verdict_table(rows, analyzer, args.limits)
+    settings = Settings(max_qp=51)
+    if args.set:
+        video_set = load_video_set(args.set)
+        faces, decision = rescored(video_set, args.model)
+        print(f"the faces of {args.set} ({len(video_set.videos)} videos and variants):")
+        rows = [
+            (v.file, v.label, v.variant, v.frames, f)
+            for v, f in zip(video_set.videos, faces, strict=True)
+        ]
+    else:
+        analyzer = Analyzer(args.model, settings, "cpu")
+        decision = analyzer.decision
+        print(f"videos from {args.videos}, first {args.seconds:g} s, crf {args.crf}:")
+        rows = list(analysed(analyzer, args.videos, args.video_limit, args.crf, args.seconds))
+    face_table(rows, settings)
+    verdict_table(rows, settings, decision, args.limits)
     if args.out:
         write_faces(args.out, rows)
         print(f"\nwrote {args.out}")

@@ -15,14 +15,17 @@ from skimage.draw import polygon as draw_polygon
 
 from fakescope.faces import get_detector
 from fakescope.training.batch_augment import (
+    HULL_STRENGTHS,
     BatchAugment,
     H264Rounds,
     JpegRounds,
     SelfBlend,
     adjust_colour,
+    convex_hulls,
     face_masks,
     fill_polygons,
     h264_roundtrip,
+    hull_masks,
     outline_points,
     resized_crop_flip,
 )
@@ -83,6 +86,53 @@ def test_masks_cover_the_landmarks_and_follow_them():
     assert torch.allclose(
         centroid_x(moved) - centroid_x(masks), torch.full((8,), 0.12 * 112), atol=3
     )
+
+
+def _face68(batch: int) -> torch.Tensor:
+    """A 68-point face: a jaw arc, brows above the eyes, and points inside, as fractions."""
+    angles = torch.linspace(np.pi * 0.05, np.pi * 0.95, 17)
+    jaw = torch.stack([0.5 - 0.4 * angles.cos(), 0.45 + 0.45 * angles.sin()], 1)
+    brows = torch.stack([torch.linspace(0.15, 0.85, 10), torch.full((10,), 0.25)], 1)
+    inner = 0.5 + (torch.rand(41, 2, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.4
+    return torch.cat([jaw, brows, inner])[None].repeat(batch, 1, 1)
+
+
+def test_hulls_match_scipy_and_fill_as_scikit_image():
+    from scipy.spatial import ConvexHull
+
+    points = _face68(1) + torch.rand(1, 68, 2) * 0.02
+    (ours,) = convex_hulls(points).numpy()
+    reference = points[0].numpy()[ConvexHull(points[0].numpy()).vertices]
+    assert {tuple(v) for v in ours.round(5)} == {tuple(v) for v in reference.round(5)}
+    mask = fill_polygons(convex_hulls(points), 96)[0, 0].bool().numpy()
+    expected = np.zeros((96, 96), bool)
+    rr, cc = draw_polygon(reference[:, 1] * 96 - 0.5, reference[:, 0] * 96 - 0.5, (96, 96))
+    expected[rr, cc] = True
+    assert (mask & expected).sum() / (mask | expected).sum() > 0.97
+
+
+def test_hull_masks_cover_the_face_at_sbi_blend_ratios():
+    torch.manual_seed(0)
+    masks = hull_masks(_face68(32), 128)
+    assert masks.shape == (32, 1, 128, 128) and masks.min() >= 0
+    centre = masks[:, 0, 64, 64]
+    # The centre of the face is inside every hull; each mask peaks at its blend ratio.
+    peaks = masks.amax((1, 2, 3))
+    assert set((peaks / centre).round(decimals=2).tolist()) == {1.0}
+    assert {round(v, 2) for v in peaks.tolist()} <= set(HULL_STRENGTHS.tolist())
+    assert len({round(v, 2) for v in peaks.tolist()}) >= 3
+    assert masks[:, 0, 2, 2].max() < 0.05  # a corner of the crop is background
+
+
+def test_self_blend_with_68_landmarks_changes_only_the_face():
+    torch.manual_seed(0)
+    images = torch.rand(6, 3, 96, 96)
+    blended, masks = SelfBlend()(images.clone(), _face68(6))
+    assert masks.shape == (6, 1, 96, 96)
+    outside, inside = masks[:, 0] == 0, masks[:, 0] > 0.2
+    difference = (blended - images).abs().amax(1)
+    assert outside.any() and difference[outside].max() == 0
+    assert difference[inside].mean() > 0.02
 
 
 def test_outline_scales_about_the_nose():
@@ -466,3 +516,43 @@ def test_blur_filters_only_the_chosen_images():
     others = torch.ones(16, dtype=torch.bool)
     others[chosen] = False
     assert torch.equal(out[others], images[others])
+
+
+class _Points68:
+    """Stands in for dlib: the 68 points of `_face68`, scaled into the box it is given."""
+
+    def __init__(self) -> None:
+        self.boxes: list[tuple[float, ...]] = []
+
+    def __call__(self, image, box):
+        self.boxes.append(tuple(box))
+        x1, y1, x2, y2 = box
+        return _face68(1)[0].numpy() * [x2 - x1, y2 - y1] + [x1, y1]
+
+
+def test_a_pack_carries_68_landmarks_when_asked(tmp_path):
+    _write_folder(tmp_path / "data", clusters=2)
+    points = _Points68()
+    build_pack(tmp_path / "data", tmp_path / "p.safetensors", _NoFaces(), None, points68=points)
+    packed = load_pack(tmp_path / "p.safetensors", 32, points=68)
+    assert packed.landmarks.shape == (6, 68, 2)
+    # No face detected: the whole crop is the box, so the points are the crop fractions.
+    assert points.boxes == [(0.0, 0.0, 39.0, 39.0)] * 6
+    expected = _face68(1)[0] * 39 / 40
+    assert torch.allclose(packed.landmarks[0], expected, atol=2e-3)  # float16 in the file
+    assert load_pack(tmp_path / "p.safetensors", 32).landmarks.shape == (6, 5, 2)
+    build_pack(tmp_path / "data", tmp_path / "five.safetensors", _NoFaces(), None)
+    with pytest.raises(FakescopeError, match="no 68-point landmarks"):
+        load_pack(tmp_path / "five.safetensors", 32, points=68)
+
+
+def test_dlib_landmarks_land_on_a_real_face(shared_data):
+    from fakescope.faces import Landmarks68
+
+    crop = sorted((shared_data / "dfdc-faces" / "val" / "real").glob("*.jpg"))[0]
+    image = np.array(Image.open(crop).convert("RGB"))
+    points = Landmarks68()(image, (0, 0, image.shape[1] - 1, image.shape[0] - 1))
+    assert points.shape == (68, 2)
+    eyes, mouth, jaw = points[36:48], points[48:68], points[0:17]
+    assert eyes[:, 1].mean() < points[30, 1] < mouth[:, 1].mean()  # eyes, nose tip, mouth
+    assert jaw[:, 0].min() < eyes[:, 0].min() and jaw[:, 1].max() > mouth[:, 1].max()

@@ -791,6 +791,12 @@ def train(
     h264_share: float = typer.Option(
         0.0, "--h264-share", help="share of crops coded by x264 (CRF 23-45; some shrunk first)"
     ),
+    sbi_landmarks: int = typer.Option(
+        5,
+        "--sbi-landmarks",
+        help="5: face outlines from the detector's landmarks; 68: SBI's hull masks (a pack "
+        "made with --landmarks68)",
+    ),
     input_mode: str = typer.Option(
         "cache",
         "--input",
@@ -823,6 +829,7 @@ def train(
             sbi_share=sbi_share,
             jpeg_share=jpeg_share,
             h264_share=h264_share,
+            sbi_landmarks=sbi_landmarks,
             input=input_mode,
         ),
     )
@@ -846,6 +853,12 @@ def pack(
         "whole clusters are kept while they fit; 0 keeps all",
     ),
     seed: int = typer.Option(0, "--seed", help="order in which clusters are taken"),
+    landmarks68: bool = typer.Option(
+        False,
+        "--landmarks68",
+        help="also dlib's 68 landmarks, for SBI's hull masks (`train --sbi-landmarks 68`); "
+        "needs the extra `landmarks` (non-commercial predictor)",
+    ),
 ) -> None:
     """Pack face crops into one file for `train`: original bytes (never re-encoded) and
     landmarks."""
@@ -859,10 +872,11 @@ def pack(
             TimeRemainingColumn,
         )
 
-        from .faces import get_detector
+        from .faces import Landmarks68, get_detector
         from .training.pack import build_pack
 
         detector = get_detector("retinaface", score_threshold=0.5)
+        points68 = Landmarks68() if landmarks68 else None
         with Progress(
             TextColumn("landmarks"),
             BarColumn(),
@@ -879,6 +893,7 @@ def pack(
                 budget_mb or None,
                 seed,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                points68=points68,
             )
 
     if destination.suffix != ".safetensors":

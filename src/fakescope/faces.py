@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -310,3 +312,35 @@ def link_tracks(
         or np.mean([f.detection.score for f in track.faces]) >= min_score
     ]
     return [Track(i, track.faces) for i, track in enumerate(kept)]
+
+
+class Landmarks68:
+    """dlib's 68-point face landmarks (the iBUG 300-W layout: jaw 0-16, brows 17-26, nose
+    27-35, eyes 36-47, mouth 48-67), for the self-blending masks of training: the optional
+    extra `landmarks` (dlib-bin and face-recognition-models, whose predictor was trained on
+    iBUG 300-W and may be used for non-commercial research only, docs/training.md)."""
+
+    def __init__(self) -> None:
+        try:
+            import dlib
+        except ImportError:
+            raise FakescopeError(
+                "68-point landmarks need dlib: pip install 'fakescope[landmarks]'"
+            ) from None
+        # The models package's __init__ needs pkg_resources, gone from recent setuptools:
+        # its data file is found without importing it.
+        spec = importlib.util.find_spec("face_recognition_models")
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        found = [Path(p) / "models" / "shape_predictor_68_face_landmarks.dat" for p in locations]
+        if not found or not found[0].is_file():
+            raise FakescopeError(
+                "68-point landmarks need dlib's predictor: pip install face-recognition-models"
+            )
+        self._dlib = dlib
+        self._predict = dlib.shape_predictor(str(found[0]))
+
+    def __call__(self, image: np.ndarray, box: Box) -> np.ndarray:
+        """68 x 2 points, in the image's pixels, of the face in `box` of an RGB uint8 image."""
+        x1, y1, x2, y2 = (round(v) for v in box)
+        shape = self._predict(np.ascontiguousarray(image), self._dlib.rectangle(x1, y1, x2, y2))
+        return np.array([(p.x, p.y) for p in shape.parts()], np.float32)

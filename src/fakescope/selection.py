@@ -32,7 +32,7 @@ from .media import reencode
 from .models.ensemble import load_ensemble
 from .pipeline import Analyzer
 from .settings import Settings
-from .types import FaceScore, FakescopeError
+from .types import Decision, FaceScore, FakescopeError
 from .verdict import decide
 
 SET_FORMAT = "fakescope-video-set/1"
@@ -158,19 +158,11 @@ def load_video_set(path: Path) -> VideoSet:
     return VideoSet(videos, crops, CropPolicy.from_dict(json.loads(metadata["policy"])))
 
 
-def score_video_set(
-    video_set: VideoSet,
-    model: str | Path,
-    settings: Settings | None = None,
-    device: str = "cpu",
-    chunk: int = 256,
-) -> list[dict]:
-    """Each video decided with `model`'s scores of the set's crops: rows as `evaluate` writes
-    them (file, label, group, probability, predicted, face_size, reason), plus variant and
-    scene. The default settings judge every face whatever its QP (max_qp 51): a choice
-    of model needs the ranking of coarsely coded faces too."""
-    settings = settings or Settings(max_qp=51)
-    ensemble = load_ensemble(model, device, settings.backend)
+def rescored(
+    video_set: VideoSet, model: str | Path, device: str = "cpu", backend: str = "auto", chunk=256
+) -> tuple[list[list[FaceScore]], Decision]:
+    """Each video's faces with `model`'s P(fake), and the model's fitted decision."""
+    ensemble = load_ensemble(model, device, backend)
     if ensemble.crop_policies != [video_set.policy]:
         raise FakescopeError(
             f"{model}: its crop policy is not the video set's ({video_set.policy}); "
@@ -180,16 +172,31 @@ def score_video_set(
     scores = []
     for part in video_set.crops.split(chunk):
         batch = normalise(part.to(device), policy.mean, policy.std)
-        scores.append(ensemble.combine(ensemble.score({policy: batch}, settings.batch_size)))
+        scores.append(ensemble.combine(ensemble.score({policy: batch})))
     score = np.concatenate(scores) if scores else np.empty(0)
-    decision = settings.decision(ensemble.decision)
-    rows = []
-    for video in video_set.videos:
-        faces = [
+    faces = [
+        [
             replace(f, score=float(score[video.start + i]), member_scores={})
             for i, f in enumerate(video.faces)
         ]
-        verdict = decide(faces, settings.strategy, decision, settings.judging, video.frames)
+        for video in video_set.videos
+    ]
+    return faces, ensemble.decision
+
+
+def score_video_set(
+    video_set: VideoSet, model: str | Path, settings: Settings | None = None, device: str = "cpu"
+) -> list[dict]:
+    """Each video decided with `model`'s scores of the set's crops: rows as `evaluate` writes
+    them (file, label, group, probability, predicted, face_size, reason), plus variant and
+    scene. The default settings judge every face whatever its QP (max_qp 51): a choice
+    of model needs the ranking of coarsely coded faces too."""
+    settings = settings or Settings(max_qp=51)
+    faces, fitted = rescored(video_set, model, device, settings.backend)
+    decision = settings.decision(fitted)
+    rows = []
+    for video, scored in zip(video_set.videos, faces, strict=True):
+        verdict = decide(scored, settings.strategy, decision, settings.judging, video.frames)
         rows.append(
             {
                 "file": video.file,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import av
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -281,18 +282,80 @@ def blur(images: torch.Tensor, sigma: tuple[float, float], p: float = 1.0) -> to
     return images
 
 
+# Blend ratios of the SBI paper: a partly blended face is a fake too.
+HULL_STRENGTHS = torch.tensor([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+# Points of the 68-point layout without the brows: a hull from the eyes down.
+BELOW_BROWS = [*range(17), *range(27, 68)]
+
+
+def convex_hulls(points: torch.Tensor) -> torch.Tensor:
+    """B x K x 2 vertices of each point set's convex hull (B x N x 2), the last vertex
+    repeated to a common K (a repeated vertex adds an empty edge, which every pixel passes)."""
+    hulls = [cv2.convexHull(p.detach().cpu().numpy().astype(np.float32))[:, 0] for p in points]
+    count = max(len(h) for h in hulls)
+    padded = [np.concatenate([h, np.repeat(h[-1:], count - len(h), axis=0)]) for h in hulls]
+    return torch.from_numpy(np.stack(padded)).to(points)
+
+
+def elastic(masks: torch.Tensor, amplitude: float, cells: int = 4) -> torch.Tensor:
+    """Each mask warped by its own smooth random displacement (a cells x cells field of
+    Gaussian offsets, `amplitude` in normalised coordinates, upsampled bicubically)."""
+    batch, size = masks.shape[0], masks.shape[-1]
+    field = torch.randn(batch, 2, cells, cells, device=masks.device) * amplitude
+    field = F.interpolate(field, size=(size, size), mode="bicubic", align_corners=False)
+    base = (torch.arange(size, device=masks.device, dtype=masks.dtype) * 2 + 1) / size - 1
+    gy, gx = torch.meshgrid(base, base, indexing="ij")
+    grid = torch.stack([gx, gy], -1)[None] + field.permute(0, 2, 3, 1)
+    return F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def hull_masks(landmarks: torch.Tensor, size: int) -> torch.Tensor:
+    """SBI's blending masks from 68-point landmarks (B x 68 x 2, crop fractions): the convex
+    hull of every point, of the points below the brows, or of a random 60-100% of them;
+    warped elastically, blurred (sigma 1-5% of the crop: the paper's kernels of 5-25 px at
+    its 380 px) and set to a blend ratio drawn from {0.25, 0.5, 0.75, 1, 1, 1}."""
+    batch, device = landmarks.shape[0], landmarks.device
+    kind = torch.randint(3, (batch,)).tolist()
+    keep = torch.rand(batch, landmarks.shape[1]) < torch.empty(batch, 1).uniform_(0.6, 1.0)
+    sets = []
+    for i, k in enumerate(kind):
+        rows = [range(68), BELOW_BROWS, keep[i].nonzero().flatten().tolist() or range(68)][k]
+        chosen = landmarks[i, list(rows)]
+        sets.append(torch.cat([chosen, chosen[-1:].expand(68 - len(chosen), 2)]))
+    small = max(8, size // 4)
+    masks = fill_polygons(convex_hulls(torch.stack(sets)), small)
+    masks = elastic(masks, 0.03)
+    sigma = torch.empty(batch, device=device).uniform_(0.01, 0.05) * small
+    masks = gaussian_blur(masks, int(small * 0.14) | 1, sigma)
+    masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
+    strength = HULL_STRENGTHS.to(device)[torch.randint(len(HULL_STRENGTHS), (batch,))]
+    return masks.clamp_(0, 1) * strength.view(-1, 1, 1, 1)
+
+
 class SelfBlend(torch.nn.Module):
     """Pseudo-fakes from real faces: each face blended into a slightly altered copy of itself
-    (colour, blur or sharpening, a small shift and scale) through a landmark-shaped mask."""
+    through a mask shaped by its landmarks. With 5 landmarks, a deformed face outline laid
+    out from them (`face_masks`); with 68, the SBI paper's recipe: hull masks (`hull_masks`)
+    and its source-target changes (RGB shifts of up to 20 levels, hue, saturation,
+    brightness and contrast, downscaling or sharpening, a small shift and scale)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.colour = ColourJitter(brightness=0.15, contrast=0.0, saturation=0.2, hue=0.03)
+        self.colour68 = ColourJitter(brightness=0.1, contrast=0.1, saturation=0.3, hue=0.03)
 
     def forward(
         self, images: torch.Tensor, landmarks: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(blended, masks) for float B x 3 x H x W images in [0, 1]."""
+        hull = landmarks.shape[1] == 68
+        target = shift_scale(
+            self._target68(images) if hull else self._target(images), 0.03, (0.95, 1.05)
+        )
+        masks = (hull_masks if hull else face_masks)(landmarks, images.shape[-1])
+        return (masks * target + (1 - masks) * images).clamp(0, 1), masks
+
+    def _target(self, images: torch.Tensor) -> torch.Tensor:
         target = self.colour(images.clone())
         blurred = (torch.rand(images.shape[0], device=images.device) < 0.5).nonzero().flatten()
         sharpened = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
@@ -302,9 +365,24 @@ class SelfBlend(torch.nn.Module):
         if sharpened.any():
             factor = torch.empty(int(sharpened.sum()), device=images.device).uniform_(1.2, 2.0)
             target[sharpened] = sharpen(target[sharpened], factor)
-        target = shift_scale(target, 0.03, (0.95, 1.05))
-        masks = face_masks(landmarks, images.shape[-1])
-        return (masks * target + (1 - masks) * images).clamp(0, 1), masks
+        return target
+
+    def _target68(self, images: torch.Tensor) -> torch.Tensor:
+        batch, device = images.shape[0], images.device
+        shift = torch.empty(batch, 3, 1, 1, device=device).uniform_(-20 / 255, 20 / 255)
+        target = self.colour68((images + shift).clamp_(0, 1))
+        shrunk = torch.rand(batch) < 0.5
+        if shrunk.any():
+            size = images.shape[-2:]
+            for i in shrunk.nonzero().flatten().tolist():
+                scale = float(torch.empty(1).uniform_(0.5, 0.9))
+                small = _interpolate(target[i : i + 1], "bilinear", scale_factor=scale)
+                target[i] = _interpolate(small, "bilinear", size=size)[0].clamp(0, 1)
+        if (~shrunk).any():
+            sharp = (~shrunk).nonzero().flatten().to(device)
+            factor = torch.empty(len(sharp), device=device).uniform_(1.2, 2.0)
+            target[sharp] = sharpen(target[sharp], factor)
+        return target
 
 
 class ResampleBatch(torch.nn.Module):

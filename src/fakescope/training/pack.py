@@ -25,7 +25,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from ..crops import resize_batch
-from ..faces import FaceDetector
+from ..faces import FaceDetector, Landmarks68
 from ..files import atomic_path
 from ..types import FakescopeError
 from .data import Sample, list_samples
@@ -48,7 +48,7 @@ class CropSet:
     images: torch.Tensor
     labels: torch.Tensor  # float, 1 = fake
     clusters: list[str]
-    landmarks: torch.Tensor  # N x 5 x 2, fractions of the crop
+    landmarks: torch.Tensor  # N x 5 x 2 or N x 68 x 2, fractions of the crop
 
     def __len__(self) -> int:
         return len(self.clusters)
@@ -90,8 +90,12 @@ def decode_all(blobs: Iterable[bytes], count: int, size: int, chunk: int = 256) 
     return out
 
 
-def crop_landmarks(detector: FaceDetector, crops: list[np.ndarray]) -> np.ndarray:
-    """N x 5 x 2 landmarks as fractions of each crop; the mean crop's where none is found."""
+def crop_landmarks(
+    detector: FaceDetector, crops: list[np.ndarray], points68: Landmarks68 | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """N x 5 x 2 landmarks as fractions of each crop, the mean crop's where none is found;
+    with `points68`, also N x 68 x 2, found in the detected box (the whole crop where there
+    is none: a crop is the detector's tight box)."""
     canvases, shapes = [], []
     for crop in crops:
         height, width = crop.shape[:2]
@@ -103,15 +107,24 @@ def crop_landmarks(detector: FaceDetector, crops: list[np.ndarray]) -> np.ndarra
         shapes.append((top, left, height, width))
     found = detector.detect(canvases)
     result = np.repeat(MEAN_LANDMARKS[None], len(crops), axis=0)
+    sixty_eight = np.zeros((len(crops), 68, 2), np.float32) if points68 else None
     for i, (detections, (top, left, height, width)) in enumerate(zip(found, shapes, strict=True)):
         best = max(detections, key=lambda d: d.score, default=None)
         if best is not None and best.landmarks is not None:
             result[i] = (best.landmarks - [left, top]) / [width, height]
-    return result
+        if points68 is not None and sixty_eight is not None:
+            box = (0.0, 0.0, width - 1.0, height - 1.0)
+            if best is not None:
+                x1, y1, x2, y2 = best.box
+                box = (x1 - left, y1 - top, x2 - left, y2 - top)
+            sixty_eight[i] = points68(crops[i], box) / [width, height]
+    return result, sixty_eight
 
 
-# Bytes a crop adds besides its file: offset, label, landmarks, name and cluster.
+# Bytes a crop adds besides its file: offset, label, landmarks, name and cluster; 68-point
+# landmarks add 68 x 2 float16.
 PER_CROP_OVERHEAD = 160
+LANDMARKS68_BYTES = 68 * 2 * 2
 
 
 def choose_within_budget(
@@ -156,16 +169,19 @@ def build_pack(
     seed: int = 0,
     batch: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    points68: Landmarks68 | None = None,
 ) -> dict[str, int]:
     """Write `root/{real,fake}` (clusters from its manifest) as one pack file; returns counts.
-    `progress(done, total)` is called after each batch of crops."""
+    `progress(done, total)` is called after each batch of crops. With `points68`, each crop
+    also carries 68 landmarks (float16, 272 bytes), for self-blending masks shaped as SBI's."""
     samples = list_samples(root)
-    sizes = [s.path.stat().st_size + PER_CROP_OVERHEAD for s in samples]
+    overhead = PER_CROP_OVERHEAD + (LANDMARKS68_BYTES if points68 else 0)
+    sizes = [s.path.stat().st_size + overhead for s in samples]
     budget = sum(sizes) if budget_mb is None else int(budget_mb * 2**20)
     chosen = choose_within_budget(samples, sizes, budget, seed)
     if not chosen:
         raise FakescopeError(f"{root}: no cluster fits a budget of {budget_mb} MB")
-    blobs, landmarks = [], []
+    blobs, landmarks, landmarks68 = [], [], []
     for start in range(0, len(chosen), batch):
         part = [samples[i] for i in chosen[start : start + batch]]
         data = [s.path.read_bytes() for s in part]
@@ -173,7 +189,10 @@ def build_pack(
         for raw in data:
             with Image.open(io.BytesIO(raw)) as image:
                 crops.append(np.array(image.convert("RGB")))
-        landmarks.append(crop_landmarks(detector, crops))
+        five, sixty_eight = crop_landmarks(detector, crops, points68)
+        landmarks.append(five)
+        if sixty_eight is not None:
+            landmarks68.append(sixty_eight)
         blobs += data
         if progress is not None:
             progress(len(blobs), len(chosen))
@@ -184,6 +203,8 @@ def build_pack(
         "labels": np.array([samples[i].label for i in chosen], np.uint8),
         "landmarks": np.concatenate(landmarks).astype(np.float32),
     }
+    if landmarks68:
+        tensors["landmarks68"] = np.concatenate(landmarks68).astype(np.float16)
     metadata = {
         "format": PACK_FORMAT,
         "clusters": json.dumps([samples[i].cluster for i in chosen]),
@@ -232,15 +253,21 @@ def unpack(path: str | Path, folder: str | Path) -> Path:
     return folder
 
 
-def load_pack(path: str | Path, size: int) -> CropSet:
-    """Decode every crop of a pack at `size` x `size`, as inference resizes a crop."""
+def load_pack(path: str | Path, size: int, points: int = 5) -> CropSet:
+    """Decode every crop of a pack at `size` x `size`, as inference resizes a crop, with its
+    5 or 68 landmarks."""
     tensors, metadata, blobs = _read_pack(path)
+    key = {5: "landmarks", 68: "landmarks68"}[points]
+    if key not in tensors:
+        raise FakescopeError(
+            f"{path}: no {points}-point landmarks (`fakescope pack --landmarks68` adds them)"
+        )
     images = decode_all(iter(blobs), len(blobs), size)
     return CropSet(
         images,
         torch.from_numpy(tensors["labels"].astype(np.float32)),
         json.loads(metadata["clusters"]),
-        torch.from_numpy(tensors["landmarks"]),
+        torch.from_numpy(tensors[key].astype(np.float32)),
     )
 
 

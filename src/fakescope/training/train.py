@@ -53,6 +53,9 @@ class TrainConfig:
     # rounds of JPEG (WebP too when streamed), and H.264 (batch_augment.H264Rounds).
     jpeg_share: float = 0.7
     h264_share: float = 0.0
+    # Self-blending masks: 5, outlines laid out from the detector's landmarks; 68, the SBI
+    # paper's hulls of dlib's 68 landmarks (a pack made with `fakescope pack --landmarks68`).
+    sbi_landmarks: int = 5
     holdout: float = 0.05  # share of clusters held out for model choice and calibration
     image_size: int | None = None  # default: the architecture's crop size
     limit_eval: int | None = None  # cap held-out and val images (tests)
@@ -97,6 +100,10 @@ class TrainConfig:
             if not (0 < number <= 1 or (zero_allowed and number == 0)):
                 bound = "[0, 1]" if zero_allowed else "(0, 1]"
                 raise FakescopeError(f"{option} must be in {bound}, got {number}")
+        if self.sbi_landmarks not in (5, 68):
+            raise FakescopeError(f"--sbi-landmarks must be 5 or 68, got {self.sbi_landmarks}")
+        if self.sbi_landmarks == 68 and not is_pack(self.dataset):
+            raise FakescopeError("--sbi-landmarks 68 needs a pack made with --landmarks68")
         if self.input not in ("cache", "stream"):
             raise FakescopeError(f"--input must be cache or stream, got {self.input!r}")
 
@@ -175,7 +182,7 @@ def cached_inputs(config: TrainConfig, size: int, device: torch.device) -> Input
     """Crops decoded once; batches self-blended and augmented as wholes."""
     crop, rng = get_arch(config.arch).crop, random.Random(config.seed)
     if is_pack(config.dataset):
-        crops = load_pack(config.dataset, size)
+        crops = load_pack(config.dataset, size, config.sbi_landmarks)
     else:
         crops = load_folder(list_samples(config.dataset), size)
     held = [held_out(c, config.holdout, config.seed) for c in crops.clusters]
