@@ -7,7 +7,7 @@ back), the resampling shared by training and inference, and normalised batches o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import cv2
@@ -146,6 +146,54 @@ def crop_batch(
 
 
 SHARPNESS_CROP = CropPolicy(size=112)  # about the source width of DFDC's training faces
+
+
+@dataclass(frozen=True)
+class Cutting:
+    """How faces are cut from frames for scoring."""
+
+    policies: tuple[CropPolicy, ...]  # one crop per face and distinct policy
+    # None: with NumPy on the CPU (the reference bytes); a device: each frame goes there once
+    # and its faces are cut there.
+    device: str | None = None
+    whole: bool = False  # each frame already is the face crop
+
+
+@dataclass
+class Cuts:
+    """The faces' crops and sharpness, in the order the faces were given."""
+
+    crops: dict[CropPolicy, torch.Tensor]  # per policy: N x 3 x size x size RGB uint8
+    sharpness: torch.Tensor  # N float64 (see sharpness), on the same device
+
+
+def cut_faces(
+    frames: Mapping[int, np.ndarray], faces: Sequence[tuple[int, Box]], cutting: Cutting
+) -> Cuts:
+    """Each face's crop per policy and its sharpness; a face is (frame index, box)."""
+    boxes = [box for _, box in faces]
+    device, whole = cutting.device, cutting.whole
+    if device is None:
+        images = [frames[i] for i, _ in faces]
+        crops = {p: as_batch(crop_faces(images, boxes, p, whole), p.size) for p in cutting.policies}
+        values = [sharpness(image, box) for image, box in zip(images, boxes)]
+        return Cuts(crops, torch.tensor(values, dtype=torch.float64))
+    if not faces:  # on the device too: a batch's crops are concatenated there
+        empty = {p: as_batch([], p.size).to(device) for p in cutting.policies}
+        return Cuts(empty, torch.empty(0, dtype=torch.float64, device=device))
+    uploaded = {i: _to_device(frames[i], device) for i in dict.fromkeys(i for i, _ in faces)}
+    tensors = [uploaded[i] for i, _ in faces]
+    crops = {p: crop_faces_tensor(tensors, boxes, p, whole) for p in cutting.policies}
+    return Cuts(crops, sharpness_tensor(crop_faces_tensor(tensors, boxes, SHARPNESS_CROP)))
+
+
+def _to_device(image: np.ndarray, device: str) -> torch.Tensor:
+    tensor = torch.from_numpy(image)
+    if device == "cpu":
+        return tensor
+    # Pinned, then copied without waiting: a copy from pageable memory would first wait for
+    # all the work queued on the device (the model's batches).
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def sharpness(image: np.ndarray, box: Box) -> float:
