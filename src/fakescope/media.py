@@ -16,7 +16,7 @@ import stat
 import threading
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
@@ -31,7 +31,7 @@ from av.sidedata.sidedata import Type as SideDataType
 from av.video.stream import VideoStream
 from PIL import ExifTags, Image, ImageOps
 
-from .types import FakescopeError, Frame, MediaError, MediaInfo
+from .types import FakescopeError, Frame, MediaError, MediaInfo, SettingError
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +59,41 @@ QP_CELL = 4
 class Limits:
     """What fakescope is willing to decode from one input."""
 
-    max_pixels: int = 36_000_000  # per image or frame, from the header: 8K UHD passes, bombs do not
-    max_duration: float = 3600.0  # seconds of video read; later frames are ignored
-    max_frames: int = 1024  # frames sampled per video
+    # A result's: each field changes which pixels are analysed.
+    max_pixels: int = field(
+        default=36_000_000,  # per image or frame, from the header: 8K UHD passes, bombs do not
+        metadata={"result": True, "help": "largest image or video frame"},
+    )
+    max_duration: float = field(
+        default=3600.0,  # later frames are ignored
+        metadata={"result": True, "help": "seconds of each video read"},
+    )
+    max_frames: int = field(default=1024, metadata={"result": True, "option": False})  # per video
     # Larger frames are downscaled while decoding (1080p is not): memory then follows the
     # frames analysed, not the input's resolution (docs/security.md has the measurements).
-    decode_pixels: int = 2_100_000
+    decode_pixels: int = field(
+        default=2_100_000,
+        metadata={"result": True, "help": "larger frames are downscaled while decoding"},
+    )
 
     def __post_init__(self) -> None:
         # A setting's fault, not the input's: FakescopeError (exit 2), not MediaError.
         if not (isinstance(self.max_pixels, int) and self.max_pixels >= 1):
-            raise FakescopeError(f"--max-pixels must be a whole number >= 1, got {self.max_pixels}")
+            raise SettingError(
+                f"max_pixels must be a whole number >= 1, got {self.max_pixels}", "max_pixels"
+            )
         if not (math.isfinite(self.max_duration) and self.max_duration > 0):
-            raise FakescopeError(f"--max-duration must be seconds > 0, got {self.max_duration}")
+            raise SettingError(
+                f"max_duration must be seconds > 0, got {self.max_duration}", "max_duration"
+            )
         if not (isinstance(self.max_frames, int) and self.max_frames >= 1):
-            raise FakescopeError(f"max_frames must be a whole number >= 1, got {self.max_frames}")
+            raise SettingError(
+                f"max_frames must be a whole number >= 1, got {self.max_frames}", "max_frames"
+            )
         if not (isinstance(self.decode_pixels, int) and self.decode_pixels >= 4096):
-            raise FakescopeError(f"--decode-pixels must be >= 4096, got {self.decode_pixels}")
+            raise SettingError(
+                f"decode_pixels must be >= 4096, got {self.decode_pixels}", "decode_pixels"
+            )
 
     def scale(self, width: int, height: int) -> float:
         """The factor frames of this size are decoded at: 1, or less to fit decode_pixels."""

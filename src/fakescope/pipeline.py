@@ -26,7 +26,7 @@ from .crops import (
     whole_image_box,
 )
 from .explain.cam import check_methods
-from .explain.stage import explain_chosen_frames, explain_faces
+from .explain.stage import explain_chosen_frames, explain_faces, frame_heat_maps
 from .faces import get_detector, link_tracks
 from .media import (
     Limits,
@@ -37,10 +37,11 @@ from .media import (
     read_image,
     read_image_info,
 )
-from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
+from .models.ensemble import Ensemble, load_ensemble
 from .report import Report
 from .settings import Settings
 from .types import (
+    DEFAULT_MODEL,
     Box,
     Detection,
     FaceScore,
@@ -49,6 +50,7 @@ from .types import (
     MediaError,
     MediaInfo,
     NoFaceError,
+    SettingError,
     TrackedFace,
 )
 from .verdict import decide
@@ -103,9 +105,9 @@ def _short_side(box: Box) -> float:
 
 def _checked_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
-        raise FakescopeError("--device cuda asked for, but PyTorch sees no CUDA GPU")
+        raise SettingError("device cuda asked for, but PyTorch sees no CUDA GPU", "device")
     if name not in ("cpu", "cuda"):
-        raise FakescopeError(f"unknown device {name!r}; use cpu or cuda")
+        raise SettingError(f"unknown device {name!r}; use cpu or cuda", "device")
     return name
 
 
@@ -172,9 +174,11 @@ class Analyzer:
         crop: bool = False,
         keep_images: bool = False,
         progress: Callable[[str], None] | None = None,
+        media: MediaInfo | None = None,
     ) -> Prepared:
         """Decode, detect and crop (no model runs, so threads may call this while another
-        thread scores). `crop`: the input is an image that already is one face crop."""
+        thread scores). `crop`: the input is an image that already is one face crop; `media`:
+        the input's probe, when the caller has made it already."""
         policies = tuple(self.ensemble.crop_policies)
         if crop:
             return prepare_crop(
@@ -185,7 +189,7 @@ class Analyzer:
         frames: list[Frame] = []
         detections: list[list[Detection]] = []
         with stage("decode"):
-            media = probe(path, self.limits)
+            media = media or probe(path, self.limits)
         # Detection of one chunk of frames runs while the next chunk decodes.
         with closing(
             read_ahead(
@@ -285,15 +289,20 @@ class Analyzer:
         explain: list[str] | None = None,
         *,
         keep_frames: bool = False,
+        overlay: bool = False,
         progress: Callable[[str], None] | None = None,
+        media: MediaInfo | None = None,
     ) -> Report:
-        """keep_frames: keep the analysed frames' pixels in `report.images` (HTML thumbnails,
-        overlay video); progress: called with each stage's name as the stage starts."""
+        """keep_frames: keep the analysed frames' pixels in `report.images` (HTML thumbnails);
+        overlay: also every frame's HiResCAM++ map of its faces in `report.maps` (the overlay
+        video); progress: called with each stage's name as the stage starts; media: the
+        input's probe, when the caller has made it already."""
         if explain:
             check_methods(explain)
             if out_dir is None:
                 raise FakescopeError("heat maps need an output folder (out_dir)")
-        prepared = self.prepare(path, keep_images=bool(explain) or keep_frames, progress=progress)
+        keep = bool(explain) or keep_frames or overlay
+        prepared = self.prepare(path, keep_images=keep, progress=progress, media=media)
         if progress:
             progress("score")
         report = self.score([prepared])[0]
@@ -309,8 +318,10 @@ class Analyzer:
             seconds = time.perf_counter() - start
             timings = report.timings
             extra["timings"] = {**timings, "explain": seconds, "total": timings["total"] + seconds}
-        if keep_frames and prepared.images is not None:  # always kept when keep_frames
+        if (keep_frames or overlay) and prepared.images is not None:  # kept, asked above
             extra["images"] = prepared.images
+        if overlay and prepared.images is not None:
+            extra["maps"] = frame_heat_maps(self.ensemble, report.verdict, prepared.images)
         return replace(report, **extra)
 
     def explain_image(

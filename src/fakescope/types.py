@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+DEFAULT_MODEL = "default"  # the shipped model's name, where a model name or config is asked for
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
 PixelBox = tuple[int, int, int, int]  # the same, in whole pixels
 
@@ -18,6 +19,15 @@ class FakescopeError(Exception):
     """An input or setting problem reported to the user as one line, without a traceback."""
 
     exit_code = 2
+
+
+class SettingError(FakescopeError):
+    """A setting's value is not allowed. `settings` are the field names the message uses, so
+    that an interface shows them as its own names (the CLI: as its options)."""
+
+    def __init__(self, message: str, *settings: str):
+        super().__init__(message)
+        self.settings = settings
 
 
 class MediaError(FakescopeError):
@@ -122,9 +132,11 @@ class Decision:
 
     def __post_init__(self) -> None:
         if not 0 < self.real_below <= self.threshold < 1:
-            raise FakescopeError(
-                "need 0 < real-below <= threshold < 1, "
-                f"got real-below {self.real_below} and threshold {self.threshold}"
+            raise SettingError(
+                "need 0 < real_below <= threshold < 1, "
+                f"got real_below {self.real_below} and threshold {self.threshold}",
+                "real_below",
+                "threshold",
             )
 
     def label(self, probability: float) -> str:
@@ -154,3 +166,11 @@ class Verdict:
     chosen_frames: list[int]  # frame indices whose heat maps are shown
     reason: str  # one sentence: why this label
     deciding_track: int | None = None
+
+    def faces_by_frame(self) -> dict[int, list[FaceScore]]:
+        """Every track's faces, by frame index, in track order within a frame."""
+        by_frame: dict[int, list[FaceScore]] = {}
+        for track in self.tracks:
+            for face in track.faces:
+                by_frame.setdefault(face.frame_index, []).append(face)
+        return by_frame

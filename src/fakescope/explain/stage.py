@@ -131,6 +131,22 @@ def _detection(face: FaceScore) -> Detection:
     return Detection(face.box, face.detector_score, face.landmarks)
 
 
+OVERLAY_METHOD = "hirescam++"  # the overlay video's map
+
+
+def frame_heat_maps(
+    ensemble: Ensemble, verdict: Verdict, images: dict[int, np.ndarray]
+) -> dict[int, np.ndarray]:
+    """OVERLAY_METHOD's map of every frame with faces, by frame index. One explanation pass
+    per frame, so memory follows one frame's faces."""
+    return {
+        index: frame_maps(
+            ensemble, [(images[index], [_detection(f) for f in faces])], [OVERLAY_METHOD]
+        )[0].maps[OVERLAY_METHOD]
+        for index, faces in verdict.faces_by_frame().items()
+    }
+
+
 def explain_chosen_frames(
     ensemble: Ensemble,
     verdict: Verdict,
@@ -141,10 +157,7 @@ def explain_chosen_frames(
     """Write heat-map images for the verdict's chosen frames. Returns their report.json index
     and, per track with a face in those frames, its evidence per region (the mean over them)."""
     wanted = _with_comparison(methods)
-    faces_by_frame: dict[int, list[FaceScore]] = {}
-    for track in verdict.tracks:
-        for face in track.faces:
-            faces_by_frame.setdefault(face.frame_index, []).append(face)
+    faces_by_frame = verdict.faces_by_frame()
     chosen = verdict.chosen_frames
     frames = [(images[i], [_detection(f) for f in faces_by_frame[i]]) for i in chosen]
     entries: list[dict] = []

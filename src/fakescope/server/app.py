@@ -30,7 +30,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -45,7 +45,6 @@ from starlette.concurrency import run_in_threadpool
 
 from ..media import Limits, probe
 from ..pipeline import Analyzer, Settings
-from ..reports.html import write_html
 from ..types import FakescopeError
 from ..version import __version__
 
@@ -271,15 +270,7 @@ class Service:
             self._save(job)
             report = analyzer.analyze(path, job.folder, EXPLAIN, keep_frames=True, progress=job.at)
             job.at("report")
-            report = replace(  # no server paths to clients
-                report,
-                input=job.name,
-                media=replace(report.media, path=job.name),
-                model={**report.model, "config": Path(report.model["config"]).name},
-                files={**report.files, "html": "report.html"},
-            )
-            report.write_json(job.folder / "report.json")
-            write_html(report, job.folder)
+            report = report.named(job.name).save(job.folder)  # no server paths to clients
             job.report, job.progress, outcome = report.to_dict(), 1.0, "done"
         except Exception as error:  # every failure becomes the job's message
             if not isinstance(error, FakescopeError):
