@@ -55,8 +55,7 @@ class TrainConfig:
     out: str = field(metadata={"help": "run folder: checkpoints, logs, the exported model"})
     arch: str = _help("efficientnet-lite0", "architecture name (see `fakescope models list`)")
     name: str | None = _help(None, "name of the exported model (default: the architecture)")
-    # never used for choices
-    val: str | None = _help(None, "a separate split to report each epoch")
+    val: str | None = _help(None, "a separate split to report each epoch (never used for choices)")
     epochs: int = _help(4, "passes of epoch_size images")
     epoch_size: int = _help(12000, "images drawn per epoch, half real, half fake")
     batch_size: int = _help(32, "images per optimiser step")
@@ -69,20 +68,18 @@ class TrainConfig:
     )
     limit_eval: int | None = _help(None, "cap held-out and val images (tests)")
     workers: int = _help(1, "data-loading processes")
-    seed: int = _help(0, "seed of the draws, augmentations and initial weights")
+    seed: int = _help(0, "seed of the held-out split and the draws")
     device: str = _help("auto", "auto, cpu or cuda")
     save_every: int = _help(100, "steps between checkpoints")
     pretrained: bool = _help(True, "start from ImageNet weights")
     freeze: int = _help(
         3, "EfficientNet: keep the stem and this many first stages frozen (a third less compute)"
     )
-    # Fine-tuning replaces the ImageNet start.
     init: str | None = _help(None, "fine-tune from this fakescope model config")
-    # A pack is always cached.
     input: str = _help(
         "cache",
         "cache: decode once, augment whole batches (on the GPU); stream: per image, for data "
-        "larger than memory",
+        "larger than memory (a pack is always cached)",
     )
 
     def __post_init__(self) -> None:
