@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,11 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from .media import Limits
 from .options import flagged, pick, with_fields
 from .report import FORMATS
+from .server.config import LOOPBACK, ServerConfig
 from .settings import Settings
-from .types import DEFAULT_MODEL, FakescopeError, NoFaceError, SettingError
+from .types import DEFAULT_MODEL, FakescopeError, Limits, NoFaceError, SettingError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 models_app = typer.Typer(
@@ -181,18 +181,10 @@ def analyze(
 
 
 @app.command()
+@with_fields(Common, ServerConfig, Settings, Limits)
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="0.0.0.0 to listen on every interface"),
     port: int = typer.Option(8000, "--port"),
-    model: str = typer.Option("default", "--model", help="shipped model name or a config .json"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
-    max_upload_mb: int = typer.Option(
-        200, "--max-upload-mb", help="larger uploads are refused (HTTP 413)"
-    ),
-    workers: int = typer.Option(
-        1, "--workers", help="analyses run at once, each with its own copy of the model"
-    ),
-    frames: int = typer.Option(32, "--frames", help="frames sampled evenly per video"),
     token: str | None = typer.Option(
         None,
         "--token",
@@ -203,43 +195,22 @@ def serve(
     no_token: bool = typer.Option(
         False, "--no-token", help="no token: anyone reaching the server may use it (loopback)"
     ),
-    data_dir: Path | None = typer.Option(
-        None, "--data-dir", help="analyses and uploads (default ~/.local/share/fakescope/server)"
-    ),
     allowed_host: list[str] = typer.Option(
         [], "--allowed-host", help="a name clients use for the server (repeat; default: loopback)"
     ),
-    max_pending: int = typer.Option(
-        16, "--max-pending", help="uploads and analyses in progress at once; more get 503"
-    ),
-    max_disk_mb: int = typer.Option(
-        1024, "--max-disk-mb", help="disk held by uploads waiting for analysis; more get 503"
-    ),
-    upload_timeout: int = typer.Option(
-        600, "--upload-timeout", help="seconds an upload may take (and 30 s without data)"
-    ),
-    max_results: int = typer.Option(
-        50, "--max-results", help="finished analyses kept, with their reports"
-    ),
+    *,
+    fields: dict[str, Any],
 ) -> None:
     """Web page and HTTP API: upload a video or image, get the verdict and heat maps
     (docs/security.md)."""
     import uvicorn
 
-    from .pipeline import Settings
-    from .server.app import LOOPBACK, create_app
+    from .server.app import create_app
 
     def setup():
         _at_least("--port", port, 1, 65535)
-        for option, value in (
-            ("--workers", workers),
-            ("--max-upload-mb", max_upload_mb),
-            ("--max-pending", max_pending),
-            ("--max-disk-mb", max_disk_mb),
-            ("--upload-timeout", upload_timeout),
-            ("--max-results", max_results),
-        ):
-            _at_least(option, value, 1)
+        config = ServerConfig(**pick(ServerConfig, fields))  # checked before the model loads
+        settings, limits = _configured(fields)
         if no_token and host not in LOOPBACK:
             raise FakescopeError(f"--no-token needs a loopback --host ({', '.join(LOOPBACK)})")
         if token is not None and len(token) < 16:
@@ -247,29 +218,23 @@ def serve(
         named = host not in LOOPBACK and host not in ("0.0.0.0", "::")
         hosts = tuple(allowed_host) or ((*LOOPBACK, host) if named else LOOPBACK)
         return create_app(
-            model,
-            device,
-            max_upload_mb,
-            workers,
-            Settings(frames=frames),
-            max_results=max_results,
-            max_pending=max_pending,
+            fields["model"],
+            fields["device"],
+            settings,
+            limits,
             token=None if no_token else token or secrets.token_urlsafe(24),
-            data_dir=data_dir,
             allowed_hosts=hosts,
-            max_disk_mb=max_disk_mb,
-            upload_total_s=upload_timeout,
+            **asdict(config),
         )
 
-    web, code = guarded("setup", setup)
-    if web is None:
-        raise typer.Exit(code)
+    web = _exit_on_failure("setup", setup)
     shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
     secret = f"/?token={web.state.token}" if web.state.token else ""
     err.print(f"fakescope: open http://{shown}:{port}{secret}", markup=False)
     # limit_concurrency: connections beyond it get 503 before the app sees them.
+    pending = fields["max_pending"]
     uvicorn.run(
-        web, host=host, port=port, limit_concurrency=max(64, 4 * max_pending), timeout_keep_alive=5
+        web, host=host, port=port, limit_concurrency=max(64, 4 * pending), timeout_keep_alive=5
     )
 
 

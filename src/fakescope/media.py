@@ -16,7 +16,6 @@ import stat
 import threading
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
@@ -31,7 +30,7 @@ from av.sidedata.sidedata import Type as SideDataType
 from av.video.stream import VideoStream
 from PIL import ExifTags, Image, ImageOps
 
-from .types import FakescopeError, Frame, MediaError, MediaInfo, SettingError
+from .types import FakescopeError, Frame, Limits, MediaError, MediaInfo
 
 log = logging.getLogger(__name__)
 
@@ -53,51 +52,6 @@ EXIF_ROTATION = {3: 180, 4: 180, 5: 270, 6: 270, 7: 90, 8: 90}
 # Frame.qp's resolution: H.264 sets one quantiser per 16 x 16 macroblock; a finer cell lets
 # the map follow a frame whose size is not a multiple of 16 when it is turned upright.
 QP_CELL = 4
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What fakescope is willing to decode from one input."""
-
-    # A result's: each field changes which pixels are analysed.
-    max_pixels: int = field(
-        default=36_000_000,  # per image or frame, from the header: 8K UHD passes, bombs do not
-        metadata={"result": True, "help": "largest image or video frame"},
-    )
-    max_duration: float = field(
-        default=3600.0,  # later frames are ignored
-        metadata={"result": True, "help": "seconds of each video read"},
-    )
-    max_frames: int = field(default=1024, metadata={"result": True, "option": False})  # per video
-    # Larger frames are downscaled while decoding (1080p is not): memory then follows the
-    # frames analysed, not the input's resolution (docs/security.md has the measurements).
-    decode_pixels: int = field(
-        default=2_100_000,
-        metadata={"result": True, "help": "larger frames are downscaled while decoding"},
-    )
-
-    def __post_init__(self) -> None:
-        # A setting's fault, not the input's: FakescopeError (exit 2), not MediaError.
-        if not (isinstance(self.max_pixels, int) and self.max_pixels >= 1):
-            raise SettingError(
-                f"max_pixels must be a whole number >= 1, got {self.max_pixels}", "max_pixels"
-            )
-        if not (math.isfinite(self.max_duration) and self.max_duration > 0):
-            raise SettingError(
-                f"max_duration must be seconds > 0, got {self.max_duration}", "max_duration"
-            )
-        if not (isinstance(self.max_frames, int) and self.max_frames >= 1):
-            raise SettingError(
-                f"max_frames must be a whole number >= 1, got {self.max_frames}", "max_frames"
-            )
-        if not (isinstance(self.decode_pixels, int) and self.decode_pixels >= 4096):
-            raise SettingError(
-                f"decode_pixels must be >= 4096, got {self.decode_pixels}", "decode_pixels"
-            )
-
-    def scale(self, width: int, height: int) -> float:
-        """The factor frames of this size are decoded at: 1, or less to fit decode_pixels."""
-        return min(1.0, math.sqrt(self.decode_pixels / max(1, width * height)))
 
 
 @contextmanager

@@ -6,6 +6,7 @@ verdict -> TrackVerdict / Verdict; reports -> Report.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -174,3 +175,48 @@ class Verdict:
             for face in track.faces:
                 by_frame.setdefault(face.frame_index, []).append(face)
         return by_frame
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What fakescope is willing to decode from one input."""
+
+    # A result's: each field changes which pixels are analysed.
+    max_pixels: int = field(
+        default=36_000_000,  # per image or frame, from the header: 8K UHD passes, bombs do not
+        metadata={"result": True, "help": "largest image or video frame"},
+    )
+    max_duration: float = field(
+        default=3600.0,  # later frames are ignored
+        metadata={"result": True, "help": "seconds of each video read"},
+    )
+    max_frames: int = field(default=1024, metadata={"result": True, "option": False})  # per video
+    # Larger frames are downscaled while decoding (1080p is not): memory then follows the
+    # frames analysed, not the input's resolution (docs/security.md has the measurements).
+    decode_pixels: int = field(
+        default=2_100_000,
+        metadata={"result": True, "help": "larger frames are downscaled while decoding"},
+    )
+
+    def __post_init__(self) -> None:
+        # A setting's fault, not the input's: FakescopeError (exit 2), not MediaError.
+        if not (isinstance(self.max_pixels, int) and self.max_pixels >= 1):
+            raise SettingError(
+                f"max_pixels must be a whole number >= 1, got {self.max_pixels}", "max_pixels"
+            )
+        if not (math.isfinite(self.max_duration) and self.max_duration > 0):
+            raise SettingError(
+                f"max_duration must be seconds > 0, got {self.max_duration}", "max_duration"
+            )
+        if not (isinstance(self.max_frames, int) and self.max_frames >= 1):
+            raise SettingError(
+                f"max_frames must be a whole number >= 1, got {self.max_frames}", "max_frames"
+            )
+        if not (isinstance(self.decode_pixels, int) and self.decode_pixels >= 4096):
+            raise SettingError(
+                f"decode_pixels must be >= 4096, got {self.decode_pixels}", "decode_pixels"
+            )
+
+    def scale(self, width: int, height: int) -> float:
+        """The factor frames of this size are decoded at: 1, or less to fit decode_pixels."""
+        return min(1.0, math.sqrt(self.decode_pixels / max(1, width * height)))
