@@ -14,8 +14,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from fakescope.encode import write_video
 from fakescope.explain.regions import REGIONS
-from fakescope.media import probe, write_video
+from fakescope.media import probe
 from fakescope.pipeline import Analyzer, Settings
 from fakescope.reports import score_colour
 from fakescope.reports.html import READING, write_html

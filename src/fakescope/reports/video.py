@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..encode import write_video
 from ..explain.render import overlay
-from ..media import write_video
 from ..report import Report
 from ..types import FakescopeError
 from . import UNJUDGED, score_colour
