@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from .options import flagged, pick, with_fields
+from .options import deferred, flagged, pick, with_fields
 from .report import FORMATS
 from .server.config import LOOPBACK, ServerConfig
 from .settings import Settings
@@ -490,44 +491,43 @@ def xai_evaluate(
     raise typer.Exit(code)
 
 
-@app.command()
-def calibrate(
-    scores: Path = typer.Argument(
-        ..., help="videos.csv written by `fakescope evaluate` on held-out videos"
-    ),
-    config: Path = typer.Option(
-        ...,
-        "--out",
-        help="the new ensemble config (.json): the model's members with the fitted decision",
-    ),
-    model: str = typer.Option(
-        "default", "--model", help="the model that scored them (its members are referenced)"
-    ),
-    max_false_alarm: float = typer.Option(
-        0.15, "--max-false-alarm", help="share of reals that may be called fake"
-    ),
-    max_miss: float = typer.Option(
-        0.1, "--max-miss", help="share of fakes that may be called real"
-    ),
-    note: str = typer.Option(
-        "", "--note", help="what the videos are, kept in the config as `fitted_on`"
-    ),
-) -> None:
-    """Fit the video decision (threshold, real-below) on held-out videos; between the two the
-    answer is inconclusive. Never fit on videos you then report: evaluate elsewhere, or fit on one
-    part and report on the other."""
-    from .calibrate import write_calibrated
+def _calibrate() -> Callable[..., None]:
+    from .calibrate import Calibration, write_calibrated
 
-    result, code = guarded(
-        str(scores),
-        lambda: write_calibrated(scores, model, config, max_false_alarm, max_miss, note),
-    )
-    if result is not None:
-        out.print(
-            f"fake at >= {result.threshold:.3f}, real below {result.real_below:.3f} -> {config}",
-            markup=False,
-        )
-    raise typer.Exit(code)
+    @with_fields(Calibration)
+    def calibrate(
+        scores: Path = typer.Argument(
+            ..., help="videos.csv written by `fakescope evaluate` on held-out videos"
+        ),
+        config: Path = typer.Option(
+            ..., "--out", help="the new ensemble config (.json): the model's members and decision"
+        ),
+        *,
+        fields: dict[str, Any],
+    ) -> None:
+        def run():
+            return write_calibrated(scores, config, Calibration(**fields))
+
+        result, code = guarded(str(scores), run)
+        if result is not None:
+            out.print(
+                f"fake at >= {result.threshold:.3f}, real below {result.real_below:.3f} "
+                f"-> {config}",
+                markup=False,
+            )
+        raise typer.Exit(code)
+
+    return calibrate
+
+
+deferred(
+    app,
+    "calibrate",
+    "Fit the video decision (threshold, real-below) on held-out videos; between the two the "
+    "answer is inconclusive. Never fit on videos you then report: evaluate elsewhere, or fit on "
+    "one part and report on the other.",
+    _calibrate,
+)
 
 
 @models_app.command("list")
@@ -643,30 +643,20 @@ def pack(
     raise typer.Exit(code)
 
 
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def train(ctx: typer.Context) -> None:
-    """Train a one-logit classifier; rerun the same command to resume. `train --help` lists
-    an option per TrainConfig field."""
-    # Made here, not at import: TrainConfig's module loads PyTorch, which every other command
-    # would then wait for.
+def _train() -> Callable[..., None]:
     from .training.train import TrainConfig
     from .training.train import train as run_training
 
-    command = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-    @command.command(help=train.__doc__)
     @with_fields(TrainConfig)
-    def resolved(*, fields: dict[str, Any]) -> None:
+    def train(*, fields: dict[str, Any]) -> None:
         config = _exit_on_failure("setup", lambda: TrainConfig(**fields))
-        _, code = guarded(
-            config.dataset, lambda: run_training(config, progress=sys.stderr.isatty())
-        )
-        raise typer.Exit(code)
+        run = lambda: run_training(config, progress=sys.stderr.isatty())  # noqa: E731
+        raise typer.Exit(guarded(config.dataset, run)[1])
 
-    command(ctx.args, prog_name=ctx.command_path)
+    return train
+
+
+deferred(app, "train", "Train a one-logit classifier; rerun the same command to resume.", _train)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def with_fields(
 
         @functools.wraps(command)
         def run(**given: Any) -> T:
-            return command(**{k: v for k, v in given.items() if k not in names}, fields=given)
+            own = {k: v for k, v in given.items() if k not in names}
+            return command(**own, fields={k: given[k] for k in names})
 
         # Required arguments first, so that typer keeps their order on the command line.
         ordered = sorted(own + added, key=lambda p: p.default is not inspect.Parameter.empty)
@@ -84,3 +85,22 @@ def pick(group: type, values: Mapping[str, Any]) -> dict[str, Any]:
     """The values of `group`'s fields among `values` (e.g. a command's `fields`)."""
     names = {f.name for f in fields(group)}
     return {k: v for k, v in values.items() if k in names}
+
+
+def deferred(
+    app: typer.Typer, name: str, help: str, load: Callable[[], Callable[..., Any]]
+) -> None:
+    """Add the command `name`, made only when it runs: `load` imports the module whose fields
+    its options come from (a module that loads PyTorch, which no other command then waits
+    for) and returns the command (with_fields applied)."""
+
+    @app.command(
+        name,
+        help=help,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )
+    def run(ctx: typer.Context) -> None:
+        command = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        command.command(help=help)(load())
+        command(ctx.args, prog_name=ctx.command_path)
