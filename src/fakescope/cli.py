@@ -413,82 +413,49 @@ def explain_images(
     raise typer.Exit(worst)
 
 
-@app.command("xai-eval")
-@with_fields(Common)
-def xai_evaluate(
-    dataset: Path = typer.Argument(
-        ..., help="folder with real/ and fake/ face crops (or images with --no-crops)"
-    ),
-    out_dir: Path = typer.Option(Path("fakescope-xai"), "--out"),
-    crops: bool = typer.Option(True, "--crops/--no-crops", help="inputs are face crops"),
-    limit: int = typer.Option(64, "--limit", help="images used, half real, half fake"),
-    member: int = typer.Option(0, "--member", help="which ensemble member to explain"),
-    methods: str | None = typer.Option(
-        None,
-        "--methods",
-        help="comma-separated: CAMs, lime, kernelshap, occlusion, 'centre prior' "
-        "(default: every CAM)",
-    ),
-    baseline: str = typer.Option(
-        "mean", "--baseline", help="deletion / insertion baseline: mean (colour), blur or noise"
-    ),
-    steps: int = typer.Option(20, "--steps", help="deletion / insertion steps"),
-    samples: int = typer.Option(
-        64, "--samples", help="perturbed inputs per image for LIME and KernelSHAP"
-    ),
-    sanity_images: int = typer.Option(
-        8, "--sanity-images", help="images in the randomisation check"
-    ),
-    sanity_depth: int = typer.Option(
-        4, "--sanity-depth", help="units randomised, from the classifier down"
-    ),
-    localisation_only: bool = typer.Option(
-        False, "--localisation-only", help="self-blended fakes only, no deletion / insertion"
-    ),
-    *,
-    fields: dict[str, Any],
-) -> None:
-    """The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes, sanity
-    check."""
+def _xai_eval() -> Callable[..., None]:
     from .evaluate import labelled_faces
-    from .explain.cam import METHODS
-    from .explain.xai_eval import run_xai_eval
+    from .explain.xai_eval import XaiRun, run_xai_eval
     from .pipeline import Analyzer
 
-    def run():
-        _at_least("--limit", limit, 2)  # half real, half fake
-        _at_least("--member", member, 0)
-        for option, value in (
-            ("--steps", steps),
-            ("--samples", samples),
-            ("--sanity-images", sanity_images),
-            ("--sanity-depth", sanity_depth),
-        ):
-            _at_least(option, value, 1)
-        analyzer = Analyzer(fields["model"], Settings(), fields["device"])
-        chosen = analyzer.ensemble.member(member)
-        faces = labelled_faces(analyzer, dataset, chosen.spec.crop, crops, limit)
-        chosen_methods = _methods(methods) if methods else list(METHODS)
-        return run_xai_eval(
-            chosen,
-            faces,
-            out_dir,
-            str(dataset),
-            chosen_methods,
-            baseline,
-            steps,
-            samples,
-            sanity_images,
-            sanity_depth,
-            localisation_only,
-        )
+    @with_fields(Common, XaiRun)
+    def xai_eval(
+        dataset: Path = typer.Argument(
+            ..., help="folder with real/ and fake/ face crops (or images with --no-crops)"
+        ),
+        out_dir: Path = typer.Option(Path("fakescope-xai"), "--out"),
+        crops: bool = typer.Option(True, "--crops/--no-crops", help="inputs are face crops"),
+        limit: int = typer.Option(64, "--limit", help="images used, half real, half fake"),
+        member: int = typer.Option(0, "--member", help="which ensemble member to explain"),
+        *,
+        fields: dict[str, Any],
+    ) -> None:
+        def run():
+            _at_least("--limit", limit, 2)  # half real, half fake
+            _at_least("--member", member, 0)
+            how = XaiRun(**pick(XaiRun, fields))
+            analyzer = Analyzer(fields["model"], Settings(), fields["device"])
+            chosen = analyzer.ensemble.member(member)
+            faces = labelled_faces(analyzer, dataset, chosen.spec.crop, crops, limit)
+            return run_xai_eval(chosen, faces, out_dir, str(dataset), how)
 
-    written, code = guarded(str(dataset), run)
-    if written is not None:
-        # The tables, one row per method.
-        out.print(written[1].read_text(encoding="utf-8"), markup=False)
-        out.print(f"wrote {written[0]} and {written[1]}", markup=False)
-    raise typer.Exit(code)
+        written, code = guarded(str(dataset), run)
+        if written is not None:
+            # The tables, one row per method.
+            out.print(written[1].read_text(encoding="utf-8"), markup=False)
+            out.print(f"wrote {written[0]} and {written[1]}", markup=False)
+        raise typer.Exit(code)
+
+    return xai_eval
+
+
+deferred(
+    app,
+    "xai-eval",
+    "The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes, sanity "
+    "check.",
+    _xai_eval,
+)
 
 
 def _calibrate() -> Callable[..., None]:

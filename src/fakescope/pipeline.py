@@ -141,18 +141,18 @@ class Analyzer:
         self._detector = detector
 
     def score_faces(
-        self, images: list[np.ndarray], boxes: list[Box], whole: bool = False
+        self, images: list[np.ndarray], boxes: list[Box], crops: bool = False
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Member and ensemble P(fake) for the faces at `boxes` in `images`, the face at
         boxes[i] in images[i] (one batch per member)."""
-        cutting = Cutting(tuple(self.ensemble.crop_policies), self.crop_device, whole)
+        cutting = Cutting(tuple(self.ensemble.crop_policies), self.crop_device, crops)
         cuts = cut_faces(dict(enumerate(images)), list(enumerate(boxes)), cutting)
         return self._scores(cuts.crops)
 
     def score_crops(self, images: list[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Inputs that already are face crops: the whole image is the face, resized per each
         model's policy."""
-        return self.score_faces(images, [whole_image_box(im.shape) for im in images], whole=True)
+        return self.score_faces(images, [whole_image_box(im.shape) for im in images], crops=True)
 
     def _scores(
         self, crops: dict[CropPolicy, torch.Tensor]
@@ -171,16 +171,16 @@ class Analyzer:
     def prepare(
         self,
         path: str | Path,
-        crop: bool = False,
+        crops: bool = False,
         keep_images: bool = False,
         progress: Callable[[str], None] | None = None,
         media: MediaInfo | None = None,
     ) -> Prepared:
         """Decode, detect and crop (no model runs, so threads may call this while another
-        thread scores). `crop`: the input is an image that already is one face crop; `media`:
+        thread scores). `crops`: the input is an image that already is one face crop; `media`:
         the input's probe, when the caller has made it already."""
         policies = tuple(self.ensemble.crop_policies)
-        if crop:
+        if crops:
             return prepare_crop(
                 path, policies, self.limits, self.crop_device, keep_images, progress
             )
@@ -338,11 +338,11 @@ class Analyzer:
             if not faces:
                 raise NoFaceError(f"{path}: no face found")
         _, probabilities = self.score_faces(
-            [image] * len(faces), [f.box for f in faces], whole=crops
+            [image] * len(faces), [f.box for f in faces], crops=crops
         )
         scores = [float(s) for s in probabilities]
         sentences = explain_faces(
-            self.ensemble, image, faces, scores, methods, out_dir, whole=crops
+            self.ensemble, image, faces, scores, methods, out_dir, crops=crops
         )
         return list(zip(scores, sentences))
 
@@ -415,7 +415,7 @@ def prepare_crop(
         requested=1,
         timings=timings,
     )
-    cutting = Cutting(tuple(policies), crop_device, whole=True)
+    cutting = Cutting(tuple(policies), crop_device, crops=True)
     return _finish(decoded, cutting, keep_images, progress)
 
 
