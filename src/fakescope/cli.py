@@ -573,7 +573,7 @@ def pack(
         from .faces import get_detector
         from .training.pack import build_pack
 
-        detector = get_detector("retinaface", score_threshold=0.5)
+        detector = get_detector(Settings.detector, score_threshold=0.5)
         with Progress(
             TextColumn("landmarks"),
             BarColumn(),
