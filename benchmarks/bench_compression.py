@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from bench_robustness import SHARED, labelled
-from fakescope.media import first_seconds, reencode
+from fakescope.encode import first_seconds, reencode
 from fakescope.pipeline import Analyzer, Settings
 from fakescope.selection import load_video_set, rescored
 from fakescope.types import Decision, FaceScore

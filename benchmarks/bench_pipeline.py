@@ -18,7 +18,7 @@ from pathlib import Path
 
 import av
 
-from fakescope.media import make_example_video
+from fakescope.encode import make_example_video
 from fakescope.pipeline import Analyzer, Settings
 
 

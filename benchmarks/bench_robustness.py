@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from fakescope import media
+from fakescope import encode
 from fakescope.crops import resize_rgb
 from fakescope.media import read_image
 from fakescope.metrics import metrics_with_intervals
@@ -121,11 +121,11 @@ def bench_videos(
 ) -> tuple[list, list]:
     variants: dict[str, Callable[[Path, Path], Path]] = {
         "clean": lambda src, tmp: src,
-        f"clean, first {seconds:g} s": lambda src, tmp: media.first_seconds(
+        f"clean, first {seconds:g} s": lambda src, tmp: encode.first_seconds(
             src, tmp / "trim.mp4", seconds
         ),
-        f"h264 crf{crf}": lambda src, tmp: media.reencode(src, tmp / "crf.mp4", seconds, crf),
-        f"x0.5 + h264 crf{crf}": lambda src, tmp: media.reencode(
+        f"h264 crf{crf}": lambda src, tmp: encode.reencode(src, tmp / "crf.mp4", seconds, crf),
+        f"x0.5 + h264 crf{crf}": lambda src, tmp: encode.reencode(
             src, tmp / "half.mp4", seconds, crf, 0.5
         ),
     }

@@ -44,7 +44,7 @@ def random_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def example_video(tmp_path_factory) -> Path:
     """A 2 s 1280x720 H.264 video of the bundled astronaut photo."""
-    from fakescope.media import make_example_video
+    from fakescope.encode import make_example_video
 
     return make_example_video(tmp_path_factory.mktemp("video") / "astronaut.mp4", seconds=2)
 
@@ -52,7 +52,7 @@ def example_video(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_video(tmp_path_factory) -> Path:
     """A 2 s 640x360 H.264 video of the astronaut: a face about 40 px wide."""
-    from fakescope.media import make_example_video
+    from fakescope.encode import make_example_video
 
     return make_example_video(
         tmp_path_factory.mktemp("media") / "clip.mp4", seconds=2, size=(640, 360)

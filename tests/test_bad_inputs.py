@@ -21,7 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.media import write_video
+from fakescope.encode import write_video
 from helpers import astronaut, audio_only, png_header
 
 runner = CliRunner()

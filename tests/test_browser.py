@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from fakescope.media import make_example_video
+from fakescope.encode import make_example_video
 from fakescope.pipeline import Settings
 from fakescope.server.app import create_app
 

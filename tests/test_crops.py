@@ -93,13 +93,13 @@ def test_crop_batch_is_to_tensor_of_each_crop_and_whole_drops_the_margin():
     assert torch.equal(crop_batch(images, boxes, policy), expected)
     # An input that already is a face: its whole box, no margin, but the policy's normalisation.
     whole = [whole_image_box(i.shape) for i in images]
-    crops = crop_faces(images, whole, policy, whole=True)
+    crops = crop_faces(images, whole, policy, crops=True)
     assert all(
         np.array_equal(c, crop_face(i, w, for_whole_image(policy)))
         for c, i, w in zip(crops, images, whole)
     )
     assert not np.array_equal(crops[0], crop_face(images[0], whole[0], policy))
-    assert torch.equal(crop_batch(images, whole, policy, whole=True), to_tensor(crops, policy))
+    assert torch.equal(crop_batch(images, whole, policy, crops=True), to_tensor(crops, policy))
 
 
 def test_tensor_crops_are_the_numpy_crops_byte_for_byte():
@@ -124,8 +124,8 @@ def test_tensor_crops_are_the_numpy_crops_byte_for_byte():
             assert got.shape == (5, 3, 48, 48) and got.dtype == torch.uint8
     whole = [whole_image_box(frame.shape)]
     policy = CropPolicy(size=64, margin=0.2)
-    expected = as_batch(crop_faces([frame], whole, policy, whole=True), 64)
-    assert torch.equal(crop_faces_tensor([tensor], whole, policy, whole=True), expected)
+    expected = as_batch(crop_faces([frame], whole, policy, crops=True), 64)
+    assert torch.equal(crop_faces_tensor([tensor], whole, policy, crops=True), expected)
     same = CropPolicy(size=120, resize="pad")  # 160 x 120 -> 120 x 90: a resize; 120: none
     assert torch.equal(
         crop_faces_tensor([tensor], [(0.0, 0.0, 120.0, 120.0)], same),

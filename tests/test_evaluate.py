@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from fakescope.calibrate import write_calibrated
+from fakescope.calibrate import Calibration, write_calibrated
 from fakescope.evaluate import (
     decision_metrics,
     labelled_files,
@@ -126,9 +126,8 @@ def test_calibrated_config_loads_with_its_decision(random_model, tmp_path):
     ]
     write_rows(rows, tmp_path / "videos.csv")
     config = tmp_path / "fitted" / "model.json"
-    decision = write_calibrated(
-        tmp_path / "videos.csv", str(random_model), config, 0.1, 0.1, "test videos"
-    )
+    fit = Calibration(str(random_model), max_false_alarm=0.1, max_miss=0.1, note="test videos")
+    decision = write_calibrated(tmp_path / "videos.csv", config, fit)
     saved = json.loads(config.read_text())
     assert saved["decision"]["fitted_on"] == "test videos" and saved["decision"]["videos"] == 40
     ensemble = load_ensemble(config, backend="torch")

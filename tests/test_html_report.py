@@ -14,8 +14,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from fakescope.encode import write_video
 from fakescope.explain.regions import REGIONS
-from fakescope.media import probe, write_video
+from fakescope.media import probe
 from fakescope.pipeline import Analyzer, Settings
 from fakescope.reports import score_colour
 from fakescope.reports.html import READING, write_html
@@ -182,3 +183,26 @@ def check_pdf(path, report: dict, pages_dir) -> None:
     )
     images = len(listed.stdout.splitlines()) - 2  # two header lines
     assert images >= len(report["explanations"]) + len(report["tracks"])
+
+
+def test_overlay_video_shows_the_reports_verdict(random_model, small_video, tmp_path, monkeypatch):
+    from fakescope.reports import video
+
+    drawn: list[str] = []
+    real_text = video._text
+    monkeypatch.setattr(
+        video,
+        "_text",
+        lambda image, text, *rest: drawn.append(text) or real_text(image, text, *rest),
+    )
+    report = Analyzer(random_model, Settings(frames=4)).analyze(small_video, overlay=True)
+    saved = report.save(tmp_path, ["json", "overlay_video"])
+    written = json.loads((tmp_path / "report.json").read_text())
+    faces = [f for t in written["tracks"] for f in t["faces"]]
+    assert any(f["unjudged"] for f in faces)  # the 40 px face is too small to judge
+    probability = written["fake_probability"]
+    shown = written["label"] + ("" if probability is None else f" P(fake) {probability:.3f}")
+    lines = [t for t in drawn if " s  " in t]  # "<time> s  <verdict>", once per frame
+    assert len(lines) == len(written["frames_analysed"]) == 4
+    assert all(line.split(" s  ", 1)[1] == shown for line in lines)
+    assert saved.files["overlay_video"] == "overlay.mp4" and (tmp_path / "overlay.mp4").is_file()

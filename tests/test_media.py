@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fakescope import media
-from fakescope.media import QP_CELL, Limits, iter_frames, make_example_video
+from fakescope import encode, media
+from fakescope.encode import make_example_video
+from fakescope.media import QP_CELL, Limits, iter_frames
 from fakescope.types import MediaError
 from helpers import audio_only, png_header
 
@@ -56,7 +57,7 @@ def codec_or_skip(encoder: str) -> None:
 )
 def test_formats_sample_evenly(tmp_path, ext, encoder, codec):
     codec_or_skip(encoder)
-    path = media.write_video(
+    path = encode.write_video(
         tmp_path / f"clip.{ext}", (numbered(i, 64, 64) for i in range(50)), 25, encoder
     )
     info, frames = media.read_frames(path, count=8)
@@ -79,7 +80,7 @@ def test_formats_sample_evenly(tmp_path, ext, encoder, codec):
 
 
 def test_count_and_limits(tmp_path):
-    path = media.write_video(tmp_path / "clip.mp4", (numbered(i) for i in range(50)), 25)
+    path = encode.write_video(tmp_path / "clip.mp4", (numbered(i) for i in range(50)), 25)
     _, frames = media.read_frames(path, count=500)  # more than the video has: every frame once
     assert [f.index for f in frames] == list(range(50))
     _, frames = media.read_frames(path, count=32, limits=Limits(max_frames=5))
@@ -90,7 +91,7 @@ def test_count_and_limits(tmp_path):
 
 def test_seek_matches_sequential(tmp_path, monkeypatch):
     # 60 s with a keyframe every 10 s (x264's default): long enough for the seeking path.
-    path = media.write_video(
+    path = encode.write_video(
         tmp_path / "long.mp4", (numbered(i % 50, 32, 32) for i in range(1500)), 25
     )
     info = media.probe(path)
@@ -113,7 +114,7 @@ def test_seek_matches_sequential(tmp_path, monkeypatch):
 def test_rotated_video_comes_out_upright(tmp_path, rotation):
     upright = marked(48, 64)
     stored = np.rot90(upright, -rotation // 90)  # what a camera writes before tagging its rotation
-    path = media.write_video(tmp_path / "rotated.mp4", [stored] * 10, 25, rotation=rotation)
+    path = encode.write_video(tmp_path / "rotated.mp4", [stored] * 10, 25, rotation=rotation)
     info, frames = media.read_frames(path, count=2)
     assert info.rotation == rotation
     assert (info.width, info.height) == (48, 64)
@@ -135,7 +136,7 @@ def test_quantisers_turn_with_the_picture(rotation):
 def test_h264_frames_carry_their_quantisers(tmp_path):
     images = [numbered(i) for i in range(10)]
     for qp in (20, 40):
-        path = media.write_video(tmp_path / f"qp{qp}.mp4", images, 25, options={"qp": str(qp)})
+        path = encode.write_video(tmp_path / f"qp{qp}.mp4", images, 25, options={"qp": str(qp)})
         for frame in iter_frames(path, 10):
             assert frame.qp is not None and frame.qp.shape == (H // QP_CELL, W // QP_CELL)
             # x264 codes keyframes a little finer and B-frames a little coarser than --qp.
@@ -145,7 +146,7 @@ def test_h264_frames_carry_their_quantisers(tmp_path):
 def test_reading_quantisers_leaves_no_decoded_frame_alive(tmp_path):
     # PyAV's `frame.side_data` is cached on the frame: a cycle that kept every sampled frame, at
     # full size, until a full garbage collection (630 MB on 32 frames of 4096 x 4096).
-    path = media.write_video(tmp_path / "clip.mp4", [numbered(i) for i in range(10)], 25)
+    path = encode.write_video(tmp_path / "clip.mp4", [numbered(i) for i in range(10)], 25)
     gc.collect()
     gc.disable()
     try:
@@ -161,7 +162,9 @@ def test_reading_quantisers_leaves_no_decoded_frame_alive(tmp_path):
 @pytest.mark.parametrize(("ext", "encoder"), [("webm", "libvpx-vp9"), ("avi", "mpeg4")])
 def test_other_codecs_and_images_have_no_quantisers(tmp_path, ext, encoder):
     codec_or_skip(encoder)
-    path = media.write_video(tmp_path / f"clip.{ext}", [numbered(i) for i in range(5)], 25, encoder)
+    path = encode.write_video(
+        tmp_path / f"clip.{ext}", [numbered(i) for i in range(5)], 25, encoder
+    )
     assert all(f.qp is None for f in iter_frames(path, 5))
     Image.fromarray(numbered(0)).save(tmp_path / "still.jpg")
     assert next(iter_frames(tmp_path / "still.jpg")).qp is None
@@ -228,7 +231,7 @@ def test_one_pixel_image_is_fine(tmp_path):
 def test_kind_is_decided_by_content(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "image.png")
     (tmp_path / "image.mp4").write_bytes((tmp_path / "image.png").read_bytes())
-    media.write_video(tmp_path / "video.mp4", (numbered(i) for i in range(5)), 25)
+    encode.write_video(tmp_path / "video.mp4", (numbered(i) for i in range(5)), 25)
     (tmp_path / "video.jpg").write_bytes((tmp_path / "video.mp4").read_bytes())
     assert media.media_kind(tmp_path / "image.mp4") == "image"
     assert media.media_kind(tmp_path / "video.jpg") == "video"
@@ -236,7 +239,7 @@ def test_kind_is_decided_by_content(tmp_path):
 
 
 def truncated_mp4(path) -> None:
-    whole = media.write_video(path.with_name("whole.mp4"), (numbered(i) for i in range(25)), 25)
+    whole = encode.write_video(path.with_name("whole.mp4"), (numbered(i) for i in range(25)), 25)
     data = whole.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # x264 in mp4 keeps its index (moov) at the end
 

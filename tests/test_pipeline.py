@@ -110,7 +110,8 @@ def test_a_heat_map_that_cannot_be_written_fails_in_one_line(
 def test_a_coarsely_coded_video_is_inconclusive_and_says_why(
     analyzer, random_model, example_video, tmp_path
 ):
-    from fakescope.media import iter_frames, write_video
+    from fakescope.encode import write_video
+    from fakescope.media import iter_frames
 
     frames = (f.image for f in iter_frames(example_video, 50))
     coarse = write_video(tmp_path / "coarse.mp4", frames, 25, options={"qp": "45"})
@@ -128,7 +129,7 @@ def test_a_coarsely_coded_video_is_inconclusive_and_says_why(
 
 
 def test_two_people_stay_two_tracks(analyzer, tmp_path):
-    from fakescope.media import make_example_video
+    from fakescope.encode import make_example_video
 
     video = make_example_video(tmp_path / "two.mp4", seconds=2, people=2)
     report = analyzer.analyze(video)
@@ -317,7 +318,7 @@ def test_faces_cut_on_the_device_path_match_the_cpu_path(random_model, tmp_path)
     """Analyzer.crop_device set (what a GPU gets), here on CPU tensors: the same crop bytes,
     sharpness within float64 rounding and so the same scores, for a video with two people
     and for face crop images of other sizes."""
-    from fakescope.media import make_example_video
+    from fakescope.encode import make_example_video
 
     cpu = Analyzer(random_model, Settings(frames=4))
     tensors = Analyzer(random_model, Settings(frames=4))

@@ -19,7 +19,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.media import make_example_video, read_image
+from fakescope.encode import make_example_video
+from fakescope.media import read_image
 from fakescope.models.checkpoints import sha256_of
 from fakescope.pipeline import Analyzer, Settings
 from fakescope.scan import run_scan

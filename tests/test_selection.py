@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from fakescope.media import make_example_video
+from fakescope.encode import make_example_video
 from fakescope.pipeline import Analyzer
 from fakescope.selection import (
     RECORDED,

@@ -63,6 +63,10 @@ def test_upload_poll_and_read_the_report(client, small_video):
     )
     image = client.get(f"{created['status_url']}/files/{report['explanations'][0]['comparison']}")
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    # The same writer as the CLI's: the PDF too, listed in the report.
+    assert report["files"] == {"html": "report.html", "pdf": "report.pdf"}
+    pdf = client.get(f"{created['status_url']}/files/report.pdf")
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     # The upload itself is gone once the analysis ended.
     service = client.app.state.service
     assert created["id"] in [p.name for p in service.root.iterdir()]

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from fakescope.cli import app as cli
-from fakescope.media import make_example_video
+from fakescope.encode import make_example_video
 from fakescope.pipeline import Settings
 from fakescope.server.app import create_app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 
@@ -218,3 +219,23 @@ def test_codec_and_resampling_augmentations_keep_shape_and_change_pixels():
             out.float() - image.float()
         ).abs().mean() > 1  # noise does not survive a codec or a resampler
     assert training_transform(48)(image).shape == (3, 48, 48)
+
+
+def test_the_cli_trains_what_train_config_trains(tmp_path, monkeypatch):
+    """`fakescope train` with no options resolves to TrainConfig's defaults: one source."""
+    from typer.testing import CliRunner
+
+    import fakescope.training.train as module
+    from fakescope.cli import app
+
+    seen = []
+    monkeypatch.setattr(module, "train", lambda config, progress: seen.append(config))
+    result = CliRunner().invoke(
+        app, ["train", str(tmp_path / "data"), "--out", str(tmp_path / "run")]
+    )
+    assert result.exit_code == 0, result.output
+    assert seen == [module.TrainConfig(dataset=str(tmp_path / "data"), out=str(tmp_path / "run"))]
+    help_text = CliRunner().invoke(app, ["train", "--help"]).output
+    for f in dataclasses.fields(module.TrainConfig):  # every field is an option, new ones too
+        if f.name != "dataset":
+            assert "--" + f.name.replace("_", "-") in help_text, f.name

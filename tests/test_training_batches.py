@@ -186,7 +186,7 @@ def _predicted_frame_qp(image: np.ndarray, crf: int) -> tuple[int, float]:
     import av
     from av.sidedata.encparams import VideoEncParams
 
-    from fakescope.media import write_video
+    from fakescope.encode import write_video
 
     with TemporaryDirectory() as tmp:
         path = write_video(

@@ -3,8 +3,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from fakescope.options import flagged
 from fakescope.settings import Settings
-from fakescope.types import Decision, FaceScore, FakescopeError
+from fakescope.types import Decision, FaceScore, SettingError
 from fakescope.verdict import (
     Judging,
     choose_frames,
@@ -205,12 +206,15 @@ def test_band_between_thresholds_is_inconclusive():
 
 
 def test_bad_thresholds_are_settings_errors():
-    with pytest.raises(FakescopeError, match="real-below <= threshold"):
+    """The library names its settings; the CLI shows them as options (test_options)."""
+    with pytest.raises(SettingError, match="real_below <= threshold") as raised:
         Decision(threshold=0.4, real_below=0.6)
-    with pytest.raises(FakescopeError):
+    assert flagged(raised.value).startswith("need 0 < --real-below <= --threshold < 1")
+    with pytest.raises(SettingError):
         Settings(min_track_faces=0)
-    with pytest.raises(FakescopeError, match="--real-below"):
+    with pytest.raises(SettingError, match="real_below must be") as raised:
         Settings(real_below=1.5)
+    assert flagged(raised.value) == "--real-below must be between 0 and 1"
 
 
 def test_settings_override_the_models_fitted_decision():

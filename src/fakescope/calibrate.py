@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,33 +13,48 @@ import numpy as np
 from .evaluate import read_rows
 from .files import write_atomic
 from .models.ensemble import resolve_config
-from .types import Decision, FakescopeError
+from .types import DEFAULT_MODEL, Decision, FakescopeError, SettingError
 from .verdict import fit_decision
 
 
-def write_calibrated(
-    scores: Path,
-    model: str,
-    out: Path,
-    max_false_alarm: float = 0.1,
-    max_miss: float = 0.1,
-    note: str = "",
-) -> Decision:
+@dataclass(frozen=True)
+class Calibration:
+    """What a decision is fitted for; `fakescope calibrate` has an option per field."""
+
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "the model that scored them (its members are referenced)"},
+    )
+    max_false_alarm: float = field(
+        default=0.15, metadata={"help": "share of reals that may be called fake"}
+    )
+    max_miss: float = field(
+        default=0.1, metadata={"help": "share of fakes that may be called real"}
+    )
+    note: str = field(
+        default="", metadata={"help": "what the videos are, kept in the config as `fitted_on`"}
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("max_false_alarm", "max_miss"):
+            if not 0 <= getattr(self, name) < 1:  # NaN fails too
+                raise SettingError(f"{name} must be in [0, 1)", name)
+
+
+def write_calibrated(scores: Path, out: Path, fit: Calibration | None = None) -> Decision:
     """Fit on the judged rows of an evaluation's videos.csv; `out` lists the model's members
     (paths relative to it) with the decision. `out` may be the model's own config."""
-    for name, value in (("--max-false-alarm", max_false_alarm), ("--max-miss", max_miss)):
-        if not 0 <= value < 1:
-            raise FakescopeError(f"{name} must be in [0, 1)")
+    fit = fit or Calibration()
     if out.suffix != ".json":
         raise FakescopeError(f"--out {out}: an ensemble config must end in .json")
     rows = [r for r in read_rows(scores) if r["probability"] is not None]
     decision = fit_decision(
         np.array([r["label"] for r in rows]),
         np.array([r["probability"] for r in rows]),
-        max_false_alarm,
-        max_miss,
+        fit.max_false_alarm,
+        fit.max_miss,
     )
-    config = resolve_config(model)
+    config = resolve_config(fit.model)
     data = json.loads(config.read_text())
     if data.get("format") == "fakescope":
         data = {
@@ -62,10 +78,10 @@ def write_calibrated(
     fitted = {
         "threshold": threshold,
         "real_below": real_below,
-        "max_false_alarm": max_false_alarm,
-        "max_miss": max_miss,
+        "max_false_alarm": fit.max_false_alarm,
+        "max_miss": fit.max_miss,
         "videos": len(rows),
-        "fitted_on": note or str(scores),
+        "fitted_on": fit.note or str(scores),
     }
     write_atomic(out, json.dumps({**data, "members": members, "decision": fitted}, indent=2) + "\n")
     return Decision(threshold, real_below)

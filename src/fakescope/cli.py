@@ -2,7 +2,8 @@
 
 Every user-facing failure is a FakescopeError, printed as one line; its exit_code says which
 kind (2 usage/setting, 3 unreadable media, 4 no face, 5 weights). Set FAKESCOPE_DEBUG=1 for
-tracebacks.
+tracebacks. Options that set a field of Settings, Limits, TrainConfig or Common come from
+that field (options.with_fields): its type, default and help are declared there only.
 """
 
 from __future__ import annotations
@@ -10,16 +11,20 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import typer
 from rich.console import Console
 
+from .options import deferred, flagged, pick, with_fields
+from .report import FORMATS
+from .server.config import LOOPBACK, ServerConfig
 from .settings import Settings
-from .types import FakescopeError, NoFaceError
+from .types import DEFAULT_MODEL, FakescopeError, Limits, NoFaceError, SettingError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 models_app = typer.Typer(
@@ -29,13 +34,25 @@ app.add_typer(models_app, name="models")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
+EXPLAIN = None  # `analyze --explain` by default: comma-separated CAM methods, or None
+
+
+@dataclass(frozen=True)
+class Common:
+    """Options most commands share."""
+
+    model: str = field(
+        default=DEFAULT_MODEL, metadata={"help": "shipped model name or a config .json"}
+    )
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+
 
 def fail_line(source: str, error: BaseException) -> int:
     """Print one line for a failed input and return its exit code."""
     if os.environ.get("FAKESCOPE_DEBUG"):
         err.print_exception()
     if isinstance(error, FakescopeError):
-        message = str(error)
+        message = flagged(error) if isinstance(error, SettingError) else str(error)
         err.print(
             f"error: {message if source in message else f'{source}: {message}'}", markup=False
         )
@@ -52,86 +69,6 @@ def guarded(source: str, action):
         return None, fail_line(source, error)
 
 
-# The verdict's options, shared by analyze, scan and evaluate (pipeline.Settings documents them).
-Threshold = Annotated[
-    float | None,
-    typer.Option(
-        "--threshold",
-        help="P(fake) at or above which a video is fake (default: the model's fitted decision)",
-    ),
-]
-RealBelow = Annotated[
-    float | None,
-    typer.Option(
-        "--real-below",
-        help="P(fake) below which it is real; in between: inconclusive (default: the model's)",
-    ),
-]
-MinFace = Annotated[
-    float,
-    typer.Option("--min-face", help="faces with a shorter side under this many px are not judged"),
-]
-MinSharpness = Annotated[
-    float,
-    typer.Option(
-        "--min-sharpness", help="blurrier faces are not judged (Laplacian variance at 112 px)"
-    ),
-]
-MaxQp = Annotated[
-    float,
-    typer.Option(
-        "--max-qp",
-        help="a person whose faces H.264 coded more coarsely (median QP) cannot decide; 51: off",
-    ),
-]
-# Media limits, shared by analyze and scan (media.Limits documents them).
-MaxPixels = Annotated[
-    int | None,
-    typer.Option("--max-pixels", help="largest image or video frame (default 36,000,000)"),
-]
-DecodePixels = Annotated[
-    int | None,
-    typer.Option(
-        "--decode-pixels", help="larger frames are downscaled while decoding (default 2,100,000)"
-    ),
-]
-MinTrackFaces = Annotated[
-    int,
-    typer.Option(
-        "--min-track-faces", help="judged faces a track needs to decide (capped at frames / 8)"
-    ),
-]
-
-
-def _verdict_settings(
-    threshold: float | None,
-    real_below: float | None,
-    min_face: float,
-    min_sharpness: float,
-    min_track_faces: int,
-    max_qp: float,
-) -> dict:
-    return {
-        "threshold": threshold,
-        "real_below": real_below,
-        "min_face": min_face,
-        "min_sharpness": min_sharpness,
-        "min_track_faces": min_track_faces,
-        "max_qp": max_qp,
-    }
-
-
-def _limits(max_pixels: int | None, max_duration: float | None, decode_pixels: int | None = None):
-    from .media import Limits
-
-    given: dict[str, Any] = {
-        "max_pixels": max_pixels,
-        "max_duration": max_duration,
-        "decode_pixels": decode_pixels,
-    }
-    return Limits(**{name: value for name, value in given.items() if value is not None})
-
-
 def _at_least(option: str, value: int | None, low: int, high: int | None = None) -> None:
     """A whole-number option outside [low, high] is a bad setting (exit 2); None means unset."""
     if value is not None and not (low <= value and (high is None or value <= high)):
@@ -143,112 +80,84 @@ def _methods(value: str | None) -> list[str] | None:
     return [m.strip() for m in value.split(",") if m.strip()] if value else None
 
 
+def _configured(given: dict[str, Any]) -> tuple[Settings, Limits]:
+    return Settings(**pick(Settings, given)), Limits(**pick(Limits, given))
+
+
+def _exit_on_failure(source: str, action):
+    result, code = guarded(source, action)
+    if result is None:
+        raise typer.Exit(code)
+    return result
+
+
 @app.callback()
 def main() -> None:
     """Detect synthesized faces in videos and images, and show where the evidence is."""
 
 
 @app.command()
+@with_fields(Common, Settings, Limits)
 def analyze(
     inputs: list[Path] = typer.Argument(..., help="videos or images"),
     out_dir: Path = typer.Option(
         Path("fakescope-out"),
         "--out",
-        help=("writes OUT/<input stem>/report.html and report.json (<stem>-<hash> when taken)"),
+        help="writes OUT/<input stem>/report.html and report.json (<stem>-<hash> when taken)",
     ),
-    model: str = typer.Option("default", "--model", help="shipped model name or a config .json"),
-    frames: int = typer.Option(32, "--frames", help="frames sampled evenly per video"),
-    detector: str = typer.Option("retinaface", "--detector", help="retinaface or mtcnn"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
-    strategy: str = typer.Option(
-        "confident", "--strategy", help="per-track aggregation: confident or mean"
-    ),
-    threshold: Threshold = None,
-    real_below: RealBelow = None,
-    min_face: MinFace = Settings.min_face,
-    min_sharpness: MinSharpness = Settings.min_sharpness,
-    min_track_faces: MinTrackFaces = Settings.min_track_faces,
-    max_qp: MaxQp = Settings.max_qp,
     explain: str | None = typer.Option(
-        None,
-        "--explain",
-        help="heat maps for the chosen frames, e.g. hirescam++,gradcam-n,gradcam-n1,hirescam",
+        EXPLAIN, "--explain", help="heat maps for the chosen frames: comma-separated CAM methods"
     ),
-    fmt: Literal["html", "json", "pdf", "all"] = typer.Option(
-        "all", "--format", help="report.html, report.json, report.pdf or all three"
+    fmt: str = typer.Option(
+        "all", "--format", help=f"{', '.join(FORMATS)} (comma-separated), or all"
     ),
     overlay_video: bool = typer.Option(
         False,
         "--overlay-video",
         help="also write overlay.mp4: every analysed frame with its HiResCAM++ map, face boxes "
-        "and the running P(fake)",
+        "and the verdict",
     ),
-    max_pixels: MaxPixels = None,
-    max_duration: float | None = typer.Option(
-        None, "--max-duration", help="seconds of each video read (default 3600)"
-    ),
-    decode_pixels: DecodePixels = None,
-    backend: str = typer.Option(
-        "auto", "--backend", help="scoring pass: onnx (ONNX Runtime), torch, or auto (onnx on CPU)"
-    ),
+    *,
+    fields: dict[str, Any],
 ) -> None:
     """Analyse videos or images; one summary line per input."""
     from .files import output_folders
     from .media import probe
-    from .pipeline import Analyzer, Settings
-    from .reports.html import write_html
-    from .reports.pdf import write_pdf
-    from .reports.video import write_overlay_video
+    from .pipeline import Analyzer
+    from .report import check_formats
 
-    verdict = _verdict_settings(
-        threshold, real_below, min_face, min_sharpness, min_track_faces, max_qp
-    )
-    configured, code = guarded(
-        "setup",
-        lambda: (
-            Settings(frames, detector, strategy, backend=backend, **verdict),
-            _limits(max_pixels, max_duration, decode_pixels),
-        ),
-    )
-    if configured is None:
-        raise typer.Exit(code)
-    settings, limits = configured
+    def setup():
+        formats = check_formats(FORMATS if fmt == "all" else fmt.split(","))
+        return (*_configured(fields), [*formats, *(["overlay_video"] if overlay_video else [])])
+
+    settings, limits, formats = _exit_on_failure("setup", setup)
     # Inputs are checked before the models load: a bad file fails in a fraction of a second.
-    worst, readable = 0, []
+    worst, readable = 0, {}
     for path in inputs:
         info, code = guarded(str(path), lambda path=path: probe(path, limits))
         worst = max(worst, code)
         if info is not None:
-            readable.append(path)
+            readable[path] = info
     if not readable:
         raise typer.Exit(worst)
-    analyzer, code = guarded("setup", lambda: Analyzer(model, settings, device, limits))
-    if analyzer is None:
-        raise typer.Exit(code)
-    folders = output_folders(out_dir, readable)
-    for path in readable:
+    analyzer = _exit_on_failure(
+        "setup", lambda: Analyzer(fields["model"], settings, fields["device"], limits)
+    )
+    folders = output_folders(out_dir, list(readable))
+    for path, info in readable.items():
         target = folders[path]
 
-        def run(path=path, target=target):
+        def run(path=path, info=info, target=target):
+            pictures = formats != ["json"]
             report = analyzer.analyze(
-                path, target, _methods(explain), keep_frames=fmt != "json" or overlay_video
+                path,
+                target,
+                _methods(explain),
+                keep_frames=pictures,
+                overlay="overlay_video" in formats,
+                media=info,
             )
-            files = {}  # so that report.json lists them too
-            if overlay_video:
-                video = write_overlay_video(analyzer.ensemble, report, target / "overlay.mp4")
-                files["overlay_video"] = video.name
-            if fmt in ("html", "all"):
-                files["html"] = "report.html"
-            if fmt in ("pdf", "all"):
-                files["pdf"] = "report.pdf"
-            report = replace(report, files={**report.files, **files})
-            if fmt in ("json", "all"):
-                report.write_json(target / "report.json")
-            if fmt in ("html", "all"):
-                write_html(report, target)
-            if fmt in ("pdf", "all"):
-                write_pdf(report, target)
-            return report
+            return report.save(target, formats)
 
         report, code = guarded(str(path), run)
         if report is not None:
@@ -273,18 +182,10 @@ def analyze(
 
 
 @app.command()
+@with_fields(Common, ServerConfig, Settings, Limits)
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="0.0.0.0 to listen on every interface"),
     port: int = typer.Option(8000, "--port"),
-    model: str = typer.Option("default", "--model", help="shipped model name or a config .json"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
-    max_upload_mb: int = typer.Option(
-        200, "--max-upload-mb", help="larger uploads are refused (HTTP 413)"
-    ),
-    workers: int = typer.Option(
-        1, "--workers", help="analyses run at once, each with its own copy of the model"
-    ),
-    frames: int = typer.Option(32, "--frames", help="frames sampled evenly per video"),
     token: str | None = typer.Option(
         None,
         "--token",
@@ -295,43 +196,22 @@ def serve(
     no_token: bool = typer.Option(
         False, "--no-token", help="no token: anyone reaching the server may use it (loopback)"
     ),
-    data_dir: Path | None = typer.Option(
-        None, "--data-dir", help="analyses and uploads (default ~/.local/share/fakescope/server)"
-    ),
     allowed_host: list[str] = typer.Option(
         [], "--allowed-host", help="a name clients use for the server (repeat; default: loopback)"
     ),
-    max_pending: int = typer.Option(
-        16, "--max-pending", help="uploads and analyses in progress at once; more get 503"
-    ),
-    max_disk_mb: int = typer.Option(
-        1024, "--max-disk-mb", help="disk held by uploads waiting for analysis; more get 503"
-    ),
-    upload_timeout: int = typer.Option(
-        600, "--upload-timeout", help="seconds an upload may take (and 30 s without data)"
-    ),
-    max_results: int = typer.Option(
-        50, "--max-results", help="finished analyses kept, with their reports"
-    ),
+    *,
+    fields: dict[str, Any],
 ) -> None:
     """Web page and HTTP API: upload a video or image, get the verdict and heat maps
     (docs/security.md)."""
     import uvicorn
 
-    from .pipeline import Settings
-    from .server.app import LOOPBACK, create_app
+    from .server.app import create_app
 
     def setup():
         _at_least("--port", port, 1, 65535)
-        for option, value in (
-            ("--workers", workers),
-            ("--max-upload-mb", max_upload_mb),
-            ("--max-pending", max_pending),
-            ("--max-disk-mb", max_disk_mb),
-            ("--upload-timeout", upload_timeout),
-            ("--max-results", max_results),
-        ):
-            _at_least(option, value, 1)
+        config = ServerConfig(**pick(ServerConfig, fields))  # checked before the model loads
+        settings, limits = _configured(fields)
         if no_token and host not in LOOPBACK:
             raise FakescopeError(f"--no-token needs a loopback --host ({', '.join(LOOPBACK)})")
         if token is not None and len(token) < 16:
@@ -339,29 +219,23 @@ def serve(
         named = host not in LOOPBACK and host not in ("0.0.0.0", "::")
         hosts = tuple(allowed_host) or ((*LOOPBACK, host) if named else LOOPBACK)
         return create_app(
-            model,
-            device,
-            max_upload_mb,
-            workers,
-            Settings(frames=frames),
-            max_results=max_results,
-            max_pending=max_pending,
+            fields["model"],
+            fields["device"],
+            settings,
+            limits,
             token=None if no_token else token or secrets.token_urlsafe(24),
-            data_dir=data_dir,
             allowed_hosts=hosts,
-            max_disk_mb=max_disk_mb,
-            upload_total_s=upload_timeout,
+            **asdict(config),
         )
 
-    web, code = guarded("setup", setup)
-    if web is None:
-        raise typer.Exit(code)
+    web = _exit_on_failure("setup", setup)
     shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
     secret = f"/?token={web.state.token}" if web.state.token else ""
     err.print(f"fakescope: open http://{shown}:{port}{secret}", markup=False)
     # limit_concurrency: connections beyond it get 503 before the app sees them.
+    pending = fields["max_pending"]
     uvicorn.run(
-        web, host=host, port=port, limit_concurrency=max(64, 4 * max_pending), timeout_keep_alive=5
+        web, host=host, port=port, limit_concurrency=max(64, 4 * pending), timeout_keep_alive=5
     )
 
 
@@ -371,6 +245,7 @@ class Engine(str, Enum):
 
 
 @app.command()
+@with_fields(Common, Settings, Limits)
 def scan(
     paths: list[Path] = typer.Argument(
         ..., help="files or folders (searched recursively; symlinked folders are not followed)"
@@ -402,50 +277,23 @@ def scan(
         None, "--workers", help="local decode/detect threads (default: one per core)"
     ),
     quiet: bool = typer.Option(False, "--quiet", help="plain log lines instead of a progress bar"),
-    model: str = typer.Option("default", "--model"),
-    frames: int = typer.Option(32, "--frames"),
-    detector: str = typer.Option("retinaface", "--detector"),
-    strategy: str = typer.Option("confident", "--strategy"),
-    threshold: Threshold = None,
-    real_below: RealBelow = None,
-    min_face: MinFace = Settings.min_face,
-    min_sharpness: MinSharpness = Settings.min_sharpness,
-    min_track_faces: MinTrackFaces = Settings.min_track_faces,
-    max_qp: MaxQp = Settings.max_qp,
-    batch_size: int = typer.Option(32, "--batch-size", help="faces scored together"),
-    device: str = typer.Option("cpu", "--device"),
-    max_pixels: MaxPixels = None,
-    max_duration: float | None = typer.Option(
-        None, "--max-duration", help="seconds of each video read (default 3600)"
-    ),
-    decode_pixels: DecodePixels = None,
-    backend: str = typer.Option(
-        "auto", "--backend", help="scoring pass: onnx (ONNX Runtime), torch, or auto (onnx on CPU)"
-    ),
+    *,
+    fields: dict[str, Any],
 ) -> None:
     """Score many files into a SQLite store; a bad file gets an error row and the batch goes on.
 
     Exit code 0 when every input was scored (no face found counts as scored), 1 when any input is
     an error row.
     """
-    from .pipeline import Analyzer, Settings
+    from .pipeline import Analyzer
     from .scan import run_scan
 
     def setup():
         _at_least("--workers", workers, 1)
-        verdict = _verdict_settings(
-            threshold, real_below, min_face, min_sharpness, min_track_faces, max_qp
-        )
-        return Analyzer(
-            model,
-            Settings(frames, detector, strategy, batch_size=batch_size, backend=backend, **verdict),
-            device,
-            _limits(max_pixels, max_duration, decode_pixels),
-        )
+        settings, limits = _configured(fields)
+        return Analyzer(fields["model"], settings, fields["device"], limits)
 
-    analyzer, code = guarded("setup", setup)
-    if analyzer is None:
-        raise typer.Exit(code)
+    analyzer = _exit_on_failure("setup", setup)
     summary, code = guarded(
         "scan",
         lambda: run_scan(
@@ -470,6 +318,7 @@ def scan(
 
 
 @app.command()
+@with_fields(Common, Settings, Limits)
 def evaluate(
     dataset: Path = typer.Argument(
         ...,
@@ -484,22 +333,14 @@ def evaluate(
     crops: bool = typer.Option(
         False, "--crops", help="inputs already are face crops: skip detection"
     ),
-    model: str = typer.Option("default", "--model"),
     limit: int | None = typer.Option(
         None, "--limit", help="evaluate an even, spread-out sample of this many files"
     ),
     group_by: str = typer.Option(
         "manipulation", "--group-by", help="manifest column whose values get their own rows"
     ),
-    frames: int = typer.Option(32, "--frames"),
-    detector: str = typer.Option("retinaface", "--detector"),
-    threshold: Threshold = None,
-    real_below: RealBelow = None,
-    min_face: MinFace = Settings.min_face,
-    min_sharpness: MinSharpness = Settings.min_sharpness,
-    min_track_faces: MinTrackFaces = Settings.min_track_faces,
-    max_qp: MaxQp = Settings.max_qp,
-    device: str = typer.Option("cpu", "--device"),
+    *,
+    fields: dict[str, Any],
 ) -> None:
     """Crops: AUC, log loss, accuracy, EER with 95% intervals. Videos: the same per file, plus
     false-alarm, detection, miss and inconclusive rates at the decision, per group and per face
@@ -507,23 +348,14 @@ def evaluate(
     from .evaluate import evaluate_crops, evaluate_videos, metrics_line, results_table
     from .pipeline import Analyzer
 
-    verdict = _verdict_settings(
-        threshold, real_below, min_face, min_sharpness, min_track_faces, max_qp
-    )
-
     def run():
         _at_least("--limit", limit, 1)
-        analyzer = Analyzer(model, Settings(frames, detector, **verdict), device)
+        settings, limits = _configured(fields)
+        analyzer = Analyzer(fields["model"], settings, fields["device"], limits)
         if crops:
             return evaluate_crops(analyzer, dataset, out_dir, limit)
-        return evaluate_videos(
-            analyzer,
-            dataset,
-            out_dir,
-            limit,
-            group_by,
-            progress=lambda line: err.print(line, markup=False),
-        )
+        progress = lambda line: err.print(line, markup=False)  # noqa: E731
+        return evaluate_videos(analyzer, dataset, out_dir, limit, group_by, progress=progress)
 
     result, code = guarded(str(dataset), run)
     if result is not None and crops:
@@ -536,54 +368,14 @@ def evaluate(
             f"{dataset}: fake at >= {d['threshold']:.3f}, real below {d['real_below']:.3f} "
             "(95% intervals)",
         )
-        Console(highlight=False, width=max(out.width, 150)).print(
-            table
-        )  # too many columns to wrap well
+        # Too many columns to wrap well.
+        Console(highlight=False, width=max(out.width, 150)).print(table)
         out.print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'videos.csv'}", markup=False)
     raise typer.Exit(code)
 
 
-@app.command()
-def calibrate(
-    scores: Path = typer.Argument(
-        ..., help="videos.csv written by `fakescope evaluate` on held-out videos"
-    ),
-    config: Path = typer.Option(
-        ...,
-        "--out",
-        help="the new ensemble config (.json): the model's members with the fitted decision",
-    ),
-    model: str = typer.Option(
-        "default", "--model", help="the model that scored them (its members are referenced)"
-    ),
-    max_false_alarm: float = typer.Option(
-        0.15, "--max-false-alarm", help="share of reals that may be called fake"
-    ),
-    max_miss: float = typer.Option(
-        0.1, "--max-miss", help="share of fakes that may be called real"
-    ),
-    note: str = typer.Option(
-        "", "--note", help="what the videos are, kept in the config as `fitted_on`"
-    ),
-) -> None:
-    """Fit the video decision (threshold, real-below) on held-out videos; between the two the
-    answer is inconclusive. Never fit on videos you then report: evaluate elsewhere, or fit on one
-    part and report on the other."""
-    from .calibrate import write_calibrated
-
-    result, code = guarded(
-        str(scores),
-        lambda: write_calibrated(scores, model, config, max_false_alarm, max_miss, note),
-    )
-    if result is not None:
-        out.print(
-            f"fake at >= {result.threshold:.3f}, real below {result.real_below:.3f} -> {config}",
-            markup=False,
-        )
-    raise typer.Exit(code)
-
-
 @app.command("explain")
+@with_fields(Common, Settings, only=("model", "device", "detector"))
 def explain_images(
     images: list[Path] = typer.Argument(..., help="images, or face crops with --crops"),
     out_dir: Path = typer.Option(Path("fakescope-explain"), "--out"),
@@ -591,16 +383,16 @@ def explain_images(
         "hirescam++,gradcam-n,gradcam-n1,hirescam", "--methods", help="comma-separated"
     ),
     crops: bool = typer.Option(False, "--crops", help="each image already is a face crop"),
-    model: str = typer.Option("default", "--model"),
-    detector: str = typer.Option("retinaface", "--detector"),
-    device: str = typer.Option("cpu", "--device"),
+    *,
+    fields: dict[str, Any],
 ) -> None:
     """Heat maps for single images: overlays and a comparison strip per image."""
-    from .pipeline import Analyzer, Settings
+    from .pipeline import Analyzer
 
-    analyzer, code = guarded("setup", lambda: Analyzer(model, Settings(detector=detector), device))
-    if analyzer is None:
-        raise typer.Exit(code)
+    analyzer = _exit_on_failure(
+        "setup",
+        lambda: Analyzer(fields["model"], Settings(**pick(Settings, fields)), fields["device"]),
+    )
     worst = 0
     for path in images:
         written, code = guarded(
@@ -621,82 +413,88 @@ def explain_images(
     raise typer.Exit(worst)
 
 
-@app.command("xai-eval")
-def xai_evaluate(
-    dataset: Path = typer.Argument(
-        ..., help="folder with real/ and fake/ face crops (or images with --no-crops)"
-    ),
-    out_dir: Path = typer.Option(Path("fakescope-xai"), "--out"),
-    crops: bool = typer.Option(True, "--crops/--no-crops", help="inputs are face crops"),
-    limit: int = typer.Option(64, "--limit", help="images used, half real, half fake"),
-    model: str = typer.Option("default", "--model"),
-    member: int = typer.Option(0, "--member", help="which ensemble member to explain"),
-    device: str = typer.Option("cpu", "--device"),
-    methods: str | None = typer.Option(
-        None,
-        "--methods",
-        help="comma-separated: CAMs, lime, kernelshap, occlusion, 'centre prior' "
-        "(default: every CAM)",
-    ),
-    baseline: str = typer.Option(
-        "mean", "--baseline", help="deletion / insertion baseline: mean (colour), blur or noise"
-    ),
-    steps: int = typer.Option(20, "--steps", help="deletion / insertion steps"),
-    samples: int = typer.Option(
-        64, "--samples", help="perturbed inputs per image for LIME and KernelSHAP"
-    ),
-    sanity_images: int = typer.Option(
-        8, "--sanity-images", help="images in the randomisation check"
-    ),
-    sanity_depth: int = typer.Option(
-        4, "--sanity-depth", help="units randomised, from the classifier down"
-    ),
-    localisation_only: bool = typer.Option(
-        False, "--localisation-only", help="self-blended fakes only, no deletion / insertion"
-    ),
-) -> None:
-    """The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes, sanity
-    check."""
+def _xai_eval() -> Callable[..., None]:
     from .evaluate import labelled_faces
-    from .explain.cam import METHODS
-    from .explain.xai_eval import run_xai_eval
-    from .pipeline import Analyzer, Settings
+    from .explain.xai_eval import XaiRun, run_xai_eval
+    from .pipeline import Analyzer
 
-    def run():
-        _at_least("--limit", limit, 2)  # half real, half fake
-        _at_least("--member", member, 0)
-        for option, value in (
-            ("--steps", steps),
-            ("--samples", samples),
-            ("--sanity-images", sanity_images),
-            ("--sanity-depth", sanity_depth),
-        ):
-            _at_least(option, value, 1)
-        analyzer = Analyzer(model, Settings(), device)
-        chosen = analyzer.ensemble.member(member)
-        faces = labelled_faces(analyzer, dataset, chosen.spec.crop, crops, limit)
-        chosen_methods = _methods(methods) if methods else list(METHODS)
-        return run_xai_eval(
-            chosen,
-            faces,
-            out_dir,
-            str(dataset),
-            chosen_methods,
-            baseline,
-            steps,
-            samples,
-            sanity_images,
-            sanity_depth,
-            localisation_only,
-        )
+    @with_fields(Common, XaiRun)
+    def xai_eval(
+        dataset: Path = typer.Argument(
+            ..., help="folder with real/ and fake/ face crops (or images with --no-crops)"
+        ),
+        out_dir: Path = typer.Option(Path("fakescope-xai"), "--out"),
+        crops: bool = typer.Option(True, "--crops/--no-crops", help="inputs are face crops"),
+        limit: int = typer.Option(64, "--limit", help="images used, half real, half fake"),
+        member: int = typer.Option(0, "--member", help="which ensemble member to explain"),
+        *,
+        fields: dict[str, Any],
+    ) -> None:
+        def run():
+            _at_least("--limit", limit, 2)  # half real, half fake
+            _at_least("--member", member, 0)
+            how = XaiRun(**pick(XaiRun, fields))
+            analyzer = Analyzer(fields["model"], Settings(), fields["device"])
+            chosen = analyzer.ensemble.member(member)
+            faces = labelled_faces(analyzer, dataset, chosen.spec.crop, crops, limit)
+            return run_xai_eval(chosen, faces, out_dir, str(dataset), how)
 
-    written, code = guarded(str(dataset), run)
-    if written is not None:
-        out.print(
-            written[1].read_text(encoding="utf-8"), markup=False
-        )  # the tables, one row per method
-        out.print(f"wrote {written[0]} and {written[1]}", markup=False)
-    raise typer.Exit(code)
+        written, code = guarded(str(dataset), run)
+        if written is not None:
+            # The tables, one row per method.
+            out.print(written[1].read_text(encoding="utf-8"), markup=False)
+            out.print(f"wrote {written[0]} and {written[1]}", markup=False)
+        raise typer.Exit(code)
+
+    return xai_eval
+
+
+deferred(
+    app,
+    "xai-eval",
+    "The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes, sanity "
+    "check.",
+    _xai_eval,
+)
+
+
+def _calibrate() -> Callable[..., None]:
+    from .calibrate import Calibration, write_calibrated
+
+    @with_fields(Calibration)
+    def calibrate(
+        scores: Path = typer.Argument(
+            ..., help="videos.csv written by `fakescope evaluate` on held-out videos"
+        ),
+        config: Path = typer.Option(
+            ..., "--out", help="the new ensemble config (.json): the model's members and decision"
+        ),
+        *,
+        fields: dict[str, Any],
+    ) -> None:
+        def run():
+            return write_calibrated(scores, config, Calibration(**fields))
+
+        result, code = guarded(str(scores), run)
+        if result is not None:
+            out.print(
+                f"fake at >= {result.threshold:.3f}, real below {result.real_below:.3f} "
+                f"-> {config}",
+                markup=False,
+            )
+        raise typer.Exit(code)
+
+    return calibrate
+
+
+deferred(
+    app,
+    "calibrate",
+    "Fit the video decision (threshold, real-below) on held-out videos; between the two the "
+    "answer is inconclusive. Never fit on videos you then report: evaluate elsewhere, or fit on "
+    "one part and report on the other.",
+    _calibrate,
+)
 
 
 @models_app.command("list")
@@ -746,100 +544,6 @@ def models_import(
 
 
 @app.command()
-def train(
-    dataset: Path = typer.Argument(
-        ...,
-        help="folder with real/ and fake/ face crops (manifest.csv beside keeps clusters "
-        "together), or a pack from `fakescope pack`",
-    ),
-    out: Path = typer.Option(
-        ..., "--out", help="run folder: checkpoints, logs, the exported model"
-    ),
-    arch: str = typer.Option(
-        "efficientnet-lite0", "--arch", help="architecture name (see `fakescope models list`)"
-    ),
-    val: Path | None = typer.Option(None, "--val", help="a separate split to report each epoch"),
-    epochs: int = typer.Option(4, "--epochs"),
-    epoch_size: int = typer.Option(
-        12000, "--epoch-size", help="images drawn per epoch, half real, half fake"
-    ),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    lr: float = typer.Option(5e-4, "--lr"),
-    workers: int = typer.Option(1, "--workers", help="data-loading processes"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
-    seed: int = typer.Option(0, "--seed"),
-    name: str | None = typer.Option(
-        None, "--name", help="name of the exported model (default: the architecture)"
-    ),
-    freeze: int = typer.Option(
-        3, "--freeze", help="EfficientNet: keep the stem and this many first stages frozen"
-    ),
-    image_size: int | None = typer.Option(
-        None, "--image-size", help="train (and crop) at this size instead of the architecture's"
-    ),
-    init: Path | None = typer.Option(
-        None,
-        "--init",
-        help="fine-tune from this fakescope model config instead of the ImageNet start",
-    ),
-    sbi_share: float = typer.Option(
-        0.25, "--sbi-share", help="share of the fake half that is self-blended from real crops"
-    ),
-    jpeg_share: float = typer.Option(
-        0.7, "--jpeg-share", help="share of crops given one or two JPEG rounds (q30-95)"
-    ),
-    h264_share: float = typer.Option(
-        0.0, "--h264-share", help="share of crops coded by x264 (CRF 23-45; some shrunk first)"
-    ),
-    sbi_landmarks: int = typer.Option(
-        5,
-        "--sbi-landmarks",
-        help="5: face outlines from the detector's landmarks; 68: SBI's hull masks (a pack "
-        "made with --landmarks68)",
-    ),
-    input_mode: str = typer.Option(
-        "cache",
-        "--input",
-        help="cache: decode once, augment whole batches (on the GPU); stream: per image, "
-        "for data larger than memory",
-    ),
-) -> None:
-    """Train a one-logit classifier; rerun the same command to resume."""
-    from .training.train import TrainConfig
-    from .training.train import train as run_training
-
-    config, code = guarded(
-        "setup",
-        lambda: TrainConfig(
-            dataset=str(dataset),
-            out=str(out),
-            arch=arch,
-            val=str(val) if val else None,
-            epochs=epochs,
-            epoch_size=epoch_size,
-            batch_size=batch_size,
-            lr=lr,
-            workers=workers,
-            device=device,
-            seed=seed,
-            name=name,
-            freeze=freeze,
-            image_size=image_size,
-            init=str(init) if init else None,
-            sbi_share=sbi_share,
-            jpeg_share=jpeg_share,
-            h264_share=h264_share,
-            sbi_landmarks=sbi_landmarks,
-            input=input_mode,
-        ),
-    )
-    if config is None:
-        raise typer.Exit(code)
-    _, code = guarded(str(dataset), lambda: run_training(config, progress=sys.stderr.isatty()))
-    raise typer.Exit(code)
-
-
-@app.command()
 def pack(
     dataset: Path = typer.Argument(
         ...,
@@ -875,7 +579,7 @@ def pack(
         from .faces import Landmarks68, get_detector
         from .training.pack import build_pack
 
-        detector = get_detector("retinaface", score_threshold=0.5)
+        detector = get_detector(Settings.detector, score_threshold=0.5)
         points68 = Landmarks68() if landmarks68 else None
         with Progress(
             TextColumn("landmarks"),
@@ -912,6 +616,22 @@ def pack(
             f"{counts['bytes'] / 2**20:.1f} MiB"
         )
     raise typer.Exit(code)
+
+
+def _train() -> Callable[..., None]:
+    from .training.train import TrainConfig
+    from .training.train import train as run_training
+
+    @with_fields(TrainConfig)
+    def train(*, fields: dict[str, Any]) -> None:
+        config = _exit_on_failure("setup", lambda: TrainConfig(**fields))
+        run = lambda: run_training(config, progress=sys.stderr.isatty())  # noqa: E731
+        raise typer.Exit(guarded(config.dataset, run)[1])
+
+    return train
+
+
+deferred(app, "train", "Train a one-logit classifier; rerun the same command to resume.", _train)
 
 
 if __name__ == "__main__":

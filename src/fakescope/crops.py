@@ -7,7 +7,7 @@ back), the resampling shared by training and inference, and normalised batches o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import cv2
@@ -96,10 +96,10 @@ def crop_face(image: np.ndarray, box: Box, policy: CropPolicy) -> np.ndarray:
 
 
 def crop_faces(
-    images: Sequence[np.ndarray], boxes: Sequence[Box], policy: CropPolicy, whole: bool = False
+    images: Sequence[np.ndarray], boxes: Sequence[Box], policy: CropPolicy, crops: bool = False
 ) -> list[np.ndarray]:
-    """`crop_face` of each (image, box); `whole`: each image already is the face crop."""
-    used = for_whole_image(policy) if whole else policy
+    """`crop_face` of each (image, box); `crops`: each image already is the face crop."""
+    used = for_whole_image(policy) if crops else policy
     return [crop_face(image, box, used) for image, box in zip(images, boxes, strict=True)]
 
 
@@ -127,25 +127,75 @@ def crop_face_tensor(image: torch.Tensor, box: Box, policy: CropPolicy) -> torch
 
 
 def crop_faces_tensor(
-    images: Sequence[torch.Tensor], boxes: Sequence[Box], policy: CropPolicy, whole: bool = False
+    images: Sequence[torch.Tensor], boxes: Sequence[Box], policy: CropPolicy, crops: bool = False
 ) -> torch.Tensor:
     """`crop_faces` on tensor frames, as one N x 3 x size x size uint8 batch on their device
     (`as_batch` of crop_faces on the CPU)."""
-    used = for_whole_image(policy) if whole else policy
-    crops = [crop_face_tensor(image, box, used) for image, box in zip(images, boxes, strict=True)]
-    if not crops:
+    used = for_whole_image(policy) if crops else policy
+    cut = [crop_face_tensor(image, box, used) for image, box in zip(images, boxes, strict=True)]
+    if not cut:
         return _empty_batch(policy.size, torch.uint8)
-    return torch.stack(crops).permute(0, 3, 1, 2)
+    return torch.stack(cut).permute(0, 3, 1, 2)
 
 
 def crop_batch(
-    images: Sequence[np.ndarray], boxes: Sequence[Box], policy: CropPolicy, whole: bool = False
+    images: Sequence[np.ndarray], boxes: Sequence[Box], policy: CropPolicy, crops: bool = False
 ) -> torch.Tensor:
     """The model input for the faces at `boxes` in `images`: `to_tensor` of `crop_faces`."""
-    return to_tensor(crop_faces(images, boxes, policy, whole), policy)
+    return to_tensor(crop_faces(images, boxes, policy, crops), policy)
 
 
 SHARPNESS_CROP = CropPolicy(size=112)  # about the source width of DFDC's training faces
+
+
+@dataclass(frozen=True)
+class Cutting:
+    """How faces are cut from frames for scoring."""
+
+    policies: tuple[CropPolicy, ...]  # one crop per face and distinct policy
+    # None: with NumPy on the CPU (the reference bytes); a device: each frame goes there once
+    # and its faces are cut there.
+    device: str | None = None
+    crops: bool = False  # each frame already is the face crop
+
+
+@dataclass
+class Cuts:
+    """The faces' crops and sharpness, in the order the faces were given."""
+
+    crops: dict[CropPolicy, torch.Tensor]  # per policy: N x 3 x size x size RGB uint8
+    sharpness: torch.Tensor  # N float64 (see sharpness), on the same device
+
+
+def cut_faces(
+    frames: Mapping[int, np.ndarray], faces: Sequence[tuple[int, Box]], cutting: Cutting
+) -> Cuts:
+    """Each face's crop per policy and its sharpness; a face is (frame index, box)."""
+    boxes = [box for _, box in faces]
+    device, crops = cutting.device, cutting.crops
+    if device is None:
+        images = [frames[i] for i, _ in faces]
+        batches = {
+            p: as_batch(crop_faces(images, boxes, p, crops), p.size) for p in cutting.policies
+        }
+        values = [sharpness(image, box) for image, box in zip(images, boxes)]
+        return Cuts(batches, torch.tensor(values, dtype=torch.float64))
+    if not faces:  # on the device too: a batch's crops are concatenated there
+        empty = {p: as_batch([], p.size).to(device) for p in cutting.policies}
+        return Cuts(empty, torch.empty(0, dtype=torch.float64, device=device))
+    uploaded = {i: _to_device(frames[i], device) for i in dict.fromkeys(i for i, _ in faces)}
+    tensors = [uploaded[i] for i, _ in faces]
+    batches = {p: crop_faces_tensor(tensors, boxes, p, crops) for p in cutting.policies}
+    return Cuts(batches, sharpness_tensor(crop_faces_tensor(tensors, boxes, SHARPNESS_CROP)))
+
+
+def _to_device(image: np.ndarray, device: str) -> torch.Tensor:
+    tensor = torch.from_numpy(image)
+    if device == "cpu":
+        return tensor
+    # Pinned, then copied without waiting: a copy from pageable memory would first wait for
+    # all the work queued on the device (the model's batches).
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def sharpness(image: np.ndarray, box: Box) -> float:

@@ -1,9 +1,9 @@
 """Scan engines: keyed inputs in, result rows out, in small batches that the driver stores.
 
-LocalEngine overlaps decoding and face detection of the next inputs (a thread pool) with
-scoring of the current batch (the calling thread); ONNX Runtime, PyTorch and FFmpeg release
-the GIL, so the threads keep every core busy. RayEngine runs the same work on Ray actors,
-each loading the models once.
+LocalEngine overlaps decoding and face detection of the next inputs (threads; for face crops
+on a GPU, worker processes) with scoring of the current batch (the calling thread); ONNX
+Runtime, PyTorch and FFmpeg release the GIL, so the threads keep every core busy. RayEngine
+runs the same work on Ray actors, each loading the models once.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ from .types import Decision, FakescopeError
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".mp4", ".mov", ".mkv", ".webm", ".avi"}
 SIZE_BUCKETS = ((0, 48), (48, 96), (96, 160), (160, None))  # px, the main face's shorter side
-LABELS = ("fake", "real", "inconclusive", "no_face", "error")
+ANSWERS = ("fake", "real", "inconclusive", "no_face", "error")
 
 
 @dataclass
@@ -120,7 +120,7 @@ def decision_metrics(rows: list[dict], others: list[dict] | None = None) -> dict
     unanswered = [r for r in rows if r["predicted"] not in ("fake", "real")]
     return {
         "count": {"real": len(reals), "fake": len(fakes)},
-        "answers": {k: sum(r["predicted"] == k for r in rows) for k in LABELS},
+        "answers": {k: sum(r["predicted"] == k for r in rows) for k in ANSWERS},
         "auc": _auc(labels, probs),
         "log_loss": float(log_loss(labels, probs, labels=[0, 1])) if len(scored) else None,
         "false_alarm": wilson(sum(r["predicted"] == "fake" for r in reals), len(reals)),

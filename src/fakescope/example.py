@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .media import make_example_video
+from .encode import make_example_video
 
 
 def main(argv: list[str]) -> int:

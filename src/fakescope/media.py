@@ -14,13 +14,10 @@ import os
 import queue
 import stat
 import threading
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from fractions import Fraction
-from importlib import resources
 from pathlib import Path
-from typing import cast
 
 import av
 import cv2
@@ -28,10 +25,9 @@ import numpy as np
 from av.sidedata.encparams import VideoEncParams, VideoEncParamsType
 from av.sidedata.sidedata import SideDataContainer
 from av.sidedata.sidedata import Type as SideDataType
-from av.video.stream import VideoStream
 from PIL import ExifTags, Image, ImageOps
 
-from .types import FakescopeError, Frame, MediaError, MediaInfo
+from .types import FakescopeError, Frame, Limits, MediaError, MediaInfo
 
 log = logging.getLogger(__name__)
 
@@ -53,33 +49,6 @@ EXIF_ROTATION = {3: 180, 4: 180, 5: 270, 6: 270, 7: 90, 8: 90}
 # Frame.qp's resolution: H.264 sets one quantiser per 16 x 16 macroblock; a finer cell lets
 # the map follow a frame whose size is not a multiple of 16 when it is turned upright.
 QP_CELL = 4
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What fakescope is willing to decode from one input."""
-
-    max_pixels: int = 36_000_000  # per image or frame, from the header: 8K UHD passes, bombs do not
-    max_duration: float = 3600.0  # seconds of video read; later frames are ignored
-    max_frames: int = 1024  # frames sampled per video
-    # Larger frames are downscaled while decoding (1080p is not): memory then follows the
-    # frames analysed, not the input's resolution (docs/security.md has the measurements).
-    decode_pixels: int = 2_100_000
-
-    def __post_init__(self) -> None:
-        # A setting's fault, not the input's: FakescopeError (exit 2), not MediaError.
-        if not (isinstance(self.max_pixels, int) and self.max_pixels >= 1):
-            raise FakescopeError(f"--max-pixels must be a whole number >= 1, got {self.max_pixels}")
-        if not (math.isfinite(self.max_duration) and self.max_duration > 0):
-            raise FakescopeError(f"--max-duration must be seconds > 0, got {self.max_duration}")
-        if not (isinstance(self.max_frames, int) and self.max_frames >= 1):
-            raise FakescopeError(f"max_frames must be a whole number >= 1, got {self.max_frames}")
-        if not (isinstance(self.decode_pixels, int) and self.decode_pixels >= 4096):
-            raise FakescopeError(f"--decode-pixels must be >= 4096, got {self.decode_pixels}")
-
-    def scale(self, width: int, height: int) -> float:
-        """The factor frames of this size are decoded at: 1, or less to fit decode_pixels."""
-        return min(1.0, math.sqrt(self.decode_pixels / max(1, width * height)))
 
 
 @contextmanager
@@ -448,128 +417,6 @@ def _video_rgb(frame, rotation: int, scale: float = 1.0) -> np.ndarray:
     image = frame.reformat(width, height, "rgb24", interpolation="AREA").to_ndarray()
     # np.rot90 turns counter-clockwise, the sense of the display matrix.
     return np.ascontiguousarray(np.rot90(image, rotation // 90)) if rotation else image
-
-
-def write_video(
-    path: str | Path,
-    frames: Iterable[np.ndarray],
-    fps: float,
-    codec: str = "libx264",
-    *,
-    rotation: int = 0,
-    options: dict[str, str] | None = None,
-) -> Path:
-    """Encode RGB uint8 frames (one size) into a video; `rotation` is stored as display metadata,
-    `options` go to the encoder (x264's {"qp": "40"}, say).
-
-    Frames with an odd width or height lose their last column/row: 4:2:0 video needs even sizes.
-    """
-    path = Path(path)
-    with av.open(str(path), mode="w") as container:
-        stream: VideoStream | None = None
-        for image in frames:
-            h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
-            if stream is None:
-                quiet = {"x265-params": "log-level=error"} if codec == "libx265" else {}
-                rate = Fraction(fps).limit_denominator(1001)
-                given = {**quiet, **(options or {})}
-                stream = cast(VideoStream, container.add_stream(codec, rate=rate, options=given))
-                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-                if rotation:
-                    stream.set_display_rotation(rotation)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24")
-            container.mux(stream.encode(frame))
-        if stream is None:
-            raise FakescopeError(f"{path}: no frames to write")
-        container.mux(stream.encode())
-    return path
-
-
-def first_seconds(source: Path, target: Path, seconds: float) -> Path:
-    """A video's first `seconds` without re-encoding: packets in decode order up to that time,
-    so every frame shown before it keeps the (earlier-decoded) frames it refers to."""
-    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
-        stream = src.streams.video[0]
-        out = dst.add_stream_from_template(stream)
-        start, base = stream.start_time or 0, stream.time_base or Fraction(1)
-        for packet in src.demux(stream):
-            if packet.dts is None:  # the demuxer's final flush packet
-                continue
-            if (packet.dts - start) * base >= seconds:
-                break
-            packet.stream = out
-            dst.mux(packet)
-    return target
-
-
-def reencode(source: Path, target: Path, seconds: float, crf: int, scale: float = 1.0) -> Path:
-    """A video's first `seconds` coded again by x264 at `crf` (sides times `scale`), as a
-    messenger or a platform re-encodes an upload."""
-    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
-        stream = src.streams.video[0]
-        stream.thread_type = "AUTO"
-        fps = Fraction(stream.average_rate or 25).limit_denominator(1001)
-        out = dst.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
-        out.width, out.height = (
-            int(stream.width * scale) // 2 * 2,
-            int(stream.height * scale) // 2 * 2,
-        )
-        out.pix_fmt = "yuv420p"
-        base = stream.time_base or Fraction(1)
-        start = float(stream.start_time * base) if stream.start_time else 0.0
-        for i, frame in enumerate(src.decode(stream)):
-            if frame.time is not None and frame.time - start >= seconds:
-                break
-            image = frame.reformat(width=out.width, height=out.height, format="yuv420p")
-            image.pts, image.time_base = i, 1 / fps  # a fresh timeline at the source fps
-            dst.mux(out.encode(image))
-        dst.mux(out.encode())
-    return target
-
-
-def _asset_image(name: str) -> np.ndarray:
-    with resources.files("fakescope").joinpath("assets", name).open("rb") as f:
-        return np.asarray(Image.open(f).convert("RGB"))
-
-
-def make_example_video(
-    path: str | Path,
-    seconds: float = 3,
-    size: tuple[int, int] = (1280, 720),
-    fps: int = 25,
-    *,
-    people: int = 1,
-) -> Path:
-    """A short clip with `people` copies of the astronaut photo drifting on a grey canvas.
-
-    The photo (Eileen Collins, NASA, public domain; scikit-image's `astronaut`) ships in
-    fakescope/assets, so the example needs no scikit-image. Each copy is scaled to 60% of
-    the canvas height and placed in its own column, so every face stays apart.
-    """
-    width, height = size
-    photo = _asset_image("astronaut.jpg")
-    side = max(16, int(height * 0.6)) // 2 * 2
-    photo = cv2.resize(photo, (side, side), interpolation=cv2.INTER_AREA)
-    column = width / people
-    if side > column:
-        raise FakescopeError(f"{people} people do not fit side by side in a {width}x{height} video")
-    canvas = np.zeros((height, width, 3), np.uint8)
-    canvas[:] = np.linspace(60, 140, width, dtype=np.uint8)[None, :, None]  # a gradient, not flat
-    slack_x, slack_y = (column - side) / 2, (height - side) / 2
-
-    def frames() -> Iterator[np.ndarray]:
-        for i in range(max(1, round(seconds * fps))):
-            image = canvas.copy()
-            for p in range(people):
-                phase = (
-                    2 * math.pi * (i / fps / 2.0 + p / max(people, 2))
-                )  # 2 s cycle, people out of step
-                x = int(p * column + slack_x + min(slack_x, 0.05 * width) * math.sin(phase))
-                y = int(slack_y + min(slack_y, 0.03 * height) * math.cos(phase))
-                image[y : y + side, x : x + side] = photo
-            yield image
-
-    return write_video(path, frames(), fps)
 
 
 def read_ahead(frames: Iterator[Frame], depth: int = 8) -> Generator[Frame, None, None]:

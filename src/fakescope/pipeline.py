@@ -17,21 +17,16 @@ import numpy as np
 import torch
 
 from .crops import (
-    SHARPNESS_CROP,
     CropPolicy,
-    as_batch,
-    crop_batch,
-    crop_faces,
-    crop_faces_tensor,
+    Cutting,
+    cut_faces,
     face_qp,
     float_box,
     normalise,
-    sharpness,
-    sharpness_tensor,
     whole_image_box,
 )
 from .explain.cam import check_methods
-from .explain.stage import explain_chosen_frames, explain_faces
+from .explain.stage import explain_chosen_frames, explain_faces, frame_heat_maps
 from .faces import get_detector, link_tracks
 from .media import (
     Limits,
@@ -42,10 +37,11 @@ from .media import (
     read_image,
     read_image_info,
 )
-from .models.ensemble import DEFAULT_MODEL, Ensemble, load_ensemble
+from .models.ensemble import Ensemble, load_ensemble
 from .report import Report
 from .settings import Settings
 from .types import (
+    DEFAULT_MODEL,
     Box,
     Detection,
     FaceScore,
@@ -54,9 +50,22 @@ from .types import (
     MediaError,
     MediaInfo,
     NoFaceError,
+    SettingError,
     TrackedFace,
 )
 from .verdict import decide
+
+
+@dataclass
+class Decoded:
+    """An input's frames and the faces detected in each, before tracking and cropping."""
+
+    path: str
+    media: MediaInfo
+    frames: list[Frame]
+    detections: list[list[Detection]]  # per frame
+    requested: int  # frames the sampling asked for
+    timings: dict[str, float]
 
 
 @dataclass
@@ -96,9 +105,9 @@ def _short_side(box: Box) -> float:
 
 def _checked_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
-        raise FakescopeError("--device cuda asked for, but PyTorch sees no CUDA GPU")
+        raise SettingError("device cuda asked for, but PyTorch sees no CUDA GPU", "device")
     if name not in ("cpu", "cuda"):
-        raise FakescopeError(f"unknown device {name!r}; use cpu or cuda")
+        raise SettingError(f"unknown device {name!r}; use cpu or cuda", "device")
     return name
 
 
@@ -132,35 +141,46 @@ class Analyzer:
         self._detector = detector
 
     def score_faces(
-        self, images: list[np.ndarray], boxes: list[Box], whole: bool = False
+        self, images: list[np.ndarray], boxes: list[Box], crops: bool = False
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Member and ensemble P(fake) for the faces at `boxes` in `images` (one batch per
-        member)."""
-        if not images:
-            return {m.spec.name: np.empty(0) for m in self.ensemble.members}, np.empty(0)
-        batches = {
-            policy: crop_batch(images, boxes, policy, whole)
-            for policy in self.ensemble.crop_policies
-        }
-        member = self.ensemble.score(batches, self.settings.batch_size)
-        return member, self.ensemble.combine(member)
+        """Member and ensemble P(fake) for the faces at `boxes` in `images`, the face at
+        boxes[i] in images[i] (one batch per member)."""
+        cutting = Cutting(tuple(self.ensemble.crop_policies), self.crop_device, crops)
+        cuts = cut_faces(dict(enumerate(images)), list(enumerate(boxes)), cutting)
+        return self._scores(cuts.crops)
 
     def score_crops(self, images: list[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Inputs that already are face crops: the whole image is the face, resized per each
         model's policy."""
-        return self.score_faces(images, [whole_image_box(im.shape) for im in images], whole=True)
+        return self.score_faces(images, [whole_image_box(im.shape) for im in images], crops=True)
+
+    def _scores(
+        self, crops: dict[CropPolicy, torch.Tensor]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The one scoring pass: member and ensemble P(fake) of uint8 crops per policy."""
+        if not len(next(iter(crops.values()))):
+            return {m.spec.name: np.empty(0) for m in self.ensemble.members}, np.empty(0)
+        tensors = {
+            # uint8 to the model's device, then normalised there (a quarter of the bytes).
+            policy: normalise(batch.to(self.device), policy.mean, policy.std)
+            for policy, batch in crops.items()
+        }
+        member = self.ensemble.score(tensors, self.settings.batch_size)
+        return member, self.ensemble.combine(member)
 
     def prepare(
         self,
         path: str | Path,
-        crop: bool = False,
+        crops: bool = False,
         keep_images: bool = False,
         progress: Callable[[str], None] | None = None,
+        media: MediaInfo | None = None,
     ) -> Prepared:
         """Decode, detect and crop (no model runs, so threads may call this while another
-        thread scores). `crop`: the input is an image that already is one face crop."""
-        policies = self.ensemble.crop_policies
-        if crop:
+        thread scores). `crops`: the input is an image that already is one face crop; `media`:
+        the input's probe, when the caller has made it already."""
+        policies = tuple(self.ensemble.crop_policies)
+        if crops:
             return prepare_crop(
                 path, policies, self.limits, self.crop_device, keep_images, progress
             )
@@ -169,7 +189,7 @@ class Analyzer:
         frames: list[Frame] = []
         detections: list[list[Detection]] = []
         with stage("decode"):
-            media = probe(path, self.limits)
+            media = media or probe(path, self.limits)
         # Detection of one chunk of frames runs while the next chunk decodes.
         with closing(
             read_ahead(
@@ -185,38 +205,24 @@ class Analyzer:
                     detections += self.detector.detect([f.image for f in chunk])
                 frames += chunk
         requested = planned_frames(media, self.settings.frames, self.limits)
-        return _finish(
-            str(path),
-            media,
-            frames,
-            detections,
-            (policies, self.crop_device, False),
-            requested,
-            timings,
-            keep_images,
-            progress,
-        )
+        found = Decoded(str(path), media, frames, detections, requested, timings)
+        return _finish(found, Cutting(policies, self.crop_device), keep_images, progress)
 
     def score(self, prepared: Sequence[Prepared]) -> list[Report]:
         """Reports (without heat maps) for prepared inputs, all their faces scored in one batch
         per model; each report's "score" timing is its share of the batch's time."""
+        if not prepared:
+            return []
         start = time.perf_counter()
         total = sum(len(p.faces) for p in prepared)
-        member, ensemble, sharp = {}, np.empty(0), []
         qp = [q for p in prepared for q in p.qp]
-        if total:
-            tensors = {
-                # uint8 to the model's device, then normalised there (a quarter of the bytes).
-                policy: normalise(
-                    torch.cat([p.crops[policy] for p in prepared]).to(self.device),
-                    policy.mean,
-                    policy.std,
-                )
+        member, ensemble = self._scores(
+            {
+                policy: torch.cat([p.crops[policy] for p in prepared])
                 for policy in self.ensemble.crop_policies
             }
-            member = self.ensemble.score(tensors, self.settings.batch_size)
-            ensemble = self.ensemble.combine(member)
-            sharp = torch.cat([p.sharpness for p in prepared]).tolist()  # one copy off the device
+        )
+        sharp = torch.cat([p.sharpness for p in prepared]).tolist()  # one copy off the device
         elapsed = time.perf_counter() - start
         settings, reports, offset = self.settings, [], 0
         # The same for every report of the batch: made once.
@@ -231,16 +237,16 @@ class Analyzer:
         for p in prepared:
             faces = [
                 FaceScore(
-                    track_id,
-                    face.frame_index,
-                    face.timestamp,
-                    float_box(face.detection.box),
-                    float(face.detection.score),
-                    {name: float(s[offset + i]) for name, s in member.items()},
-                    float(ensemble[offset + i]),
-                    _short_side(face.detection.box) / p.media.scale,  # in source pixels
-                    sharp[offset + i],
-                    qp[offset + i],
+                    track_id=track_id,
+                    frame_index=face.frame_index,
+                    timestamp=face.timestamp,
+                    box=float_box(face.detection.box),
+                    detector_score=float(face.detection.score),
+                    member_scores={name: float(s[offset + i]) for name, s in member.items()},
+                    score=float(ensemble[offset + i]),
+                    size=_short_side(face.detection.box) / p.media.scale,  # in source pixels
+                    sharpness=sharp[offset + i],
+                    qp=qp[offset + i],
                     landmarks=face.detection.landmarks,
                 )
                 for i, (track_id, face) in enumerate(p.faces)
@@ -283,15 +289,20 @@ class Analyzer:
         explain: list[str] | None = None,
         *,
         keep_frames: bool = False,
+        overlay: bool = False,
         progress: Callable[[str], None] | None = None,
+        media: MediaInfo | None = None,
     ) -> Report:
-        """keep_frames: keep the analysed frames' pixels in `report.images` (HTML thumbnails,
-        overlay video); progress: called with each stage's name as the stage starts."""
+        """keep_frames: keep the analysed frames' pixels in `report.images` (HTML thumbnails);
+        overlay: also every frame's HiResCAM++ map of its faces in `report.maps` (the overlay
+        video); progress: called with each stage's name as the stage starts; media: the
+        input's probe, when the caller has made it already."""
         if explain:
             check_methods(explain)
             if out_dir is None:
                 raise FakescopeError("heat maps need an output folder (out_dir)")
-        prepared = self.prepare(path, keep_images=bool(explain) or keep_frames, progress=progress)
+        keep = bool(explain) or keep_frames or overlay
+        prepared = self.prepare(path, keep_images=keep, progress=progress, media=media)
         if progress:
             progress("score")
         report = self.score([prepared])[0]
@@ -307,8 +318,10 @@ class Analyzer:
             seconds = time.perf_counter() - start
             timings = report.timings
             extra["timings"] = {**timings, "explain": seconds, "total": timings["total"] + seconds}
-        if keep_frames and prepared.images is not None:  # always kept when keep_frames
+        if (keep_frames or overlay) and prepared.images is not None:  # kept, asked above
             extra["images"] = prepared.images
+        if overlay and prepared.images is not None:
+            extra["maps"] = frame_heat_maps(self.ensemble, report.verdict, prepared.images)
         return replace(report, **extra)
 
     def explain_image(
@@ -325,11 +338,11 @@ class Analyzer:
             if not faces:
                 raise NoFaceError(f"{path}: no face found")
         _, probabilities = self.score_faces(
-            [image] * len(faces), [f.box for f in faces], whole=crops
+            [image] * len(faces), [f.box for f in faces], crops=crops
         )
         scores = [float(s) for s in probabilities]
         sentences = explain_faces(
-            self.ensemble, image, faces, scores, methods, out_dir, whole=crops
+            self.ensemble, image, faces, scores, methods, out_dir, crops=crops
         )
         return list(zip(scores, sentences))
 
@@ -345,52 +358,39 @@ def _stages(timings: dict[str, float], progress: Callable[[str], None] | None):
     return stage
 
 
-# How faces are cut: the crop policies, the device (None: NumPy on the CPU, the reference
-# bytes) and whether each frame already is the face crop.
-Cutting = tuple[Sequence[CropPolicy], str | None, bool]
-
-
 def _finish(
-    path: str,
-    media: MediaInfo,
-    frames: list[Frame],
-    detections: list[list[Detection]],
+    decoded: Decoded,
     cutting: Cutting,
-    requested: int,
-    timings: dict[str, float],
     keep_images: bool,
     progress: Callable[[str], None] | None,
 ) -> Prepared:
     """Tracks, crops, sharpness and quantisers for decoded frames and their detections."""
+    frames, detections, timings = decoded.frames, decoded.detections, decoded.timings
     stage = _stages(timings, progress)
     with stage("detect"):
         tracks = link_tracks([(f.index, f.timestamp, d) for f, d in zip(frames, detections)])
     by_index = {f.index: f.image for f in frames}
     faces = [(track.track_id, face) for track in tracks for face in track.faces]
     with stage("crop"):
-        crops, sharp = _crop(
-            by_index,
-            [face.frame_index for _, face in faces],
-            [f.detection.box for _, f in faces],
-            cutting,
-        )
+        cuts = cut_faces(by_index, [(f.frame_index, f.detection.box) for _, f in faces], cutting)
         quantisers = {f.index: f.qp for f in frames}
-        qp = [face_qp(quantisers[f.frame_index], f.detection.box, media.scale) for _, f in faces]
+        scale = decoded.media.scale
+        qp = [face_qp(quantisers[f.frame_index], f.detection.box, scale) for _, f in faces]
     summary = [
         {"index": f.index, "timestamp": f.timestamp, "faces": len(d)}
         for f, d in zip(frames, detections)
     ]
     return Prepared(
-        path,
-        media,
-        summary,
-        faces,
-        crops,
-        sharp,
-        qp,
-        timings,
-        requested,
-        by_index if keep_images else None,
+        path=decoded.path,
+        media=decoded.media,
+        frames=summary,
+        faces=faces,
+        crops=cuts.crops,
+        sharpness=cuts.sharpness,
+        qp=qp,
+        timings=timings,
+        requested=decoded.requested,
+        images=by_index if keep_images else None,
     )
 
 
@@ -407,10 +407,16 @@ def prepare_crop(
     timings: dict[str, float] = {}
     with _stages(timings, progress)("decode"):
         media, image = _read_crop(path, limits)
-    frames = [Frame(0, 0.0, image)]
-    detections = [[Detection(whole_image_box(image.shape), 1.0)]]
-    cutting = (policies, crop_device, True)
-    return _finish(str(path), media, frames, detections, cutting, 1, timings, keep_images, progress)
+    decoded = Decoded(
+        str(path),
+        media,
+        frames=[Frame(0, 0.0, image)],
+        detections=[[Detection(whole_image_box(image.shape), 1.0)]],
+        requested=1,
+        timings=timings,
+    )
+    cutting = Cutting(tuple(policies), crop_device, crops=True)
+    return _finish(decoded, cutting, keep_images, progress)
 
 
 def _read_crop(path: str | Path, limits: Limits) -> tuple[MediaInfo, np.ndarray]:
@@ -422,35 +428,6 @@ def _read_crop(path: str | Path, limits: Limits) -> tuple[MediaInfo, np.ndarray]
             raise MediaError(f"{path}: a video, but face crop images were expected")
         found = media, read_image(path, limits)
     return found
-
-
-def _crop(
-    frames: dict[int, np.ndarray], indices: list[int], boxes: list[Box], cutting: Cutting
-) -> tuple[dict[CropPolicy, torch.Tensor], torch.Tensor]:
-    """Each face's crop per crop policy and its sharpness; the face at boxes[i] is in frame
-    indices[i]."""
-    policies, device, whole = cutting
-    if device is None:
-        images = [frames[i] for i in indices]
-        crops = {p: as_batch(crop_faces(images, boxes, p, whole), p.size) for p in policies}
-        values = [sharpness(image, box) for image, box in zip(images, boxes)]
-        return crops, torch.tensor(values, dtype=torch.float64)
-    if not boxes:  # on the device too: a batch's crops are concatenated there
-        empty = {p: as_batch([], p.size).to(device) for p in policies}
-        return empty, torch.empty(0, dtype=torch.float64, device=device)
-    uploaded = {i: _to_device(frames[i], device) for i in dict.fromkeys(indices)}
-    tensors = [uploaded[i] for i in indices]
-    crops = {p: crop_faces_tensor(tensors, boxes, p, whole) for p in policies}
-    return crops, sharpness_tensor(crop_faces_tensor(tensors, boxes, SHARPNESS_CROP))
-
-
-def _to_device(image: np.ndarray, device: str) -> torch.Tensor:
-    tensor = torch.from_numpy(image)
-    if device == "cpu":
-        return tensor
-    # Pinned, then copied without waiting: a copy from pageable memory would first wait for
-    # all the work queued on the device (the model's batches).
-    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def analyze(

@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .files import write_atomic
-from .types import MediaInfo, Verdict
+from .types import MediaInfo, SettingError, Verdict
 from .version import __version__
 
 # 1.1: inconclusive label, reason, judged faces and tracks; 1.2: frames_requested, warnings,
-# media.scale, evidence per face region
+# media.scale, evidence per face region; 1.3: qp and unjudged per face
 SCHEMA_VERSION = "1.3"
+# The files Report.save writes, by format; "overlay_video" needs analyze(..., overlay=True).
+FILES = {
+    "json": "report.json",
+    "html": "report.html",
+    "pdf": "report.pdf",
+    "overlay_video": "overlay.mp4",
+}
+FORMATS = ("json", "html", "pdf")  # the report's forms; the overlay video is asked apart
+
+
+def check_formats(formats: Iterable[str]) -> list[str]:
+    """Formats Report.save knows, in the order given, once each."""
+    chosen = list(dict.fromkeys(f.strip() for f in formats))
+    unknown = [f for f in chosen if f not in FILES]
+    if unknown or not chosen:
+        raise SettingError(
+            f"unknown format {', '.join(unknown) or repr('')}; use {', '.join(FILES)} or all",
+            "format",
+        )
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,8 @@ class Report:
     # The analysed frames' pixels by frame index, kept only when asked for (keep_frames);
     # never serialised.
     images: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    # The overlay video's heat map per frame index (analyze(..., overlay=True)); not serialised.
+    maps: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def fake_probability(self) -> float | None:
@@ -118,3 +141,35 @@ class Report:
     def write_json(self, path: str | Path) -> Path:
         """Write atomically, so an interrupted run never leaves a half-written report."""
         return write_atomic(path, json.dumps(self.to_dict(), indent=2))
+
+    def save(self, folder: str | Path, formats: Iterable[str] = FORMATS) -> Report:
+        """Write the report in each format into `folder` (names in FILES): the one writer of
+        every output form. Returns the report with those files listed, as report.json
+        lists them."""
+        from .reports.html import write_html
+        from .reports.pdf import write_pdf
+        from .reports.video import write_overlay_video
+
+        folder, chosen = Path(folder), check_formats(formats)
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = replace(self, files={**self.files, **{f: FILES[f] for f in chosen if f != "json"}})
+        # The overlay first: the slowest, and the one that can still fail on its inputs.
+        if "overlay_video" in chosen:
+            write_overlay_video(saved, folder / FILES["overlay_video"])
+        if "json" in chosen:
+            saved.write_json(folder / FILES["json"])
+        if "html" in chosen:
+            write_html(saved, folder)
+        if "pdf" in chosen:
+            write_pdf(saved, folder)
+        return saved
+
+    def named(self, name: str) -> Report:
+        """The report as shown to others: the input called `name`, the model config by its
+        file name, no local paths."""
+        return replace(
+            self,
+            input=name,
+            media=replace(self.media, path=name),
+            model={**self.model, "config": Path(self.model["config"]).name},
+        )

@@ -26,9 +26,9 @@ from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 
 from .crops import CropPolicy, normalise
+from .encode import reencode
 from .evaluate import labelled_files
 from .files import atomic_path
-from .media import reencode
 from .models.ensemble import load_ensemble
 from .pipeline import Analyzer
 from .settings import Settings

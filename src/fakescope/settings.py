@@ -7,50 +7,68 @@ from collections.abc import Mapping
 from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
-from .types import Decision, FakescopeError
+from .types import Decision, SettingError
 from .verdict import STRATEGIES, Judging
 
 
-def _result(default: Any) -> Any:
+def _result(default: Any, help: str) -> Any:
     """A field that changes a result: it is part of the scan store's key and of the reproduce
     command (as the `analyze` option of its name)."""
-    return field(default=default, metadata={"result": True})
+    return field(default=default, metadata={"result": True, "help": help})
+
+
+def _how(default: Any, help: str) -> Any:
+    """A field that changes how a result is made (speed, memory), not the result."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class Settings:
-    frames: int = _result(32)
-    detector: str = _result("retinaface")
-    strategy: str = _result("confident")
-    # P(fake) at or above which a video is fake; None: the model's fitted one
-    threshold: float | None = _result(None)
-    real_below: float | None = _result(None)  # below which it is real; None: the model's, capped
+    frames: int = _result(32, "frames sampled evenly per video")
+    detector: str = _result("retinaface", "face detector: retinaface or mtcnn")
+    strategy: str = _result("confident", f"per-track aggregation: {' or '.join(STRATEGIES)}")
+    threshold: float | None = _result(
+        None, "P(fake) at or above which a video is fake (default: the model's fitted decision)"
+    )
+    real_below: float | None = _result(
+        None,
+        "P(fake) below which it is real; in between: inconclusive (default: the model's, "
+        "capped at the threshold)",
+    )
     # Frames whose heat maps are shown: not a result, as scores and labels do not depend on it
     # (and no option sets it).
-    chosen: int = 4
-    # How, not what: batch size and backend change speed, not scores (within float rounding).
-    batch_size: int = 32
-    backend: str = "auto"  # scoring pass: "onnx" (ONNX Runtime, the CPU default), "torch", "auto"
-    min_face: float = _result(Judging.min_face)
-    min_sharpness: float = _result(Judging.min_sharpness)
-    min_track_faces: int = _result(Judging.min_track_faces)
-    max_qp: float = _result(Judging.max_qp)
+    chosen: int = field(default=4, metadata={"option": False})
+    # Batch size and backend change speed, not scores (within float rounding).
+    batch_size: int = _how(32, "faces scored together")
+    backend: str = _how("auto", "scoring pass: onnx (ONNX Runtime), torch, or auto (onnx on CPU)")
+    min_face: float = _result(
+        Judging.min_face, "faces with a shorter side under this many px are not judged"
+    )
+    min_sharpness: float = _result(
+        Judging.min_sharpness, "blurrier faces are not judged (Laplacian variance at 112 px)"
+    )
+    min_track_faces: int = _result(
+        Judging.min_track_faces, "judged faces a track needs to decide (capped at frames / 8)"
+    )
+    max_qp: float = _result(
+        Judging.max_qp,
+        "a person whose faces H.264 coded more coarsely (median QP) cannot decide; 51: off",
+    )
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise FakescopeError(
-                f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}"
+            raise SettingError(
+                f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}", "strategy"
             )
-        if self.frames < 1:
-            raise FakescopeError("--frames must be at least 1")
-        if self.batch_size < 1:
-            raise FakescopeError("--batch-size must be at least 1")
+        for name in ("frames", "batch_size"):
+            if getattr(self, name) < 1:
+                raise SettingError(f"{name} must be at least 1", name)
         if self.chosen < 0:
-            raise FakescopeError("chosen (frames with heat maps) must be >= 0")
+            raise SettingError("chosen (frames with heat maps) must be >= 0")
         for name in ("threshold", "real_below"):
             value = getattr(self, name)
             if value is not None and not 0 < value < 1:
-                raise FakescopeError(f"{option(name)} must be between 0 and 1")
+                raise SettingError(f"{name} must be between 0 and 1", name)
         _ = self.judging  # Judging raises on bad rules
 
     @property
@@ -69,18 +87,24 @@ class Settings:
     def result(self, fitted: Decision) -> dict[str, Any]:
         """The fields that change a result, with the thresholds in force (see decision): what
         the scan store keys its rows by."""
-        values = {f.name: getattr(self, f.name) for f in result_fields(self)}
+        values = result_values(self)
         values.update(asdict(self.decision(fitted)))
         return values
 
 
-def result_fields(settings: Settings | type[Settings] = Settings) -> list[Field]:
-    """The fields of Settings that change a result, in declaration order."""
-    return [f for f in fields(settings) if f.metadata.get("result")]
+def result_fields(group: Any = Settings) -> list[Field]:
+    """The fields of a dataclass (Settings, media.Limits) that change a result, in
+    declaration order."""
+    return [f for f in fields(group) if f.metadata.get("result")]
+
+
+def result_values(*records: Any) -> dict[str, Any]:
+    """The values of the records' fields that change a result, by field name."""
+    return {f.name: getattr(r, f.name) for r in records for f in result_fields(r)}
 
 
 def option(name: str) -> str:
-    """The command-line option of a Settings field."""
+    """The command-line option of a field."""
     return "--" + name.replace("_", "-")
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from .files import atomic_open
 from .types import FakescopeError
 
-SCHEMA_VERSION = 2  # 2 added `reason`
+DB_VERSION = 2  # 2 added `reason`
+MIGRATIONS = {1: "ALTER TABLE results ADD COLUMN reason TEXT"}  # from version: to the next
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     key TEXT PRIMARY KEY,            -- sha256 of content_hash, model_hash, settings_hash
@@ -57,6 +58,31 @@ COLUMNS = (
     "created",
     "reason",
 )
+
+
+def open_database(
+    path: Path, schema: str, version: int, migrations: dict[int, str] | None = None, **options
+) -> sqlite3.Connection:
+    """A SQLite file with `schema` at `version` (PRAGMA user_version), in WAL mode: an older
+    file is migrated one step at a time (migrations[v] takes it from v to v + 1), a newer one
+    refused. Every SQLite file fakescope keeps opens here."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, **options)
+    found = db.execute("PRAGMA user_version").fetchone()[0]
+    if found > version:
+        db.close()
+        raise FakescopeError(f"{path}: database schema {found} is newer than this fakescope's")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(
+        "PRAGMA synchronous=NORMAL"
+    )  # WAL + NORMAL: a killed process loses nothing committed
+    with db:
+        # A file from before user_version was set (0) has no table to migrate yet, or is new.
+        for step in range(found, version) if found else ():
+            db.execute((migrations or {})[step])
+        db.executescript(schema)
+        db.execute(f"PRAGMA user_version={version}")
+    return db
 
 
 def digest(data: object) -> str:
@@ -99,22 +125,9 @@ class Store:
             threading.Lock()
         )  # one connection, serialised: lookups come from worker threads
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise FakescopeError(
-                    f"{self.path}: results database schema {version} is newer than this fakescope's"
-                )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "PRAGMA synchronous=NORMAL"
-            )  # WAL + NORMAL: a killed process loses nothing committed
+            # A store from before `reason`: its rows keep a NULL reason.
+            self._db = open_database(self.path, SCHEMA, DB_VERSION, MIGRATIONS, timeout=60)
             with self._db:
-                if version == 1:  # a store from before `reason`: its rows keep a NULL reason
-                    self._db.execute("ALTER TABLE results ADD COLUMN reason TEXT")
-                self._db.executescript(SCHEMA)
-                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._db.executemany(
                     "INSERT OR IGNORE INTO configs VALUES (?, ?, ?)",
                     [

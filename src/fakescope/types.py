@@ -6,10 +6,12 @@ verdict -> TrackVerdict / Verdict; reports -> Report.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+DEFAULT_MODEL = "default"  # the shipped model's name, where a model name or config is asked for
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
 PixelBox = tuple[int, int, int, int]  # the same, in whole pixels
 
@@ -18,6 +20,15 @@ class FakescopeError(Exception):
     """An input or setting problem reported to the user as one line, without a traceback."""
 
     exit_code = 2
+
+
+class SettingError(FakescopeError):
+    """A setting's value is not allowed. `settings` are the field names the message uses, so
+    that an interface shows them as its own names (the CLI: as its options)."""
+
+    def __init__(self, message: str, *settings: str):
+        super().__init__(message)
+        self.settings = settings
 
 
 class MediaError(FakescopeError):
@@ -122,9 +133,11 @@ class Decision:
 
     def __post_init__(self) -> None:
         if not 0 < self.real_below <= self.threshold < 1:
-            raise FakescopeError(
-                "need 0 < real-below <= threshold < 1, "
-                f"got real-below {self.real_below} and threshold {self.threshold}"
+            raise SettingError(
+                "need 0 < real_below <= threshold < 1, "
+                f"got real_below {self.real_below} and threshold {self.threshold}",
+                "real_below",
+                "threshold",
             )
 
     def label(self, probability: float) -> str:
@@ -154,3 +167,56 @@ class Verdict:
     chosen_frames: list[int]  # frame indices whose heat maps are shown
     reason: str  # one sentence: why this label
     deciding_track: int | None = None
+
+    def faces_by_frame(self) -> dict[int, list[FaceScore]]:
+        """Every track's faces, by frame index, in track order within a frame."""
+        by_frame: dict[int, list[FaceScore]] = {}
+        for track in self.tracks:
+            for face in track.faces:
+                by_frame.setdefault(face.frame_index, []).append(face)
+        return by_frame
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What fakescope is willing to decode from one input."""
+
+    # A result's: each field changes which pixels are analysed.
+    max_pixels: int = field(
+        default=36_000_000,  # per image or frame, from the header: 8K UHD passes, bombs do not
+        metadata={"result": True, "help": "largest image or video frame"},
+    )
+    max_duration: float = field(
+        default=3600.0,  # later frames are ignored
+        metadata={"result": True, "help": "seconds of each video read"},
+    )
+    max_frames: int = field(default=1024, metadata={"result": True, "option": False})  # per video
+    # Larger frames are downscaled while decoding (1080p is not): memory then follows the
+    # frames analysed, not the input's resolution (docs/security.md has the measurements).
+    decode_pixels: int = field(
+        default=2_100_000,
+        metadata={"result": True, "help": "larger frames are downscaled while decoding"},
+    )
+
+    def __post_init__(self) -> None:
+        # A setting's fault, not the input's: FakescopeError (exit 2), not MediaError.
+        if not (isinstance(self.max_pixels, int) and self.max_pixels >= 1):
+            raise SettingError(
+                f"max_pixels must be a whole number >= 1, got {self.max_pixels}", "max_pixels"
+            )
+        if not (math.isfinite(self.max_duration) and self.max_duration > 0):
+            raise SettingError(
+                f"max_duration must be seconds > 0, got {self.max_duration}", "max_duration"
+            )
+        if not (isinstance(self.max_frames, int) and self.max_frames >= 1):
+            raise SettingError(
+                f"max_frames must be a whole number >= 1, got {self.max_frames}", "max_frames"
+            )
+        if not (isinstance(self.decode_pixels, int) and self.decode_pixels >= 4096):
+            raise SettingError(
+                f"decode_pixels must be >= 4096, got {self.decode_pixels}", "decode_pixels"
+            )
+
+    def scale(self, width: int, height: int) -> float:
+        """The factor frames of this size are decoded at: 1, or less to fit decode_pixels."""
+        return min(1.0, math.sqrt(self.decode_pixels / max(1, width * height)))

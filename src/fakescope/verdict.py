@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .types import Decision, FaceScore, FakescopeError, TrackVerdict, Verdict
+from .types import Decision, FaceScore, FakescopeError, SettingError, TrackVerdict, Verdict
 
 
 def mean_strategy(p: np.ndarray, frames: int) -> float:
@@ -78,8 +78,12 @@ class Judging:
     def __post_init__(self) -> None:
         limits = (self.min_face, self.min_sharpness, self.max_qp)
         if not (all(0 <= v < math.inf for v in limits) and self.min_track_faces >= 1):  # NaN fails
-            raise FakescopeError(
-                "--min-face, --min-sharpness and --max-qp must be >= 0, --min-track-faces >= 1"
+            raise SettingError(
+                "min_face, min_sharpness and max_qp must be >= 0, min_track_faces >= 1",
+                "min_face",
+                "min_sharpness",
+                "max_qp",
+                "min_track_faces",
             )
 
     def problem(self, face: FaceScore) -> str | None:

@@ -17,7 +17,7 @@ from ..crops import whole_image_box
 from ..types import Box, FakescopeError
 
 COMPARISON = ("gradcam-n", "gradcam-n1", "hirescam", "hirescam++")
-LABELS = {
+CAPTIONS = {  # the comparison strip's caption per method
     "gradcam-n": "GradCAM N",
     "gradcam-n1": "GradCAM N-1",
     "hirescam": "HiResCAM",
@@ -165,7 +165,7 @@ def comparison_image(
     for method in COMPARISON:
         if method in maps:
             heat = maps[method][top:bottom, left:right]
-            tiles.append(_caption(tile(overlay(region, heat, alpha=0.55)), LABELS[method]))
+            tiles.append(_caption(tile(overlay(region, heat, alpha=0.55)), CAPTIONS[method]))
     strip = Image.new("RGB", (sum(t.width for t in tiles), tiles[0].height), "white")
     for i, t in enumerate(tiles):
         strip.paste(t, (i * TILE, 0))

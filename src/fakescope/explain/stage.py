@@ -35,14 +35,14 @@ def frame_maps(
     ensemble: Ensemble,
     frames: list[tuple[np.ndarray, list[Detection]]],
     methods: list[str],
-    whole: bool = False,
+    crops: bool = False,
 ) -> list[FrameMaps]:
     """Frame-sized [0, 1] maps per method for each (image, faces): each member's map pasted
     at every face box, faces combined by maximum, members by the ensemble's weights; and,
     when regions.METHOD is among the methods, each face's evidence per region.
 
     All faces of all frames go through one explanation pass per member: a single backward
-    over a batch costs little more than over one crop. `whole`: each image is the face crop.
+    over a batch costs little more than over one crop. `crops`: each image is the face crop.
     """
     total = sum(m.weight for m in ensemble.members)
     combined = [
@@ -54,7 +54,7 @@ def frame_maps(
         return combined
     per_member: list[list[dict[str, float] | None]] = []  # member -> face -> shares
     for member in ensemble.members:
-        policy = for_whole_image(member.spec.crop) if whole else member.spec.crop
+        policy = for_whole_image(member.spec.crop) if crops else member.spec.crop
         batch = crop_batch(
             [image for _, image, _ in located], [face.box for _, _, face in located], policy
         )
@@ -131,6 +131,25 @@ def _detection(face: FaceScore) -> Detection:
     return Detection(face.box, face.detector_score, face.landmarks)
 
 
+OVERLAY_METHOD = "hirescam++"  # the overlay video's map
+
+
+def frame_heat_maps(
+    ensemble: Ensemble, verdict: Verdict, images: dict[int, np.ndarray]
+) -> dict[int, np.ndarray]:
+    """OVERLAY_METHOD's map of every frame with faces, by frame index. One explanation pass
+    per frame, so memory follows one frame's faces; kept in float16 (half of float32's memory,
+    within one of the overlay's 256 colour levels)."""
+    return {
+        index: frame_maps(
+            ensemble, [(images[index], [_detection(f) for f in faces])], [OVERLAY_METHOD]
+        )[0]
+        .maps[OVERLAY_METHOD]
+        .astype(np.float16)
+        for index, faces in verdict.faces_by_frame().items()
+    }
+
+
 def explain_chosen_frames(
     ensemble: Ensemble,
     verdict: Verdict,
@@ -141,10 +160,7 @@ def explain_chosen_frames(
     """Write heat-map images for the verdict's chosen frames. Returns their report.json index
     and, per track with a face in those frames, its evidence per region (the mean over them)."""
     wanted = _with_comparison(methods)
-    faces_by_frame: dict[int, list[FaceScore]] = {}
-    for track in verdict.tracks:
-        for face in track.faces:
-            faces_by_frame.setdefault(face.frame_index, []).append(face)
+    faces_by_frame = verdict.faces_by_frame()
     chosen = verdict.chosen_frames
     frames = [(images[i], [_detection(f) for f in faces_by_frame[i]]) for i in chosen]
     entries: list[dict] = []
@@ -194,11 +210,11 @@ def explain_faces(
     scores: list[float],
     methods: list[str],
     out_dir: Path,
-    whole: bool = False,
+    crops: bool = False,
 ) -> list[str]:
     """`fakescope explain`: overlays of every method and a comparison strip around the face
     with the highest score, for the faces in one image; returns each face's evidence sentence."""
-    result = frame_maps(ensemble, [(image, faces)], _with_comparison(methods), whole=whole)[0]
+    result = frame_maps(ensemble, [(image, faces)], _with_comparison(methods), crops=crops)[0]
     worst = int(np.argmax(scores))
     with BackgroundWriter() as writer:
         _save_overlays(writer, image, result.maps, methods, out_dir)

@@ -8,8 +8,9 @@ import math
 import random
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from ..crops import to_tensor
 from ..models.ensemble import Member
 from ..models.registry import resolve_cam_layers
-from ..types import Box, FakescopeError
+from ..types import Box, FakescopeError, SettingError
 from .agnostic import AGNOSTIC, CENTRE_PRIOR, SAMPLES, agnostic_map, centre_prior
 from .cam import HIRESCAM_PP, METHODS, explain, minmax, upsample
 from .faithfulness import (
@@ -365,18 +366,44 @@ def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _help(default: object, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class XaiRun:
+    """What `xai-eval` measures and how; the command has an option per field."""
+
+    methods: str | None = _help(
+        None,
+        "comma-separated: CAMs, lime, kernelshap, occlusion, 'centre prior' (default: every CAM)",
+    )
+    baseline: str = _help("mean", "deletion / insertion baseline: mean (colour), blur or noise")
+    steps: int = _help(20, "deletion / insertion steps")
+    samples: int = _help(SAMPLES, "perturbed inputs per image for LIME and KernelSHAP")
+    sanity_images: int = _help(8, "images in the randomisation check")
+    sanity_depth: int = _help(4, "units randomised, from the classifier down")
+    # Deletion / insertion cost grows with the steps, the methods and the images.
+    localisation_only: bool = _help(False, "self-blended fakes only, no deletion / insertion")
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "samples", "sanity_images", "sanity_depth"):
+            if getattr(self, name) < 1:
+                raise SettingError(f"{name} must be at least 1, got {getattr(self, name)}", name)
+
+    @property
+    def chosen(self) -> list[str]:
+        """The methods asked for, or every CAM."""
+        given = [m.strip() for m in (self.methods or "").split(",") if m.strip()]
+        return given or list(METHODS)
+
+
 def run_xai_eval(
     member: Member,
     faces: Iterable[LabelledFace],
     out_dir: str | Path,
     dataset: str = "",
-    methods: Sequence[str] = METHODS,
-    baseline: str = "mean",
-    steps: int = 20,
-    samples: int = SAMPLES,
-    sanity_images: int = 8,
-    sanity_depth: int = 4,
-    localisation_only: bool = False,
+    run: XaiRun | None = None,
     batch: int = 8,
     seed: int = 0,
 ) -> tuple[Path, Path]:
@@ -384,9 +411,10 @@ def run_xai_eval(
 
     Batches hold the real and fake faces (no masks) and, for every real face, a self-blended
     pseudo-fake whose blending mask is the ground truth for localisation, with the face's
-    regions laid out from its landmarks. `localisation_only`: the pseudo-fakes alone, without
-    deletion / insertion (their cost grows with the steps, the methods and the images).
+    regions laid out from its landmarks.
     """
+    run = run or XaiRun()
+    localisation_only = run.localisation_only
     policy = member.spec.crop
     device = next(member.model.parameters()).device
     rng = random.Random(seed)
@@ -429,13 +457,13 @@ def run_xai_eval(
     results = xai_eval(
         member.model,
         batches(),
-        methods,
+        run.chosen,
         member.cam_layers,
-        baseline,
-        sanity_images,
-        sanity_depth,
-        steps=0 if localisation_only else steps,
-        samples=samples,
+        run.baseline,
+        run.sanity_images,
+        run.sanity_depth,
+        steps=0 if localisation_only else run.steps,
+        samples=run.samples,
     )
     results["model"] = {
         "name": member.spec.name,

@@ -20,13 +20,12 @@ import torch
 from torch import nn
 
 from ..crops import CropPolicy
-from ..types import Decision, FakescopeError, WeightsError
+from ..types import DEFAULT_MODEL, Decision, FakescopeError, SettingError, WeightsError
 from .checkpoints import load_fakescope, read_spec
 from .onnx_runtime import onnx_scorer
 from .registry import ModelSpec, channels_last, resolve_cam_layers
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL = "default"
 
 
 @dataclass
@@ -67,7 +66,7 @@ class Ensemble:
 
     def member(self, index: int) -> Member:
         if not 0 <= index < len(self.members):
-            raise FakescopeError(f"--member must be between 0 and {len(self.members) - 1}")
+            raise SettingError(f"member must be between 0 and {len(self.members) - 1}", "member")
         return self.members[index]
 
     def combine(self, member_probs: dict[str, np.ndarray]) -> np.ndarray:

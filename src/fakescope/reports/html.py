@@ -47,10 +47,7 @@ def write_html(report: Report, out_dir: str | Path) -> Path:
 
 def render_html(report: Report, out_dir: Path) -> str:
     verdict, threshold = report.verdict, report.verdict.threshold
-    faces_by_frame: dict[int, list[FaceScore]] = {}
-    for track in verdict.tracks:
-        for face in track.faces:
-            faces_by_frame.setdefault(face.frame_index, []).append(face)
+    faces_by_frame = verdict.faces_by_frame()
     duration = report.media.duration or max((f["timestamp"] for f in report.frames), default=0.0)
     tracks = [
         {

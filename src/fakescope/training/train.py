@@ -30,82 +30,107 @@ from ..models.checkpoints import (
     save_fakescope,
 )
 from ..models.registry import ModelSpec, channels_last, get_arch
-from ..types import FakescopeError, WeightsError
+from ..types import FakescopeError, SettingError, WeightsError
 from .batches import TrainingBatches, eval_batches
 from .data import CropDataset, balanced_epoch, held_out, list_samples, split_by_cluster
 from .pack import CropSet, is_pack, load_folder, load_pack
 
 
+def _help(default: Any, help: str) -> Any:
+    """A field with the help its `fakescope train` option shows."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    dataset: str
-    out: str
-    arch: str = "efficientnet-lite0"
-    name: str | None = None
-    val: str | None = None  # a separate split, reported each epoch (never used for choices)
-    epochs: int = 6
-    epoch_size: int = 16000
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 1e-2
-    sbi_share: float = 0.25  # share of the fake half that is self-blended from reals
-    # Shares of the training crops, reals and fakes alike, coded by real codecs: one or two
-    # rounds of JPEG (WebP too when streamed), and H.264 (batch_augment.H264Rounds).
-    jpeg_share: float = 0.7
-    h264_share: float = 0.0
-    # Self-blending masks: 5, outlines laid out from the detector's landmarks; 68, the SBI
-    # paper's hulls of dlib's 68 landmarks (a pack made with `fakescope pack --landmarks68`).
-    sbi_landmarks: int = 5
-    holdout: float = 0.05  # share of clusters held out for model choice and calibration
-    image_size: int | None = None  # default: the architecture's crop size
-    limit_eval: int | None = None  # cap held-out and val images (tests)
-    workers: int = 2
-    seed: int = 0
-    device: str = "auto"
-    save_every: int = 100
-    pretrained: bool = True
-    freeze: int = 3  # stem + first stages kept at ImageNet values: a third less compute per step
-    # A fakescope model config to start from (fine-tuning; replaces the ImageNet start).
-    init: str | None = None
-    # "cache": crops decoded once into memory, batches augmented as wholes (on the GPU when
-    # there is one); "stream": decoded and augmented image by image in loader processes, for
-    # data sets larger than memory. A pack is always cached.
-    input: str = "cache"
+    """One training run; `fakescope train` has an option per field (options.with_fields)."""
+
+    dataset: str = field(
+        metadata={
+            "argument": True,
+            "help": "folder with real/ and fake/ face crops (manifest.csv beside keeps clusters "
+            "together), or a pack from `fakescope pack`",
+        }
+    )
+    out: str = field(metadata={"help": "run folder: checkpoints, logs, the exported model"})
+    arch: str = _help("efficientnet-lite0", "architecture name (see `fakescope models list`)")
+    name: str | None = _help(None, "name of the exported model (default: the architecture)")
+    val: str | None = _help(None, "a separate split to report each epoch (never used for choices)")
+    epochs: int = _help(4, "passes of epoch_size images")
+    epoch_size: int = _help(12000, "images drawn per epoch, half real, half fake")
+    batch_size: int = _help(32, "images per optimiser step")
+    lr: float = _help(5e-4, "peak learning rate")
+    weight_decay: float = _help(1e-2, "AdamW weight decay")
+    sbi_share: float = _help(0.25, "share of the fake half that is self-blended from real crops")
+    # Reals and fakes alike go through real codecs (batch_augment.JpegRounds, H264Rounds).
+    jpeg_share: float = _help(0.7, "share of crops given one or two JPEG rounds (q30-95)")
+    h264_share: float = _help(
+        0.0, "share of crops coded by x264 (CRF 23-45; some shrunk first, some coded twice)"
+    )
+    sbi_landmarks: int = _help(
+        5,
+        "self-blending masks: 5, outlines from the detector's landmarks; 68, SBI's hulls of "
+        "dlib's 68 landmarks (a pack made with `fakescope pack --landmarks68`)",
+    )
+    holdout: float = _help(0.05, "share of clusters held out for model choice and calibration")
+    image_size: int | None = _help(
+        None, "train (and crop) at this size instead of the architecture's"
+    )
+    limit_eval: int | None = _help(None, "cap held-out and val images (tests)")
+    workers: int = _help(1, "data-loading processes")
+    seed: int = _help(0, "seed of the held-out split and the draws")
+    device: str = _help("auto", "auto, cpu or cuda")
+    save_every: int = _help(100, "steps between checkpoints")
+    pretrained: bool = _help(True, "start from ImageNet weights")
+    freeze: int = _help(
+        3, "EfficientNet: keep the stem and this many first stages frozen (a third less compute)"
+    )
+    init: str | None = _help(None, "fine-tune from this fakescope model config")
+    input: str = _help(
+        "cache",
+        "cache: decode once, augment whole batches (on the GPU); stream: per image, for data "
+        "larger than memory (a pack is always cached)",
+    )
 
     def __post_init__(self) -> None:
         """Bad settings fail here, before any data is read (exit 2, one line)."""
         whole = {
-            "--epochs": (self.epochs, 1),
-            "--batch-size": (self.batch_size, 1),
-            "--epoch-size": (self.epoch_size, self.batch_size),
-            "--workers": (self.workers, 0),
-            "--freeze": (self.freeze, 0),
-            "--save-every": (self.save_every, 1),
-            "--image-size": (self.image_size or 32, 32),
-            "--limit-eval": (self.limit_eval or 1, 1),
+            "epochs": (self.epochs, 1),
+            "batch_size": (self.batch_size, 1),
+            "epoch_size": (self.epoch_size, self.batch_size),
+            "workers": (self.workers, 0),
+            "freeze": (self.freeze, 0),
+            "save_every": (self.save_every, 1),
+            "image_size": (self.image_size or 32, 32),
+            "limit_eval": (self.limit_eval or 1, 1),
         }
-        for option, (value, low) in whole.items():
+        for name, (value, low) in whole.items():
             if value < low:
-                raise FakescopeError(f"{option} must be at least {low}, got {value}")
+                raise SettingError(f"{name} must be at least {low}, got {value}", name)
         # Rates and shares lie in (0, 1]; True where 0 is allowed too. NaN fails both tests.
         shares = {
-            "--lr": (self.lr, False),
-            "--weight-decay": (self.weight_decay, True),
-            "--sbi-share": (self.sbi_share, True),
-            "--jpeg-share": (self.jpeg_share, True),
-            "--h264-share": (self.h264_share, True),
-            "--holdout": (self.holdout, False),
+            "lr": (self.lr, False),
+            "weight_decay": (self.weight_decay, True),
+            "sbi_share": (self.sbi_share, True),
+            "jpeg_share": (self.jpeg_share, True),
+            "h264_share": (self.h264_share, True),
+            "holdout": (self.holdout, False),
         }
-        for option, (number, zero_allowed) in shares.items():
+        for name, (number, zero_allowed) in shares.items():
             if not (0 < number <= 1 or (zero_allowed and number == 0)):
                 bound = "[0, 1]" if zero_allowed else "(0, 1]"
-                raise FakescopeError(f"{option} must be in {bound}, got {number}")
+                raise SettingError(f"{name} must be in {bound}, got {number}", name)
         if self.sbi_landmarks not in (5, 68):
-            raise FakescopeError(f"--sbi-landmarks must be 5 or 68, got {self.sbi_landmarks}")
+            raise SettingError(
+                f"sbi_landmarks must be 5 or 68, got {self.sbi_landmarks}", "sbi_landmarks"
+            )
         if self.sbi_landmarks == 68 and not is_pack(self.dataset):
-            raise FakescopeError("--sbi-landmarks 68 needs a pack made with --landmarks68")
+            raise SettingError(
+                "sbi_landmarks 68 needs a pack made with `fakescope pack --landmarks68`",
+                "sbi_landmarks",
+            )
         if self.input not in ("cache", "stream"):
-            raise FakescopeError(f"--input must be cache or stream, got {self.input!r}")
+            raise SettingError(f"input must be cache or stream, got {self.input!r}", "input")
 
 
 def _torch_device(name: str) -> torch.device:
