@@ -14,7 +14,7 @@ import os
 import queue
 import stat
 import threading
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -189,6 +189,34 @@ def iter_frames(
                 yield Frame(index, timestamp, image, _upright_qp(frame, info.rotation))
         if not found:
             raise MediaError(f"{path}: no video frame could be decoded (truncated or corrupt?)")
+
+
+def read_frames_at(
+    path: str | Path, indices: Sequence[int], limits: Limits = Limits()
+) -> list[Frame]:
+    """The upright RGB frames at these indices (numbered as `iter_frames` numbers them),
+    decoded from the start; MediaError when the video ends before one of them."""
+    info = probe(path, limits)
+    path = Path(path)
+    wanted = sorted(set(indices))
+    found: dict[int, Frame] = {}
+    if info.kind == "video" and wanted:
+        with _open_video(path) as (container, stream), _decoding(path, "cannot decode video"):
+            start = Fraction(stream.start_time or 0) * Fraction(stream.time_base or 1)
+            for decoded, frame in enumerate(_decoded(container, stream)):
+                t = _frame_time(frame, start, decoded, info.fps)
+                index = round(t * info.fps)
+                if index in wanted:
+                    found[index] = Frame(index, t, _video_rgb(frame, info.rotation, info.scale))
+                if index >= wanted[-1]:
+                    break
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        raise MediaError(
+            f"{path}: has no frame {missing[0]} ({info.frame_count} frames): "
+            "its frames do not match the other video's"
+        )
+    return [found[i] for i in indices]
 
 
 def planned_frames(info: MediaInfo, count: int, limits: Limits = Limits()) -> int:
@@ -458,9 +486,11 @@ def write_video(
     *,
     rotation: int = 0,
     options: dict[str, str] | None = None,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
     """Encode RGB uint8 frames (one size) into a video; `rotation` is stored as display metadata,
-    `options` go to the encoder (x264's {"qp": "40"}, say).
+    `options` go to the encoder (x264's {"qp": "40"}, say), `pix_fmt` is the coded pixel format
+    (yuv444p keeps full-resolution colour, as FaceForensics++'s videos have it).
 
     Frames with an odd width or height lose their last column/row: 4:2:0 video needs even sizes.
     """
@@ -474,7 +504,7 @@ def write_video(
                 rate = Fraction(fps).limit_denominator(1001)
                 given = {**quiet, **(options or {})}
                 stream = cast(VideoStream, container.add_stream(codec, rate=rate, options=given))
-                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+                stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
                 if rotation:
                     stream.set_display_rotation(rotation)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24")
