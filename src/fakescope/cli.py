@@ -654,16 +654,22 @@ def xai_evaluate(
     localisation_only: bool = typer.Option(
         False, "--localisation-only", help="self-blended fakes only, no deletion / insertion"
     ),
+    pairs: bool = typer.Option(
+        False,
+        "--pairs",
+        help="videos: localise against where each fake differs from the `pristine` video its "
+        "manifest names (the faces analyze shows; --limit counts fakes)",
+    ),
 ) -> None:
-    """The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes, sanity
-    check."""
-    from .evaluate import labelled_faces
+    """The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes (or real
+    manipulations, --pairs), sanity check."""
+    from .evaluate import labelled_faces, paired_faces
     from .explain.cam import METHODS
     from .explain.xai_eval import run_xai_eval
     from .pipeline import Analyzer, Settings
 
     def run():
-        _at_least("--limit", limit, 2)  # half real, half fake
+        _at_least("--limit", limit, 1 if pairs else 2)  # fakes; else half real, half fake
         _at_least("--member", member, 0)
         for option, value in (
             ("--steps", steps),
@@ -674,7 +680,11 @@ def xai_evaluate(
             _at_least(option, value, 1)
         analyzer = Analyzer(model, Settings(), device)
         chosen = analyzer.ensemble.member(member)
-        faces = labelled_faces(analyzer, dataset, chosen.spec.crop, crops, limit)
+        faces = (
+            paired_faces(analyzer, dataset, chosen.spec.crop, limit, out_dir / "masks")
+            if pairs
+            else labelled_faces(analyzer, dataset, chosen.spec.crop, crops, limit)
+        )
         chosen_methods = _methods(methods) if methods else list(METHODS)
         return run_xai_eval(
             chosen,
@@ -688,6 +698,7 @@ def xai_evaluate(
             sanity_images,
             sanity_depth,
             localisation_only,
+            pairs=pairs,
         )
 
     written, code = guarded(str(dataset), run)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import matplotlib
 
 matplotlib.use("Agg")
@@ -38,13 +39,15 @@ from .crops import (
     for_whole_image,
     whole_image_box,
 )
+from .explain.pairs import align, manipulation_mask, mask_figure
 from .explain.render import frame_to_crop
 from .explain.xai_eval import LabelledFace
-from .files import write_atomic
-from .media import read_image
+from .files import PNG_LEVEL, write_atomic
+from .media import read_frames_at, read_image
 from .metrics import EPS, metrics_with_intervals
 from .pipeline import Analyzer
-from .types import Decision, FakescopeError
+from .report import Report
+from .types import Box, Decision, FaceScore, FakescopeError
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".mp4", ".mov", ".mkv", ".webm", ".avi"}
 SIZE_BUCKETS = ((0, 48), (48, 96), (96, 160), (160, None))  # px, the main face's shorter side
@@ -416,3 +419,96 @@ def labelled_faces(
             None if largest.landmarks is None else frame_to_crop(largest.landmarks, source, content)
         )
         yield LabelledFace(crop, item.label, box, points)
+
+
+def _in_crop(face: FaceScore, policy: CropPolicy) -> tuple[Box, np.ndarray | None]:
+    """A face's box and landmarks in the pixels of its crop under `policy`."""
+    source, content = crop_geometry(face.box, policy)
+    box = float_box(frame_to_crop(np.reshape(face.box, (2, 2)), source, content).ravel())
+    points = None if face.landmarks is None else frame_to_crop(face.landmarks, source, content)
+    return box, points
+
+
+def _shown_faces(report: Report) -> list[tuple[FaceScore, list[FaceScore]]]:
+    """Per chosen frame, the face the report shows there (its most suspicious, as
+    explain.stage picks it) and all faces of that frame."""
+    by_frame: dict[int, list[FaceScore]] = {}
+    for track in report.verdict.tracks:
+        for face in track.faces:
+            by_frame.setdefault(face.frame_index, []).append(face)
+    return [
+        (max(by_frame[i], key=lambda f: f.score), by_frame[i]) for i in report.verdict.chosen_frames
+    ]
+
+
+def paired_faces(
+    analyzer: Analyzer,
+    dataset: Path,
+    policy: CropPolicy,
+    limit: int | None = None,
+    figures: Path | None = None,
+) -> Iterator[LabelledFace]:
+    """The faces that `analyze` shows (one per chosen frame) of every fake with a `pristine`
+    in the folder's manifest, each with the mask of where it differs from its pristine frame
+    (explain/pairs.py), and the shown faces of those pristine videos (label 0, no mask).
+    `limit`: at most that many fakes; `figures`: one PNG per fake there (fake | pristine |
+    mask) at its first chosen frame. Raises FakescopeError for a pair that does not align
+    or whose frames do not correspond, and for a missing pristine video."""
+    manifest = _manifest(dataset)
+    fakes = [
+        (path, row)
+        for path, row in sorted(manifest.items())
+        if row.get("label") == "fake" and row.get("pristine")
+    ]
+    if not fakes:
+        raise FakescopeError(f"{dataset}: no fake in manifest.csv names its `pristine` video")
+    fakes = fakes[:limit] if limit else fakes
+    pristines = {}
+    for path, row in fakes:
+        pristine = (dataset / row["pristine"]).resolve()
+        if not pristine.is_file():
+            raise FakescopeError(f"{path}: its pristine video {row['pristine']} is missing")
+        pristines[path] = pristine
+    for path, row in fakes:
+        report = analyzer.analyze(path, keep_frames=True)
+        shown = _shown_faces(report)
+        if not shown:
+            continue
+        indices = [face.frame_index for face, _ in shown]
+        originals = read_frames_at(pristines[path], indices, analyzer.limits)
+        first, first_faces = shown[0]
+        dx, dy, _ = align(
+            report.images[first.frame_index], originals[0].image, [f.box for f in first_faces]
+        )
+        for n, ((face, faces), original) in enumerate(zip(shown, originals)):
+            image = report.images[face.frame_index]
+            try:
+                mask = manipulation_mask(
+                    image, original.image, face.box, [f.box for f in faces], (dx, dy)
+                )
+            except FakescopeError as error:
+                raise FakescopeError(
+                    f"{path} against {pristines[path]}, frame {face.frame_index}: {error}"
+                ) from None
+            h, w = image.shape[:2]
+            aligned = original.image[dy : dy + h, dx : dx + w]
+            crop = crop_face(image, face.box, policy)
+            cropped = crop_face(np.repeat(mask[..., None] * np.uint8(255), 3, 2), face.box, policy)
+            crop_mask = cropped[..., 0] >= 128
+            if figures is not None and n == 0:
+                figures.mkdir(parents=True, exist_ok=True)
+                figure = mask_figure(crop, crop_face(aligned, face.box, policy), crop_mask)
+                cv2.imwrite(
+                    str(figures / f"{path.stem}.png"),
+                    cv2.cvtColor(figure, cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL],
+                )
+            box, points = _in_crop(face, policy)
+            group = row.get("manipulation") or "fake"
+            yield LabelledFace(crop, 1, box, points, crop_mask, group, path.name)
+    for pristine in sorted(set(pristines.values())):
+        report = analyzer.analyze(pristine, keep_frames=True)
+        for face, _ in _shown_faces(report):
+            box, points = _in_crop(face, policy)
+            crop = crop_face(report.images[face.frame_index], face.box, policy)
+            yield LabelledFace(crop, 0, box, points, None, "real", pristine.name)
