@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.console import Console
 
+from .explain import DEFAULT as DEFAULT_EXPLAIN
 from .settings import Settings
 from .types import FakescopeError, NoFaceError
 
@@ -140,7 +141,10 @@ def _at_least(option: str, value: int | None, low: int, high: int | None = None)
 
 
 def _methods(value: str | None) -> list[str] | None:
-    return [m.strip() for m in value.split(",") if m.strip()] if value else None
+    """Comma-separated method names; "none" (or nothing): None."""
+    if not value or value.strip().lower() == "none":
+        return None
+    return [m.strip() for m in value.split(",") if m.strip()]
 
 
 @app.callback()
@@ -169,10 +173,11 @@ def analyze(
     min_sharpness: MinSharpness = Settings.min_sharpness,
     min_track_faces: MinTrackFaces = Settings.min_track_faces,
     max_qp: MaxQp = Settings.max_qp,
-    explain: str | None = typer.Option(
-        None,
+    explain: str = typer.Option(
+        DEFAULT_EXPLAIN,
         "--explain",
-        help="heat maps for the chosen frames, e.g. hirescam++,gradcam-n,gradcam-n1,hirescam",
+        help="heat maps for the chosen frames, e.g. hirescam++,gradcam-n,gradcam-n1,hirescam; "
+        "none for the fast path without them",
     ),
     fmt: Literal["html", "json", "pdf", "all"] = typer.Option(
         "all", "--format", help="report.html, report.json, report.pdf or all three"

@@ -30,6 +30,7 @@ from .crops import (
     sharpness_tensor,
     whole_image_box,
 )
+from .explain import DEFAULT as DEFAULT_EXPLAIN
 from .explain.cam import check_methods
 from .explain.stage import explain_chosen_frames, explain_faces
 from .faces import get_detector, link_tracks
@@ -461,5 +462,10 @@ def analyze(
     device: str = "cpu",
     **settings,
 ) -> Report:
-    """Analyse one video or image. A file without faces gives a report labelled "no_face"."""
+    """Analyse one video or image. A file without faces gives a report labelled "no_face".
+
+    explain: heat-map methods; None: HiResCAM++ when there is an out_dir to write it to
+    ([] for none, the fast path)."""
+    if explain is None:
+        explain = [DEFAULT_EXPLAIN] if out_dir is not None else []
     return Analyzer(model, Settings(**settings), device).analyze(path, out_dir, explain)

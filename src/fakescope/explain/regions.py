@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import Box
+from . import DEFAULT
 
 REGIONS = (
     "left eye",
@@ -29,7 +30,7 @@ REGIONS = (
     "face boundary",
     "outside the face",
 )
-METHOD = "hirescam++"  # the map whose evidence is reported per region
+METHOD = DEFAULT  # the map whose evidence is reported per region
 BAND = (0.82, 1.12)  # inner and outer edge of the face boundary band, in face-ellipse radii
 # Landmarks where the detector gives none (face crops): their usual place in a face box.
 TEMPLATE = np.array([(0.31, 0.40), (0.69, 0.40), (0.50, 0.58), (0.35, 0.77), (0.65, 0.77)])

@@ -43,6 +43,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import File, FormParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
+from ..explain import DEFAULT
 from ..media import Limits, probe
 from ..pipeline import Analyzer, Settings
 from ..reports.html import write_html
@@ -56,7 +57,7 @@ ID_PATTERN = r"^[A-Za-z0-9_-]{22}$"  # secrets.token_urlsafe(16)
 NAME_PATTERN = (
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # files the analysis wrote: no path, no dot files
 )
-EXPLAIN = ["hirescam++"]  # the comparison images show all four maps whatever is asked here
+EXPLAIN = [DEFAULT]  # the comparison images show all four maps whatever is asked here
 # Where each stage starts, as a share of a typical analysis's time.
 STAGE_PROGRESS = {"decode": 0.02, "detect": 0.1, "score": 0.45, "explain": 0.6, "report": 0.9}
 CSP = (
