@@ -330,7 +330,14 @@ class Analyzer:
         )
         scores = [float(s) for s in probabilities]
         sentences = explain_faces(
-            self.ensemble, image, faces, scores, methods, out_dir, whole=crops
+            self.ensemble,
+            image,
+            faces,
+            scores,
+            methods,
+            out_dir,
+            whole=crops,
+            decision=self.decision,
         )
         return list(zip(scores, sentences))
 
