@@ -451,7 +451,7 @@ def paired_faces(
     """The faces that `analyze` shows (one per chosen frame) of every fake with a `pristine`
     in the folder's manifest, each with the mask of where it differs from its pristine frame
     (explain/pairs.py), and the shown faces of those pristine videos (label 0, no mask).
-    `limit`: at most that many fakes; `figures`: one PNG per fake there (fake | pristine |
+    `limit`: at most that many fakes, spread out; `figures`: one PNG per fake there (fake | pristine |
     mask) at its first chosen frame. Raises FakescopeError for a pair that does not align
     or whose frames do not correspond, and for a missing pristine video."""
     manifest = _manifest(dataset)
@@ -462,7 +462,8 @@ def paired_faces(
     ]
     if not fakes:
         raise FakescopeError(f"{dataset}: no fake in manifest.csv names its `pristine` video")
-    fakes = fakes[:limit] if limit else fakes
+    if limit:  # spread over the manifest's order, so that every manipulation has its share
+        fakes = fakes[:: max(1, len(fakes) // limit)][:limit]
     pristines = {}
     for path, row in fakes:
         pristine = (dataset / row["pristine"]).resolve()

@@ -20,8 +20,7 @@ from ..types import Box, FakescopeError
 SIGMA = 2.0  # px: smoothing of the difference before the threshold (H.264 noise is grainy)
 # Levels (0-255) of the smoothed difference above H.264's noise (docs/explanations.md): 99.99%
 # of face pixels stay below 10.7 when a real video is re-encoded at FF++'s c23
-# (scripts/noise_floor.py), and 99.9% of a pair's pixels away from the faces below 9-13
-# (its two videos were encoded independently).
+# (scripts/noise_floor.py); a margin above it, as a pair's two videos were encoded apart.
 THRESHOLD = 12.0
 ALIGN_MAX = 6.0  # mean grey difference away from the faces above which a pair does not align
 FACE_MARGIN = 0.25  # the face kept: its box grown by this share of its size on every side
