@@ -213,3 +213,42 @@ def test_pairs_on_ffpp(random_model, shared_data, tmp_path):
     assert sum(local["mask_regions"].values()) == pytest.approx(1.0)
     assert set(data["table1_by_label"]["hirescam++"]) == {"real", "fake"}
     assert len(list((tmp_path / "masks").glob("*.png"))) == 1
+
+
+def test_xai_eval_localises_per_group_against_given_masks():
+    """Batches of real manipulations: results per group and by the model's P(fake), each with
+    an interval; the top region compared with the mask's own largest region."""
+    import timm
+
+    from fakescope.explain.regions import REGIONS
+    from fakescope.explain.xai_eval import EvalBatch, xai_eval
+
+    torch.manual_seed(0)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1).eval()
+    inputs = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    masks = torch.zeros(4, 64, 64, dtype=torch.bool)
+    masks[:3, 16:48, 16:48] = True  # the fourth is a real face: no mask
+    regions = torch.full((4, 64, 64), REGIONS.index("cheeks"), dtype=torch.long)
+    regions[:, 40:, :] = REGIONS.index("mouth")
+    batch = EvalBatch(
+        inputs,
+        torch.tensor([1.0, 1, 1, 0]),
+        masks,
+        regions,
+        targets=masks,
+        groups=["A", "A", "B", "real"],
+        sources=["a1", "a2", "b1", "r1"],
+    )
+    results = xai_eval(
+        model, [batch], ["hirescam++", "centre prior"], sanity_images=1, sanity_depth=1, steps=0,
+        region_truth="mask",
+    )  # fmt: skip
+    local = results["localisation"]
+    assert local["all"]["images"] == 3 and local["A"]["images"] == 2 and local["B"]["images"] == 1
+    assert local["P(fake) >= 0.5"]["images"] + local["P(fake) < 0.5"]["images"] == 3
+    assert local["all"]["truth_regions"] == {"cheeks": 3}  # the mask lies mostly in the cheeks
+    assert local["all"]["chance"]["fixed_region"]["value"] == 1.0
+    assert local["all"]["mask_regions"]["cheeks"] == pytest.approx(24 / 32)
+    prior = local["all"]["mass_inside_mask"]["centre prior"]
+    assert 0.25 < prior["low"] <= prior["value"] <= prior["high"] < 1  # centred on the mask
+    assert set(results["table1_by_label"]["hirescam++"]) == {"real", "fake"}

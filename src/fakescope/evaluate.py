@@ -451,9 +451,9 @@ def paired_faces(
     """The faces that `analyze` shows (one per chosen frame) of every fake with a `pristine`
     in the folder's manifest, each with the mask of where it differs from its pristine frame
     (explain/pairs.py), and the shown faces of those pristine videos (label 0, no mask).
-    `limit`: at most that many fakes, spread out; `figures`: one PNG per fake there (fake | pristine |
-    mask) at its first chosen frame. Raises FakescopeError for a pair that does not align
-    or whose frames do not correspond, and for a missing pristine video."""
+    `limit`: at most that many fakes, spread out; `figures`: one PNG per fake there
+    (fake | pristine | mask) at its first chosen frame. Raises FakescopeError for a pair that
+    does not align or whose frames do not correspond, and for a missing pristine video."""
     manifest = _manifest(dataset)
     fakes = [
         (path, row)

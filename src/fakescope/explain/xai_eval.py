@@ -22,7 +22,7 @@ from ..models.ensemble import Member
 from ..models.registry import resolve_cam_layers
 from ..types import Box, FakescopeError
 from .agnostic import AGNOSTIC, CENTRE_PRIOR, SAMPLES, agnostic_map, centre_prior
-from .cam import HIRESCAM_PP, METHODS, explain, minmax, upsample
+from .cam import HIRESCAM_PP, METHODS, explain, fake_logit, minmax, upsample
 from .faithfulness import (
     TABLE1_KEYS,
     TABLE1_PAPER,
@@ -155,6 +155,7 @@ def xai_eval(
     mask_regions: list[Tensor] = []  # masked image x region: the mask's share in it
     groups: list[str] = []  # of the masked images
     sources: list[str] = []
+    judged_fake: list[bool] = []  # of the masked images: P(fake) >= 0.5
     seconds: dict[str, float] = {}  # the other methods' total time
     cam_seconds: dict[str, float] = {}
     masked = 0
@@ -191,6 +192,12 @@ def xai_eval(
             ]
             mask_share.append(where.flatten(1).float().mean(1))
             iou_chance.append(top_k_chance(where))
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                logits = fake_logit(model(inputs[has_mask])).float().view(-1)
+            model.train(was_training)
+            judged_fake += (logits >= 0).tolist()
             if batch.regions is not None:
                 regions = batch.regions[has_mask].cpu()
                 truth = (
@@ -251,9 +258,12 @@ def xai_eval(
     localisation = {
         "all": _localisation(per_image, mask_share, iou_chance, seams, mask_regions, sources)
     }
-    for group in sorted({g for g in groups if g}):
-        select = [g == group for g in groups]
-        localisation[group] = _localisation(
+    selections = {group: [g == group for g in groups] for group in sorted(set(groups) - {""})}
+    # Whether the map can point at the manipulation when the model does not see it.
+    selections["P(fake) >= 0.5"] = judged_fake
+    selections["P(fake) < 0.5"] = [not j for j in judged_fake]
+    for name, select in selections.items():
+        localisation[name] = _localisation(
             per_image, mask_share, iou_chance, seams, mask_regions, sources, select
         )
     return {
