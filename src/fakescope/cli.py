@@ -673,6 +673,8 @@ def xai_evaluate(
     from .explain.xai_eval import run_xai_eval
     from .pipeline import Analyzer, Settings
 
+    skipped: list[str] = []  # pairs left out, one line each
+
     def run():
         _at_least("--limit", limit, 1 if pairs else 2)  # fakes; else half real, half fake
         _at_least("--member", member, 0)
@@ -686,7 +688,7 @@ def xai_evaluate(
         analyzer = Analyzer(model, Settings(), device)
         chosen = analyzer.ensemble.member(member)
         faces = (
-            paired_faces(analyzer, dataset, chosen.spec.crop, limit, out_dir / "masks")
+            paired_faces(analyzer, dataset, chosen.spec.crop, limit, out_dir / "masks", skipped)
             if pairs
             else labelled_faces(analyzer, dataset, chosen.spec.crop, crops, limit)
         )
@@ -704,6 +706,7 @@ def xai_evaluate(
             sanity_depth,
             localisation_only,
             pairs=pairs,
+            skipped=skipped,
         )
 
     written, code = guarded(str(dataset), run)
@@ -712,6 +715,8 @@ def xai_evaluate(
             written[1].read_text(encoding="utf-8"), markup=False
         )  # the tables, one row per method
         out.print(f"wrote {written[0]} and {written[1]}", markup=False)
+        for reason in skipped:
+            err.print(f"warning: left out {reason}", markup=False)
     raise typer.Exit(code)
 
 

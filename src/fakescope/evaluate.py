@@ -447,13 +447,16 @@ def paired_faces(
     policy: CropPolicy,
     limit: int | None = None,
     figures: Path | None = None,
+    skipped: list[str] | None = None,
 ) -> Iterator[LabelledFace]:
     """The faces that `analyze` shows (one per chosen frame) of every fake with a `pristine`
     in the folder's manifest, each with the mask of where it differs from its pristine frame
     (explain/pairs.py), and the shown faces of those pristine videos (label 0, no mask).
     `limit`: at most that many fakes, spread out; `figures`: one PNG per fake there
-    (fake | pristine | mask) at its first chosen frame. Raises FakescopeError for a pair that
-    does not align or whose frames do not correspond, and for a missing pristine video."""
+    (fake | pristine | mask) at its first chosen frame. A pair that does not align, whose
+    frames do not correspond or whose pristine video is missing raises FakescopeError; with
+    `skipped`, its one-line reason goes there and the pair is left out instead, unless no
+    pair is left (then the first reason is raised)."""
     manifest = _manifest(dataset)
     fakes = [
         (path, row)
@@ -464,52 +467,87 @@ def paired_faces(
         raise FakescopeError(f"{dataset}: no fake in manifest.csv names its `pristine` video")
     if limit:  # spread over the manifest's order, so that every manipulation has its share
         fakes = fakes[:: max(1, len(fakes) // limit)][:limit]
+    reasons: list[str] = []
+
+    def bad(reason: str) -> None:
+        if skipped is None:
+            raise FakescopeError(reason)
+        reasons.append(reason)
+
     pristines = {}
     for path, row in fakes:
         pristine = (dataset / row["pristine"]).resolve()
-        if not pristine.is_file():
-            raise FakescopeError(f"{path}: its pristine video {row['pristine']} is missing")
-        pristines[path] = pristine
+        if pristine.is_file():
+            pristines[path] = pristine
+        else:
+            bad(f"{path}: its pristine video {row['pristine']} is missing")
     for path, row in fakes:
-        report = analyzer.analyze(path, keep_frames=True)
-        shown = _shown_faces(report)
-        if not shown:
+        if path not in pristines:
             continue
-        indices = [face.frame_index for face, _ in shown]
-        originals = read_frames_at(pristines[path], indices, analyzer.limits)
-        first, first_faces = shown[0]
-        dx, dy, _ = align(
-            report.images[first.frame_index], originals[0].image, [f.box for f in first_faces]
-        )
-        for n, ((face, faces), original) in enumerate(zip(shown, originals)):
-            image = report.images[face.frame_index]
-            try:
-                mask = manipulation_mask(
-                    image, original.image, face.box, [f.box for f in faces], (dx, dy)
-                )
-            except FakescopeError as error:
-                raise FakescopeError(
-                    f"{path} against {pristines[path]}, frame {face.frame_index}: {error}"
-                ) from None
-            h, w = image.shape[:2]
-            aligned = original.image[dy : dy + h, dx : dx + w]
-            crop = crop_face(image, face.box, policy)
-            cropped = crop_face(np.repeat(mask[..., None] * np.uint8(255), 3, 2), face.box, policy)
-            crop_mask = cropped[..., 0] >= 128
-            if figures is not None and n == 0:
-                figures.mkdir(parents=True, exist_ok=True)
-                figure = mask_figure(crop, crop_face(aligned, face.box, policy), crop_mask)
-                cv2.imwrite(
-                    str(figures / f"{path.stem}.png"),
-                    cv2.cvtColor(figure, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL],
-                )
-            box, points = _in_crop(face, policy)
-            group = row.get("manipulation") or "fake"
-            yield LabelledFace(crop, 1, box, points, crop_mask, group, path.name)
+        try:
+            faces = list(_paired(analyzer, path, pristines[path], row, policy, figures))
+        except FakescopeError as error:
+            bad(str(error))
+            del pristines[path]
+            continue
+        yield from faces
+    if not pristines:
+        raise FakescopeError(reasons[0])
+    if skipped is not None:
+        skipped += reasons
     for pristine in sorted(set(pristines.values())):
         report = analyzer.analyze(pristine, keep_frames=True)
         for face, _ in _shown_faces(report):
             box, points = _in_crop(face, policy)
             crop = crop_face(report.images[face.frame_index], face.box, policy)
             yield LabelledFace(crop, 0, box, points, None, "real", pristine.name)
+
+
+def _paired(
+    analyzer: Analyzer,
+    path: Path,
+    pristine: Path,
+    row: dict[str, str],
+    policy: CropPolicy,
+    figures: Path | None,
+) -> Iterator[LabelledFace]:
+    """`paired_faces` for one fake and its pristine video."""
+    report = analyzer.analyze(path, keep_frames=True)
+    shown = _shown_faces(report)
+    if not shown:
+        return
+    indices = [face.frame_index for face, _ in shown]
+    first, first_faces = shown[0]
+    try:
+        originals = read_frames_at(pristine, indices, analyzer.limits)  # "PRISTINE: ..."
+        dx, dy, _ = align(
+            report.images[first.frame_index], originals[0].image, [f.box for f in first_faces]
+        )
+    except FakescopeError as error:
+        raise FakescopeError(f"{path} and {error}") from None
+    for n, ((face, faces), original) in enumerate(zip(shown, originals)):
+        image = report.images[face.frame_index]
+        try:
+            mask = manipulation_mask(
+                image, original.image, face.box, [f.box for f in faces], (dx, dy)
+            )
+        except FakescopeError as error:
+            raise FakescopeError(
+                f"{path} against {pristine}, frame {face.frame_index}: {error}"
+            ) from None
+        h, w = image.shape[:2]
+        aligned = original.image[dy : dy + h, dx : dx + w]
+        crop = crop_face(image, face.box, policy)
+        cropped = crop_face(np.repeat(mask[..., None] * np.uint8(255), 3, 2), face.box, policy)
+        crop_mask = cropped[..., 0] >= 128
+        if figures is not None and n == 0:
+            figures.mkdir(parents=True, exist_ok=True)
+            figure = mask_figure(crop, crop_face(aligned, face.box, policy), crop_mask)
+            cv2.imwrite(
+                str(figures / f"{path.stem}.png"),
+                cv2.cvtColor(figure, cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL],
+            )
+        box, points = _in_crop(face, policy)
+        group = row.get("manipulation") or "fake"
+        yield LabelledFace(crop, 1, box, points, crop_mask, group, path.name)

@@ -477,6 +477,8 @@ def write_xai_report(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
             f"({', '.join(f'{r}: {n}' for r, n in chance['seam_regions'].items())}).",
         ]
     lines += _localisation_lines(results)
+    if results.get("skipped"):
+        lines += ["", "Left out:", "", *(f"- {reason}" for reason in results["skipped"])]
     sanity = results["sanity"]
     head = ["method"] + [f"random up to {s}" for s in sanity["stages"]]
     lines += [
@@ -600,6 +602,7 @@ def run_xai_eval(
     batch: int = 8,
     seed: int = 0,
     pairs: bool = False,
+    skipped: list[str] | None = None,
 ) -> tuple[Path, Path]:
     """Explain one ensemble member on labelled face crops.
 
@@ -608,7 +611,8 @@ def run_xai_eval(
     regions laid out from its landmarks. `pairs`: the fakes' own masks (`LabelledFace.mask`,
     real manipulations) are the ground truth instead, and nothing is blended.
     `localisation_only`: no deletion / insertion (their cost grows with the steps, the
-    methods and the images); unmasked faces then serve Table 1 alone.
+    methods and the images); unmasked faces then serve Table 1 alone. `skipped`: inputs left
+    out (one line each, filled while `faces` is read), listed in the report.
     """
     policy = member.spec.crop
     device = next(member.model.parameters()).device
@@ -689,4 +693,5 @@ def run_xai_eval(
         "sha256": member.spec.sha256,
     }
     results["dataset"] = dataset
+    results["skipped"] = list(skipped or [])
     return write_xai_report(results, out_dir)
