@@ -204,8 +204,9 @@ def test_pairs_on_ffpp(random_model, shared_data, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "xai.json").read_text())
-    (group,) = set(data["localisation"]) - {"all"}
-    local = data["localisation"][group]
+    groups = set(data["localisation"]) - {"all", "P(fake) >= 0.5", "P(fake) < 0.5"}
+    assert groups == {"Deepfakes"}  # --limit 1: the manifest's first fake
+    local = data["localisation"]["Deepfakes"]
     assert data["region_truth"] == "mask" and local["images"] == data["masked_images"] > 0
     for metric in ("pointing_game", "mass_inside_mask", "iou_top_k", "top_region_hit"):
         for value in local[metric].values():
@@ -252,3 +253,18 @@ def test_xai_eval_localises_per_group_against_given_masks():
     prior = local["all"]["mass_inside_mask"]["centre prior"]
     assert 0.25 < prior["low"] <= prior["value"] <= prior["high"] < 1  # centred on the mask
     assert set(results["table1_by_label"]["hirescam++"]) == {"real", "fake"}
+
+
+def test_a_bad_pair_is_left_out_with_a_warning(random_model, videos, tmp_path):
+    """A folder with a good pair (here a fake identical to its pristine video) and one that
+    does not align: the report comes, and the bad pair is named in one warning line."""
+    dataset = folder(tmp_path, "real/a.mp4", videos["two"], videos["two"])
+    (dataset / "fake" / "c.mp4").write_bytes(videos["other"].read_bytes())
+    with open(dataset / "manifest.csv", "a", newline="") as handle:
+        csv.writer(handle).writerow(["fake/c.mp4", "fake", "Test", "real/a.mp4"])
+    result = xai_pairs(dataset, random_model, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "c.mp4" in warnings[0] and "does not align" in warnings[0]
+    data = json.loads((tmp_path / "out" / "xai.json").read_text())
+    assert len(data["skipped"]) == 1 and data["masked_images"] == 0  # identical: nothing changed

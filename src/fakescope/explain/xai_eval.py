@@ -308,7 +308,9 @@ def xai_eval(
         },
         "localisation": localisation,
         "seconds_per_image": {
-            m: cam_seconds.get(m, math.nan) if m in METHODS else seconds[m] / len(labels)
+            m: cam_seconds.get(m, math.nan)
+            if m in METHODS
+            else seconds.get(m, math.nan) / len(labels)
             for m in methods
         },
         "sanity": sanity,
