@@ -451,7 +451,8 @@ def paired_faces(
 ) -> Iterator[LabelledFace]:
     """The faces that `analyze` shows (one per chosen frame) of every fake with a `pristine`
     in the folder's manifest, each with the mask of where it differs from its pristine frame
-    (explain/pairs.py), and the shown faces of those pristine videos (label 0, no mask).
+    (explain/pairs.py), and each followed by the same face in the aligned pristine frame
+    (label 0, no mask): the real face it was made from, for Table 1 on real faces.
     `limit`: at most that many fakes, spread out; `figures`: one PNG per fake there
     (fake | pristine | mask) at its first chosen frame. A pair that does not align, whose
     frames do not correspond or whose pristine video is missing raises FakescopeError; with
@@ -495,12 +496,6 @@ def paired_faces(
         raise FakescopeError(reasons[0])
     if skipped is not None:
         skipped += reasons
-    for pristine in sorted(set(pristines.values())):
-        report = analyzer.analyze(pristine, keep_frames=True)
-        for face, _ in _shown_faces(report):
-            box, points = _in_crop(face, policy)
-            crop = crop_face(report.images[face.frame_index], face.box, policy)
-            yield LabelledFace(crop, 0, box, points, None, "real", pristine.name)
 
 
 def _paired(
@@ -540,9 +535,10 @@ def _paired(
         crop = crop_face(image, face.box, policy)
         cropped = crop_face(np.repeat(mask[..., None] * np.uint8(255), 3, 2), face.box, policy)
         crop_mask = cropped[..., 0] >= 128
+        real = crop_face(aligned, face.box, policy)
         if figures is not None and n == 0:
             figures.mkdir(parents=True, exist_ok=True)
-            figure = mask_figure(crop, crop_face(aligned, face.box, policy), crop_mask)
+            figure = mask_figure(crop, real, crop_mask)
             cv2.imwrite(
                 str(figures / f"{path.stem}.png"),
                 cv2.cvtColor(figure, cv2.COLOR_RGB2BGR),
@@ -551,3 +547,4 @@ def _paired(
         box, points = _in_crop(face, policy)
         group = row.get("manipulation") or "fake"
         yield LabelledFace(crop, 1, box, points, crop_mask, group, path.name)
+        yield LabelledFace(real, 0, box, points, None, "real", pristine.name)
