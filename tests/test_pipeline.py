@@ -188,8 +188,10 @@ def test_celebdf_clip_end_to_end(shared_data, tmp_path):
         x1, y1, x2, y2 = (round(v) for v in entry["face_box"])
         rows, cols = np.nonzero(changed.any(axis=1))[0], np.nonzero(changed.any(axis=0))[0]
         side = max(x2 - x1, y2 - y1)
-        assert rows[0] <= y1 and rows[-1] >= y2 - 1 and cols[0] <= x1 and cols[-1] >= x2 - 1
-        assert rows[-1] - rows[0] < 3 * side and cols[-1] - cols[0] < 3 * side
+        # Opacity follows the map's value, so weak parts leave the picture as it is: the
+        # painted pixels lie around the face, not necessarily over all of its box.
+        assert len(rows) and rows[0] >= y1 - side and rows[-1] <= y2 + side
+        assert cols[0] >= x1 - side and cols[-1] <= x2 + side
         assert np.abs(shown - frame)[y1:y2, x1:x2].sum(axis=2).std() > 5
 
 

@@ -95,6 +95,23 @@ def test_evidence_sentence():
         "left eye": 0.15,
     }
     assert evidence_sentence(spread) == (
-        "The evidence is spread: outside the face (28%), at the nose (20%) and at the cheeks (19%)."
+        "The evidence is spread out, so no region stands out: outside the face (28%), at the "
+        "nose (20%) and at the cheeks (19%)."
     )
     assert "empty" in evidence_sentence(None)
+
+
+def test_evidence_sentence_says_when_the_model_is_unsure():
+    from fakescope.types import Decision
+
+    shares = {**dict.fromkeys(REGIONS, 0.0), "mouth": 0.7, "nose": 0.3}
+    decision = Decision(threshold=0.6, real_below=0.4)
+    plain = "Most of the evidence is at the mouth (70%)."
+    assert evidence_sentence(shares, 0.9, decision) == plain
+    assert evidence_sentence(shares, 0.5, decision) == (
+        f"{plain} The model is unsure (P(fake) 0.50): a weak pointer."
+    )
+    assert evidence_sentence(shares, 0.1, decision).startswith(
+        f"{plain} The model finds this face real (P(fake) 0.10)"
+    )
+    assert evidence_sentence(shares, None, decision) == plain

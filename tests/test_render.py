@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import cv2
+import matplotlib
 import numpy as np
 import pytest
 import timm
@@ -295,3 +296,16 @@ def test_cli_explain_reports_a_write_error_in_one_line(random_model, tmp_path, m
     assert len(lines) == 1 and "cannot write: No space left on device" in lines[0], result.output
     assert "Traceback" not in result.output
     assert not list((tmp_path / "face").glob("*")) and not writer_threads()
+
+
+def test_overlay_opacity_rises_with_the_map_without_edges():
+    """Opacity alpha * value: zeros leave the picture as it is, and a map that falls smoothly
+    to zero changes the picture smoothly (no hard edge where it reaches zero)."""
+    image = np.full((4, 64, 3), 100, np.uint8)
+    ramp = np.tile(np.clip((np.arange(64, dtype=np.float32) - 15) / 48, 0, 1), (4, 1))
+    out = overlay(image, ramp, alpha=0.5).astype(int)
+    np.testing.assert_array_equal(out[:, :16], 100)
+    steps = np.abs(np.diff(out[0], axis=0)).max(1)
+    assert steps.max() <= 12  # about alpha * 255 / 48 per step of the ramp, plus the colours'
+    colour = (matplotlib.colormaps["turbo"](1.0)[:3] * np.array([255.0, 255, 255])).round()
+    np.testing.assert_allclose(out[0, -1], np.rint(0.5 * 100 + 0.5 * colour), atol=1)

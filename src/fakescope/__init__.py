@@ -1,7 +1,7 @@
 """fakescope: tell whether a face was synthesized, and show where the evidence is.
 
 import fakescope
-report = fakescope.analyze("clip.mp4", explain=["hirescam++"], out_dir="out")
+report = fakescope.analyze("clip.mp4", out_dir="out")  # heat maps: HiResCAM++ by default
 print(report.label, report.fake_probability)
 """
 

@@ -20,6 +20,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from .explain import DEFAULT as DEFAULT_EXPLAIN
 from .options import deferred, flagged, pick, with_fields
 from .report import FORMATS
 from .server.config import LOOPBACK, ServerConfig
@@ -33,8 +34,6 @@ models_app = typer.Typer(
 app.add_typer(models_app, name="models")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
-
-EXPLAIN = None  # `analyze --explain` by default: comma-separated CAM methods, or None
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,10 @@ def _at_least(option: str, value: int | None, low: int, high: int | None = None)
 
 
 def _methods(value: str | None) -> list[str] | None:
-    return [m.strip() for m in value.split(",") if m.strip()] if value else None
+    """Comma-separated method names; "none" (or nothing): None."""
+    if not value or value.strip().lower() == "none":
+        return None
+    return [m.strip() for m in value.split(",") if m.strip()]
 
 
 def _configured(given: dict[str, Any]) -> tuple[Settings, Limits]:
@@ -105,8 +107,11 @@ def analyze(
         "--out",
         help="writes OUT/<input stem>/report.html and report.json (<stem>-<hash> when taken)",
     ),
-    explain: str | None = typer.Option(
-        EXPLAIN, "--explain", help="heat maps for the chosen frames: comma-separated CAM methods"
+    explain: str = typer.Option(
+        DEFAULT_EXPLAIN,
+        "--explain",
+        help="heat maps for the chosen frames, e.g. hirescam++,gradcam-n,gradcam-n1,hirescam; "
+        "none for the fast path without them",
     ),
     fmt: str = typer.Option(
         "all", "--format", help=f"{', '.join(FORMATS)} (comma-separated), or all"
@@ -414,7 +419,7 @@ def explain_images(
 
 
 def _xai_eval() -> Callable[..., None]:
-    from .evaluate import labelled_faces
+    from .evaluate import labelled_faces, paired_faces
     from .explain.xai_eval import XaiRun, run_xai_eval
     from .pipeline import Analyzer
 
@@ -425,25 +430,43 @@ def _xai_eval() -> Callable[..., None]:
         ),
         out_dir: Path = typer.Option(Path("fakescope-xai"), "--out"),
         crops: bool = typer.Option(True, "--crops/--no-crops", help="inputs are face crops"),
-        limit: int = typer.Option(64, "--limit", help="images used, half real, half fake"),
+        limit: int = typer.Option(
+            64, "--limit", help="images used, half real, half fake (with --pairs: fakes)"
+        ),
         member: int = typer.Option(0, "--member", help="which ensemble member to explain"),
+        pairs: bool = typer.Option(
+            False,
+            "--pairs",
+            help="videos: localise against where each fake differs from the `pristine` video "
+            "its manifest names (the faces analyze shows)",
+        ),
         *,
         fields: dict[str, Any],
     ) -> None:
+        skipped: list[str] = []  # pairs left out, one line each
+
         def run():
-            _at_least("--limit", limit, 2)  # half real, half fake
+            _at_least("--limit", limit, 1 if pairs else 2)  # fakes; else half real, half fake
             _at_least("--member", member, 0)
             how = XaiRun(**pick(XaiRun, fields))
             analyzer = Analyzer(fields["model"], Settings(), fields["device"])
             chosen = analyzer.ensemble.member(member)
-            faces = labelled_faces(analyzer, dataset, chosen.spec.crop, crops, limit)
-            return run_xai_eval(chosen, faces, out_dir, str(dataset), how)
+            faces = (
+                paired_faces(analyzer, dataset, chosen.spec.crop, limit, out_dir / "masks", skipped)
+                if pairs
+                else labelled_faces(analyzer, dataset, chosen.spec.crop, crops, limit)
+            )
+            return run_xai_eval(
+                chosen, faces, out_dir, str(dataset), how, pairs=pairs, skipped=skipped
+            )
 
         written, code = guarded(str(dataset), run)
         if written is not None:
             # The tables, one row per method.
             out.print(written[1].read_text(encoding="utf-8"), markup=False)
             out.print(f"wrote {written[0]} and {written[1]}", markup=False)
+            for reason in skipped:
+                err.print(f"warning: left out {reason}", markup=False)
         raise typer.Exit(code)
 
     return xai_eval
@@ -452,8 +475,8 @@ def _xai_eval() -> Callable[..., None]:
 deferred(
     app,
     "xai-eval",
-    "The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes, sanity "
-    "check.",
+    "The paper's Table 1, deletion/insertion AUC, localisation on self-blended fakes (or real "
+    "manipulations, --pairs), sanity check.",
     _xai_eval,
 )
 

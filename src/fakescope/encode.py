@@ -27,9 +27,11 @@ def write_video(
     *,
     rotation: int = 0,
     options: dict[str, str] | None = None,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
     """Encode RGB uint8 frames (one size) into a video; `rotation` is stored as display metadata,
-    `options` go to the encoder (x264's {"qp": "40"}, say).
+    `options` go to the encoder (x264's {"qp": "40"}, say), `pix_fmt` is the coded pixel format
+    (yuv444p keeps full-resolution colour, as FaceForensics++'s videos have it).
 
     Frames with an odd width or height lose their last column/row: 4:2:0 video needs even sizes.
     """
@@ -43,7 +45,7 @@ def write_video(
                 rate = Fraction(fps).limit_denominator(1001)
                 given = {**quiet, **(options or {})}
                 stream = cast(VideoStream, container.add_stream(codec, rate=rate, options=given))
-                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+                stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
                 if rotation:
                     stream.set_display_rotation(rotation)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24")

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import matplotlib
 
 matplotlib.use("Agg")
@@ -38,13 +39,15 @@ from .crops import (
     for_whole_image,
     whole_image_box,
 )
+from .explain.pairs import align, manipulation_mask, mask_figure
 from .explain.render import frame_to_crop
 from .explain.xai_eval import LabelledFace
-from .files import write_atomic
-from .media import read_image
+from .files import PNG_LEVEL, write_atomic
+from .media import read_frames_at, read_image
 from .metrics import EPS, metrics_with_intervals
 from .pipeline import Analyzer
-from .types import Decision, FakescopeError
+from .report import Report
+from .types import Box, Decision, FaceScore, FakescopeError
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".mp4", ".mov", ".mkv", ".webm", ".avi"}
 SIZE_BUCKETS = ((0, 48), (48, 96), (96, 160), (160, None))  # px, the main face's shorter side
@@ -416,3 +419,132 @@ def labelled_faces(
             None if largest.landmarks is None else frame_to_crop(largest.landmarks, source, content)
         )
         yield LabelledFace(crop, item.label, box, points)
+
+
+def _in_crop(face: FaceScore, policy: CropPolicy) -> tuple[Box, np.ndarray | None]:
+    """A face's box and landmarks in the pixels of its crop under `policy`."""
+    source, content = crop_geometry(face.box, policy)
+    box = float_box(frame_to_crop(np.reshape(face.box, (2, 2)), source, content).ravel())
+    points = None if face.landmarks is None else frame_to_crop(face.landmarks, source, content)
+    return box, points
+
+
+def _shown_faces(report: Report) -> list[tuple[FaceScore, list[FaceScore]]]:
+    """Per chosen frame, the face the report shows there (its most suspicious, as
+    explain.stage picks it) and all faces of that frame."""
+    by_frame: dict[int, list[FaceScore]] = {}
+    for track in report.verdict.tracks:
+        for face in track.faces:
+            by_frame.setdefault(face.frame_index, []).append(face)
+    return [
+        (max(by_frame[i], key=lambda f: f.score), by_frame[i]) for i in report.verdict.chosen_frames
+    ]
+
+
+def paired_faces(
+    analyzer: Analyzer,
+    dataset: Path,
+    policy: CropPolicy,
+    limit: int | None = None,
+    figures: Path | None = None,
+    skipped: list[str] | None = None,
+) -> Iterator[LabelledFace]:
+    """The faces that `analyze` shows (one per chosen frame) of every fake with a `pristine`
+    in the folder's manifest, each with the mask of where it differs from its pristine frame
+    (explain/pairs.py), and each followed by the same face in the aligned pristine frame
+    (label 0, no mask): the real face it was made from, for Table 1 on real faces.
+    `limit`: at most that many fakes, spread out; `figures`: one PNG per fake there
+    (fake | pristine | mask) at its first chosen frame. A pair that does not align, whose
+    frames do not correspond or whose pristine video is missing raises FakescopeError; with
+    `skipped`, its one-line reason goes there and the pair is left out instead, unless no
+    pair is left (then the first reason is raised)."""
+    manifest = _manifest(dataset)
+    fakes = [
+        (path, row)
+        for path, row in sorted(manifest.items())
+        if row.get("label") == "fake" and row.get("pristine")
+    ]
+    if not fakes:
+        raise FakescopeError(f"{dataset}: no fake in manifest.csv names its `pristine` video")
+    if limit:  # spread over the manifest's order, so that every manipulation has its share
+        fakes = fakes[:: max(1, len(fakes) // limit)][:limit]
+    reasons: list[str] = []
+
+    def bad(reason: str) -> None:
+        if skipped is None:
+            raise FakescopeError(reason)
+        reasons.append(reason)
+
+    pristines = {}
+    for path, row in fakes:
+        pristine = (dataset / row["pristine"]).resolve()
+        if pristine.is_file():
+            pristines[path] = pristine
+        else:
+            bad(f"{path}: its pristine video {row['pristine']} is missing")
+    for path, row in fakes:
+        if path not in pristines:
+            continue
+        try:
+            faces = list(_paired(analyzer, path, pristines[path], row, policy, figures))
+        except FakescopeError as error:
+            bad(str(error))
+            del pristines[path]
+            continue
+        yield from faces
+    if not pristines:
+        raise FakescopeError(reasons[0])
+    if skipped is not None:
+        skipped += reasons
+
+
+def _paired(
+    analyzer: Analyzer,
+    path: Path,
+    pristine: Path,
+    row: dict[str, str],
+    policy: CropPolicy,
+    figures: Path | None,
+) -> Iterator[LabelledFace]:
+    """`paired_faces` for one fake and its pristine video."""
+    report = analyzer.analyze(path, keep_frames=True)
+    shown = _shown_faces(report)
+    if not shown:
+        return
+    indices = [face.frame_index for face, _ in shown]
+    first, first_faces = shown[0]
+    try:
+        originals = read_frames_at(pristine, indices, analyzer.limits)  # "PRISTINE: ..."
+        dx, dy, _ = align(
+            report.images[first.frame_index], originals[0].image, [f.box for f in first_faces]
+        )
+    except FakescopeError as error:
+        raise FakescopeError(f"{path} and {error}") from None
+    for n, ((face, faces), original) in enumerate(zip(shown, originals)):
+        image = report.images[face.frame_index]
+        try:
+            mask = manipulation_mask(
+                image, original.image, face.box, [f.box for f in faces], (dx, dy)
+            )
+        except FakescopeError as error:
+            raise FakescopeError(
+                f"{path} against {pristine}, frame {face.frame_index}: {error}"
+            ) from None
+        h, w = image.shape[:2]
+        aligned = original.image[dy : dy + h, dx : dx + w]
+        crop = crop_face(image, face.box, policy)
+        cropped = crop_face(np.repeat(mask[..., None] * np.uint8(255), 3, 2), face.box, policy)
+        crop_mask = cropped[..., 0] >= 128
+        real = crop_face(aligned, face.box, policy)
+        if figures is not None and n == 0:
+            figures.mkdir(parents=True, exist_ok=True)
+            figure = mask_figure(crop, real, crop_mask)
+            cv2.imwrite(
+                str(figures / f"{path.stem}.png"),
+                cv2.cvtColor(figure, cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL],
+            )
+        box, points = _in_crop(face, policy)
+        group = row.get("manipulation") or "fake"
+        yield LabelledFace(crop, 1, box, points, crop_mask, group, path.name)
+        yield LabelledFace(real, 0, box, points, None, "real", pristine.name)

@@ -14,7 +14,7 @@ import os
 import queue
 import stat
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
@@ -158,6 +158,34 @@ def iter_frames(
                 yield Frame(index, timestamp, image, _upright_qp(frame, info.rotation))
         if not found:
             raise MediaError(f"{path}: no video frame could be decoded (truncated or corrupt?)")
+
+
+def read_frames_at(
+    path: str | Path, indices: Sequence[int], limits: Limits = Limits()
+) -> list[Frame]:
+    """The upright RGB frames at these indices (numbered as `iter_frames` numbers them),
+    decoded from the start; MediaError when the video ends before one of them."""
+    info = probe(path, limits)
+    path = Path(path)
+    wanted = sorted(set(indices))
+    found: dict[int, Frame] = {}
+    if info.kind == "video" and wanted:
+        with _open_video(path) as (container, stream), _decoding(path, "cannot decode video"):
+            start = Fraction(stream.start_time or 0) * Fraction(stream.time_base or 1)
+            for decoded, frame in enumerate(_decoded(container, stream)):
+                t = _frame_time(frame, start, decoded, info.fps)
+                index = round(t * info.fps)
+                if index in wanted:
+                    found[index] = Frame(index, t, _video_rgb(frame, info.rotation, info.scale))
+                if index >= wanted[-1]:
+                    break
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        raise MediaError(
+            f"{path}: has no frame {missing[0]} ({info.frame_count} frames): "
+            "its frames do not match the other video's"
+        )
+    return [found[i] for i in indices]
 
 
 def planned_frames(info: MediaInfo, count: int, limits: Limits = Limits()) -> int:

@@ -66,3 +66,28 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         return float(np.mean(np.logaddexp(0, z) - labels * z))
 
     return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
+
+
+def mean_with_interval(
+    values, clusters=None, rounds: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """The mean of per-image values (NaNs skipped) with a 95% percentile bootstrap interval
+    that resamples clusters (the videos the images come from, whose frames are alike; default:
+    each image its own); NaN for no values."""
+    values = np.asarray(values, dtype=float)
+    clusters = np.arange(len(values)) if clusters is None else np.asarray(clusters)
+    kept = ~np.isnan(values)
+    values, clusters = values[kept], clusters[kept]
+    if not len(values):
+        return {"value": float("nan"), "low": float("nan"), "high": float("nan")}
+    names, index = np.unique(clusters, return_inverse=True)
+    sums = np.bincount(index, values, len(names))
+    counts = np.bincount(index, minlength=len(names)).astype(float)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, len(names), (rounds, len(names)))
+    means = sums[drawn].sum(1) / counts[drawn].sum(1)
+    return {
+        "value": float(values.mean()),
+        "low": float(np.percentile(means, 2.5)),
+        "high": float(np.percentile(means, 97.5)),
+    }

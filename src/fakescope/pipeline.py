@@ -25,6 +25,7 @@ from .crops import (
     normalise,
     whole_image_box,
 )
+from .explain import DEFAULT as DEFAULT_EXPLAIN
 from .explain.cam import check_methods
 from .explain.stage import explain_chosen_frames, explain_faces, frame_heat_maps
 from .faces import get_detector, link_tracks
@@ -342,7 +343,14 @@ class Analyzer:
         )
         scores = [float(s) for s in probabilities]
         sentences = explain_faces(
-            self.ensemble, image, faces, scores, methods, out_dir, crops=crops
+            self.ensemble,
+            image,
+            faces,
+            scores,
+            methods,
+            out_dir,
+            crops=crops,
+            decision=self.decision,
         )
         return list(zip(scores, sentences))
 
@@ -438,5 +446,10 @@ def analyze(
     device: str = "cpu",
     **settings,
 ) -> Report:
-    """Analyse one video or image. A file without faces gives a report labelled "no_face"."""
+    """Analyse one video or image. A file without faces gives a report labelled "no_face".
+
+    explain: heat-map methods; None: HiResCAM++ when there is an out_dir to write it to
+    ([] for none, the fast path)."""
+    if explain is None:
+        explain = [DEFAULT_EXPLAIN] if out_dir is not None else []
     return Analyzer(model, Settings(**settings), device).analyze(path, out_dir, explain)

@@ -10,3 +10,7 @@ agnostic.py      LIME, KernelSHAP and occlusion (Captum) and a centre prior, for
 faithfulness.py  metrics: Table 1, deletion / insertion, localisation, randomisation sanity check
 xai_eval.py      the `xai-eval` runner over labelled faces and self-blended pseudo-fakes
 """
+
+# The product's map: what analyze, the API, the web page and the reports show by default, and
+# whose evidence is reported per face region. Here, where the CLI reads it without torch.
+DEFAULT = "hirescam++"

@@ -160,6 +160,27 @@ def mass_inside(maps: Tensor, masks: Tensor) -> Tensor:
     return torch.where(total > 0, inside / total, math.nan)
 
 
+TOP_K = 0.2  # share of a crop's pixels, the map's highest, compared with the mask (IoU)
+
+
+def top_k_iou(maps: Tensor, masks: Tensor, k: float = TOP_K) -> Tensor:
+    """Per image: IoU of the map's top k share of pixels (ties in a fixed random order) with
+    the mask (NaN for an all-zero map)."""
+    flat, truth = maps.flatten(1).float(), masks.flatten(1).bool()
+    count = max(1, round(k * flat.shape[1]))
+    ties = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(0))
+    top = ties[flat[:, ties].argsort(dim=1, descending=True, stable=True)[:, :count]]
+    chosen = torch.zeros_like(truth).scatter_(1, top, True)
+    iou = (chosen & truth).sum(1) / (chosen | truth).sum(1).clamp_min(1)
+    return torch.where(flat.amax(1) > 0, iou.double(), math.nan)
+
+
+def top_k_chance(masks: Tensor, k: float = TOP_K) -> Tensor:
+    """Per image: the expected IoU of k's share of pixels drawn at random with the mask."""
+    m = masks.flatten(1).double().mean(1)
+    return k * m / (k + m - k * m).clamp_min(1e-12)
+
+
 def blend_boundary(masks: Tensor, width: int | None = None) -> Tensor:
     """B x H x W bool: pixels within about width / 2 of a binary mask's edge (default width:
     a sixteenth of the crop), where a blend's seam lies."""

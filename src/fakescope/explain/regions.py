@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..types import Box
+from ..types import Box, Decision
+from . import DEFAULT
 
 REGIONS = (
     "left eye",
@@ -29,7 +30,7 @@ REGIONS = (
     "face boundary",
     "outside the face",
 )
-METHOD = "hirescam++"  # the map whose evidence is reported per region
+METHOD = DEFAULT  # the map whose evidence is reported per region
 BAND = (0.82, 1.12)  # inner and outer edge of the face boundary band, in face-ellipse radii
 # Landmarks where the detector gives none (face crops): their usual place in a face box.
 TEMPLATE = np.array([(0.31, 0.40), (0.69, 0.40), (0.50, 0.58), (0.35, 0.77), (0.65, 0.77)])
@@ -115,15 +116,37 @@ def _where(region: str) -> str:
     return region if region == "outside the face" else f"at the {region}"
 
 
-def evidence_sentence(shares: dict[str, float] | None) -> str:
-    """One plain sentence naming the fewest regions that hold half of the evidence (at most
-    three), e.g. 'Most of the evidence is at the mouth (41%) and at the face boundary (22%).'"""
+def evidence_sentence(
+    shares: dict[str, float] | None,
+    probability: float | None = None,
+    decision: Decision | None = None,
+) -> str:
+    """Plain words naming the fewest regions that hold half of the evidence (at most three),
+    e.g. 'Most of the evidence is at the mouth (41%) and at the face boundary (22%).', saying
+    how sure it is: when three regions are needed the map is spread out and points nowhere in
+    particular; when the face's (or track's) P(fake) is in the decision's inconclusive band
+    the model is unsure, and below it the map shows what pushed a real face toward fake."""
     if shares is None:
         return "No region holds evidence: the heat map is empty."
     ranked = sorted(shares.items(), key=lambda kv: -kv[1])
     named = [f"{_where(region)} ({100 * share:.0f}%)" for region, share in ranked[:3]]
     if ranked[0][1] >= 0.5:
-        return f"Most of the evidence is {named[0]}."
-    if ranked[0][1] + ranked[1][1] >= 0.5:
-        return f"Most of the evidence is {named[0]} and {named[1]}."
-    return f"The evidence is spread: {named[0]}, {named[1]} and {named[2]}."
+        sentence = f"Most of the evidence is {named[0]}."
+    elif ranked[0][1] + ranked[1][1] >= 0.5:
+        sentence = f"Most of the evidence is {named[0]} and {named[1]}."
+    else:
+        sentence = (
+            f"The evidence is spread out, so no region stands out: {named[0]}, {named[1]} "
+            f"and {named[2]}."
+        )
+    if probability is None or decision is None:
+        return sentence
+    label = decision.label(probability)
+    if label == "inconclusive":
+        return f"{sentence} The model is unsure (P(fake) {probability:.2f}): a weak pointer."
+    if label == "real":
+        return (
+            f"{sentence} The model finds this face real (P(fake) {probability:.2f}): this is "
+            "only what pushed it toward fake."
+        )
+    return sentence

@@ -121,8 +121,9 @@ def _lut(cmap: str) -> np.ndarray:
 def overlay(
     image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "turbo"
 ) -> np.ndarray:
-    """RGB uint8 image with the [0, 1] heat map blended in; pixels where the map is 0 stay
-    as they are."""
+    """RGB uint8 image with the [0, 1] heat map blended in at an opacity of alpha * value: it
+    rises with the value, so where the map falls to 0 its colour fades into the picture without
+    an edge (and weak values barely tint it); pixels at 0 stay as they are."""
     if image.shape[:2] != heatmap.shape:
         raise FakescopeError(f"heat map {heatmap.shape} does not match image {image.shape[:2]}")
     out = image.copy()
@@ -134,7 +135,7 @@ def overlay(
     window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     heat = np.clip(heatmap[window], 0, 1)
     colour = _lut(cmap)[np.rint(heat * 255).astype(np.uint8)]
-    weight = (alpha * (heat > 0))[..., None]
+    weight = (alpha * heat)[..., None]
     out[window] = np.rint(image[window].astype(np.float32) * (1 - weight) + colour * weight).astype(
         np.uint8
     )

@@ -19,7 +19,7 @@ import numpy as np
 from ..crops import crop_batch, crop_geometry, for_whole_image
 from ..files import BackgroundWriter
 from ..models.ensemble import Ensemble
-from ..types import Detection, FaceScore, Verdict
+from ..types import Decision, Detection, FaceScore, Verdict
 from .cam import check_methods, explain
 from .regions import METHOD, evidence_sentence, mean_shares, region_labels, region_shares
 from .render import COMPARISON, Pasted, comparison_image, frame_to_crop, overlay, paste_window
@@ -163,6 +163,8 @@ def explain_chosen_frames(
     faces_by_frame = verdict.faces_by_frame()
     chosen = verdict.chosen_frames
     frames = [(images[i], [_detection(f) for f in faces_by_frame[i]]) for i in chosen]
+    decision = Decision(verdict.threshold, verdict.real_below)
+    track_probability = {t.track_id: t.probability for t in verdict.tracks}
     entries: list[dict] = []
     by_track: dict[int, list[dict[str, float] | None]] = {}
     with BackgroundWriter() as writer:
@@ -189,7 +191,7 @@ def explain_chosen_frames(
                     "face_score": face.score,
                     "track_id": face.track_id,
                     "regions": shares,
-                    "evidence": evidence_sentence(shares),
+                    "evidence": evidence_sentence(shares, face.score, decision),
                 }
             )
     tracks = {}
@@ -197,7 +199,7 @@ def explain_chosen_frames(
         mean = mean_shares(track_shares)
         tracks[track_id] = {
             "regions": mean,
-            "evidence": evidence_sentence(mean),
+            "evidence": evidence_sentence(mean, track_probability.get(track_id), decision),
             "faces": len(track_shares),
         }
     return entries, tracks
@@ -211,6 +213,7 @@ def explain_faces(
     methods: list[str],
     out_dir: Path,
     crops: bool = False,
+    decision: Decision | None = None,
 ) -> list[str]:
     """`fakescope explain`: overlays of every method and a comparison strip around the face
     with the highest score, for the faces in one image; returns each face's evidence sentence."""
@@ -222,4 +225,6 @@ def explain_faces(
             out_dir / "comparison.png",
             partial(comparison_image, image, faces[worst].box, result.maps, float(scores[worst])),
         )
-    return [evidence_sentence(shares) for shares in result.regions]
+    return [
+        evidence_sentence(shares, score, decision) for shares, score in zip(result.regions, scores)
+    ]

@@ -125,8 +125,7 @@ def reproduce_command(report: Report) -> str:
         "--device",
         s["device"],
     ]
-    if s.get("explain"):
-        args += ["--explain", ",".join(s["explain"])]
+    args += ["--explain", ",".join(s.get("explain") or []) or "none"]
     return " ".join(shlex.quote(str(a)) for a in args)
 
 

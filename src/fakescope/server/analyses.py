@@ -23,6 +23,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from ..explain import DEFAULT
 from ..media import Limits
 from ..pipeline import Analyzer, Settings
 from ..store import open_database
@@ -31,7 +32,7 @@ from .config import ServerConfig
 
 log = logging.getLogger(__name__)
 
-EXPLAIN = ["hirescam++"]  # the comparison images show all four maps whatever is asked here
+EXPLAIN = [DEFAULT]  # the comparison images show all four maps whatever is asked here
 # Where each stage starts, as a share of a typical analysis's time.
 STAGE_PROGRESS = {"decode": 0.02, "detect": 0.1, "score": 0.45, "explain": 0.6, "report": 0.9}
 DB_VERSION = 1
