@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -35,6 +36,7 @@ from fakescope.selection import (
     score_video_set,
     video_auc,
 )
+from fakescope.types import FakescopeError
 
 
 def held_out_log_loss(model: str) -> float | None:
@@ -108,4 +110,7 @@ def _fmt(value: float | None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FakescopeError as error:  # a bad set, model or folder: one line, exit 2
+        sys.exit(f"select_epoch: {error}")
