@@ -7,8 +7,8 @@
 #
 # The stages and what they measured are in docs/model-card.md (the ledger).
 set -euo pipefail
-stage=${1:?usage: scripts/train-campaign.sh STAGE DFDC_FACES_DIR}
-data=${2:?usage: scripts/train-campaign.sh STAGE DFDC_FACES_DIR}
+stage=${1:?usage: scripts/train-campaign.sh STAGE DATA}
+data=${2:?usage: scripts/train-campaign.sh STAGE DATA}
 shipped=src/fakescope/models/weights/efficientnet-lite0.json
 train=(fakescope train "$data/train" --arch efficientnet-lite0 --name efficientnet-lite0 --out "runs/$stage")
 case "$stage" in
@@ -17,6 +17,17 @@ case "$stage" in
     # of them shrunk first, a quarter coded twice) beside JPEG rounds on half of the crops.
     "${train[@]}" --init "$shipped" --lr 1.5e-4 --epochs 6 --epoch-size 9600 --image-size 192 \
       --freeze 3 --workers 1 --sbi-share 0.25 --jpeg-share 0.5 --h264-share 0.35
+    ;;
+  sbi68-ft | sbi5-ft)
+    # Stretch 2: SBI's 68-landmark hulls against the five-point outlines, the same draws from
+    # the shipped model on one pack (`fakescope pack DIR/train --budget-mb 0 --landmarks68`),
+    # so the masks are the only difference. DATA is that pack.
+    points=${stage#sbi}
+    points=${points%-ft}
+    fakescope train "$data" --arch efficientnet-lite0 --name efficientnet-lite0 \
+      --out "runs/$stage" --init "$shipped" --lr 1.5e-4 --epochs 2 --epoch-size 9600 \
+      --image-size 192 --freeze 3 --workers 1 --sbi-share 0.25 --jpeg-share 0.5 \
+      --h264-share 0.35 --sbi-landmarks "$points"
     ;;
   *)
     echo "unknown stage $stage" >&2
