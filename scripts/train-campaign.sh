@@ -18,6 +18,12 @@ case "$stage" in
     "${train[@]}" --init "$shipped" --lr 1.5e-4 --epochs 6 --epoch-size 9600 --image-size 192 \
       --freeze 3 --workers 1 --sbi-share 0.25 --jpeg-share 0.5 --h264-share 0.35
     ;;
+  h264x-ft)
+    # Stretch 3: more codec exposure. From the shipped model (h264-ft epoch 2) with H.264 on
+    # 60% of crops, a lower lr: does CRF 35 rise without the as-recorded ranking falling?
+    "${train[@]}" --init "$shipped" --lr 1e-4 --epochs 2 --epoch-size 9600 --image-size 192 \
+      --freeze 3 --workers 1 --sbi-share 0.25 --jpeg-share 0.5 --h264-share 0.6
+    ;;
   sbi68-ft | sbi5-ft)
     # Stretch 2: SBI's 68-landmark hulls against the five-point outlines, the same draws from
     # the shipped model on one pack (`fakescope pack DIR/train --budget-mb 0 --landmarks68`),
