@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("models", nargs="*", help="model configs (or `default`)")
     parser.add_argument("--set", type=Path, required=True, help="the video set file")
     parser.add_argument("--build", type=Path, help="make --set from this folder first")
-    parser.add_argument("--crf", type=int, nargs="*", default=[35])
+    parser.add_argument("--crf", type=int, nargs="*", default=[35, 41])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--choose-on", type=int, default=0, choices=(0, 1))
     parser.add_argument("--out", type=Path, help="write each model's rows here")

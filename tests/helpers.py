@@ -1,7 +1,9 @@
-"""Helpers shared by the tests: the shared data folder, the bundled photo, odd media files."""
+"""Helpers shared by the tests: the shared data folder, the bundled photo, odd media files,
+a throwaway certificate chain that signs C2PA test media."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import struct
 import zlib
@@ -9,8 +11,13 @@ from importlib import resources
 from pathlib import Path
 
 import av
+import c2pa
 import numpy as np
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from PIL import Image
 
 SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
@@ -67,3 +74,69 @@ def audio_only(path: Path) -> None:
             frame.sample_rate, frame.pts = 44100, i * 1024
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Test Generators Ltd"),
+        ]
+    )
+
+
+def _usage(sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=not sign,
+        crl_sign=not sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def signing_chain() -> tuple[c2pa.Signer, str]:
+    """A signer with a throwaway CA -> leaf chain (C2PA's certificate profile: a leaf with
+    digitalSignature, an emailProtection EKU, not a CA), and the CA's PEM."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    valid = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=30))
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def certificate(subject, issuer, public, ca: bool) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(valid[0])
+            .not_valid_after(valid[1])
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(_usage(sign=not ca), critical=True)
+        )
+
+    ca = (
+        certificate(_name("Test CA"), _name("Test CA"), ca_key.public_key(), True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        certificate(_name("Test Generator"), ca.subject, key.public_key(), False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    private = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    info = c2pa.C2paSignerInfo(
+        c2pa.C2paSigningAlg.ES256, leaf.public_bytes(pem) + ca.public_bytes(pem), private, None
+    )
+    return c2pa.Signer.from_info(info), ca.public_bytes(pem).decode()

@@ -18,6 +18,7 @@ from fakescope.scan import store_settings
 from fakescope.settings import Settings, result_fields
 from fakescope.store import digest
 from fakescope.types import Decision, FakescopeError
+from helpers import signing_chain
 
 FITTED = Decision(0.6, 0.3)
 
@@ -35,7 +36,8 @@ def old_key(s: Settings, crops: bool = False) -> str:
         **asdict(s.decision(FITTED)),
         **asdict(s.judging),
         "crops": crops,
-        **asdict(Limits()),
+        # The limits of that time: max_manifest came later, and joins the key only when set.
+        **{k: v for k, v in asdict(Limits()).items() if k != "max_manifest"},
     }
     return digest(settings)
 
@@ -54,7 +56,9 @@ def test_store_key_is_the_one_existing_stores_hold(settings):
     assert key(settings, crops=True) == old_key(settings, crops=True) != key(settings)
 
 
-def test_result_fields_change_the_key_and_the_others_do_not():
+def test_result_fields_change_the_key_and_the_others_do_not(tmp_path):
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_text(signing_chain()[1])
     base = key(Settings())
     changed = {
         "frames": 8,
@@ -66,11 +70,21 @@ def test_result_fields_change_the_key_and_the_others_do_not():
         "min_sharpness": 5.0,
         "min_track_faces": 2,
         "max_qp": 30.0,
+        "trust_anchors": str(anchors),
     }
     assert [f.name for f in result_fields()] == list(changed)
     for name, value in changed.items():
         assert key(Settings(**{name: value})) != base, name
     assert key(Settings(batch_size=3, backend="torch", chosen=1)) == base
+
+
+def test_fields_added_later_join_the_key_only_away_from_their_default(tmp_path):
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_text(signing_chain()[1])
+    assert key(Settings(trust_anchors=None)) == old_key(Settings())
+    assert key(Settings(trust_anchors=str(anchors))) != old_key(Settings())
+    limits = digest(store_settings(Settings(), FITTED, Limits(max_manifest=10), False))
+    assert limits != key(Settings())
 
 
 def test_a_new_field_joins_the_key_only_when_marked():
@@ -87,7 +101,11 @@ def test_a_new_field_joins_the_key_only_when_marked():
     assert key(unmarked(extra=2)) == key(unmarked(extra=1)) == key(Settings())
 
 
-def test_reproduce_command_parses_back_to_the_same_settings(random_model, small_video, monkeypatch):
+def test_reproduce_command_parses_back_to_the_same_settings(
+    random_model, small_video, monkeypatch, tmp_path
+):
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_text(signing_chain()[1])
     settings = Settings(
         frames=5,
         strategy="mean",
@@ -97,6 +115,7 @@ def test_reproduce_command_parses_back_to_the_same_settings(random_model, small_
         min_sharpness=3.25,
         min_track_faces=2,
         max_qp=40.5,
+        trust_anchors=str(anchors),
     )
     report = Analyzer(random_model, settings).analyze(small_video)
     args = shlex.split(reproduce_command(report))

@@ -109,6 +109,9 @@ def report_row(job: ScanJob, report: Report) -> Row:
         None,
         report.timings,
         reason=report.verdict.reason,
+        credentials=report.provenance.credentials,
+        credentials_origin=report.provenance.origin,
+        credentials_signer=report.provenance.signer,
     )
 
 

@@ -39,6 +39,7 @@ from .media import (
     read_image_info,
 )
 from .models.ensemble import Ensemble, load_ensemble
+from .provenance import load_trust, read_provenance
 from .report import Report
 from .settings import Settings
 from .types import (
@@ -51,10 +52,11 @@ from .types import (
     MediaError,
     MediaInfo,
     NoFaceError,
+    Provenance,
     SettingError,
     TrackedFace,
 )
-from .verdict import decide
+from .verdict import decide, with_provenance
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Decoded:
     detections: list[list[Detection]]  # per frame
     requested: int  # frames the sampling asked for
     timings: dict[str, float]
+    provenance: Provenance
 
 
 @dataclass
@@ -84,6 +87,7 @@ class Prepared:
     sharpness: torch.Tensor  # N float64, per face in crop order (crops.sharpness), same device
     qp: list[float | None]  # per face in crop order (crops.face_qp)
     timings: dict[str, float]
+    provenance: Provenance  # what the file declares about its origin
     requested: int = 1  # frames the sampling asked for; fewer decoded means a truncated file
     images: dict[int, np.ndarray] | None = (
         None  # frame pixels, kept only for heat maps and thumbnails
@@ -125,6 +129,9 @@ class Analyzer:
         self.limits = limits or Limits()
         self.ensemble: Ensemble = load_ensemble(model, self.device, self.settings.backend)
         self.decision = self.settings.decision(self.ensemble.decision)
+        # PEM trust anchors for content credentials, read once (checked by Settings).
+        anchors = self.settings.trust_anchors
+        self.trust = load_trust(anchors) if anchors else None
         self._detector = None
         # Where faces are cut from frames and resized: None, with NumPy on the CPU (the
         # reference bytes); a device: each frame goes there once and its faces are cut there.
@@ -183,7 +190,7 @@ class Analyzer:
         policies = tuple(self.ensemble.crop_policies)
         if crops:
             return prepare_crop(
-                path, policies, self.limits, self.crop_device, keep_images, progress
+                path, policies, self.limits, self.crop_device, keep_images, progress, self.trust
             )
         timings: dict[str, float] = {}
         stage = _stages(timings, progress)
@@ -191,6 +198,8 @@ class Analyzer:
         detections: list[list[Detection]] = []
         with stage("decode"):
             media = media or probe(path, self.limits)
+        with stage("provenance"):
+            provenance = read_provenance(path, media, self.limits, self.trust)
         # Detection of one chunk of frames runs while the next chunk decodes.
         with closing(
             read_ahead(
@@ -206,7 +215,7 @@ class Analyzer:
                     detections += self.detector.detect([f.image for f in chunk])
                 frames += chunk
         requested = planned_frames(media, self.settings.frames, self.limits)
-        found = Decoded(str(path), media, frames, detections, requested, timings)
+        found = Decoded(str(path), media, frames, detections, requested, timings, provenance)
         return _finish(found, Cutting(policies, self.crop_device), keep_images, progress)
 
     def score(self, prepared: Sequence[Prepared]) -> list[Report]:
@@ -255,30 +264,33 @@ class Analyzer:
             offset += len(faces)
             timings = {**p.timings, "score": elapsed * len(faces) / total if total else 0.0}
             timings["total"] = sum(timings.values())
-            short = len(p.frames) < p.requested
+            warnings = [p.provenance.warning] if p.provenance.warning else []
+            if len(p.frames) < p.requested:
+                warnings.insert(
+                    0,
+                    f"decoded {len(p.frames)} of {p.requested} requested frames: "
+                    "the file ends early (truncated?)",
+                )
+            verdict = decide(
+                faces,
+                settings.strategy,
+                self.decision,
+                settings.judging,
+                len(p.frames),
+                settings.chosen,
+            )
             reports.append(
                 Report(
                     input=p.path,
                     media=p.media,
-                    verdict=decide(
-                        faces,
-                        settings.strategy,
-                        self.decision,
-                        settings.judging,
-                        len(p.frames),
-                        settings.chosen,
-                    ),
+                    verdict=with_provenance(verdict, p.provenance),
                     model=model,
                     frames=p.frames,
                     settings=report_settings,
                     timings=timings,
                     frames_requested=p.requested,
-                    warnings=[
-                        f"decoded {len(p.frames)} of {p.requested} requested frames: "
-                        "the file ends early (truncated?)"
-                    ]
-                    if short
-                    else [],
+                    warnings=warnings,
+                    provenance=p.provenance,
                 )
             )
         return reports
@@ -397,6 +409,7 @@ def _finish(
         sharpness=cuts.sharpness,
         qp=qp,
         timings=timings,
+        provenance=decoded.provenance,
         requested=decoded.requested,
         images=by_index if keep_images else None,
     )
@@ -409,12 +422,16 @@ def prepare_crop(
     crop_device: str | None = None,
     keep_images: bool = False,
     progress: Callable[[str], None] | None = None,
+    trust: str | None = None,
 ) -> Prepared:
     """`Analyzer.prepare` of an image that already is one face crop. It needs no model, so
-    worker processes can run it (a crop scan on a GPU)."""
+    worker processes can run it (a crop scan on a GPU). `trust`: PEM trust anchors."""
     timings: dict[str, float] = {}
-    with _stages(timings, progress)("decode"):
+    stage = _stages(timings, progress)
+    with stage("decode"):
         media, image = _read_crop(path, limits)
+    with stage("provenance"):
+        provenance = read_provenance(path, media, limits, trust)
     decoded = Decoded(
         str(path),
         media,
@@ -422,6 +439,7 @@ def prepare_crop(
         detections=[[Detection(whole_image_box(image.shape), 1.0)]],
         requested=1,
         timings=timings,
+        provenance=provenance,
     )
     cutting = Cutting(tuple(policies), crop_device, crops=True)
     return _finish(decoded, cutting, keep_images, progress)

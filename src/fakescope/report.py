@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from .files import write_atomic
-from .types import MediaInfo, SettingError, Verdict
+from .provenance import summary
+from .types import MediaInfo, Provenance, SettingError, Verdict
 from .version import __version__
 
 # 1.1: inconclusive label, reason, judged faces and tracks; 1.2: frames_requested, warnings,
-# media.scale, evidence per face region; 1.3: qp and unjudged per face
-SCHEMA_VERSION = "1.3"
+# media.scale, evidence per face region; 1.3: qp and unjudged per face; 1.4: provenance (the
+# file's C2PA content credentials and container facts)
+SCHEMA_VERSION = "1.4"
 # The files Report.save writes, by format; "overlay_video" needs analyze(..., overlay=True).
 FILES = {
     "json": "report.json",
@@ -38,6 +40,11 @@ def check_formats(formats: Iterable[str]) -> list[str]:
     return chosen
 
 
+def provenance_dict(provenance: Provenance) -> dict:
+    """The report's `provenance` block: every field, and the one-line summary."""
+    return {"summary": summary(provenance), **asdict(provenance)}
+
+
 @dataclass(frozen=True)
 class Report:
     """Built once by the pipeline; a later stage that adds to it (heat maps, the files written,
@@ -56,6 +63,8 @@ class Report:
     files: dict[str, str] = field(
         default_factory=dict
     )  # other outputs, relative to the report's folder
+    # What the file declares about its origin; never changes the verdict's label.
+    provenance: Provenance = field(default_factory=lambda: Provenance("none"))
     frames_requested: int = 0  # frames the sampling asked for; `frames` holds those decoded
     warnings: list[str] = field(default_factory=list)  # one line each, e.g. a truncated file
     # The analysed frames' pixels by frame index, kept only when asked for (keep_frames);
@@ -100,6 +109,7 @@ class Report:
             "real_below": verdict.real_below,
             "deciding_track": verdict.deciding_track,
             "strategy": verdict.strategy,
+            "provenance": provenance_dict(self.provenance),
             "model": self.model,
             "frames_requested": self.frames_requested,
             "frames_analysed": self.frames,

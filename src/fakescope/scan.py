@@ -36,7 +36,7 @@ from .engines import LocalEngine, RayEngine, ScanJob, unordered_map
 from .media import Limits
 from .models.checkpoints import sha256_of
 from .pipeline import Analyzer
-from .settings import Settings, result_values
+from .settings import Settings, stored_values
 from .store import Row, Store, display
 from .types import Decision
 
@@ -187,7 +187,7 @@ def store_settings(settings: Settings, fitted: Decision, limits: Limits, crops: 
     """What the store keys rows by, besides the file and the model: the settings that change a
     result (Settings marks them; fitted: the model's thresholds), the media limits, and whether
     inputs are crops."""
-    return {**settings.result(fitted), "crops": crops, **result_values(limits)}
+    return {**settings.result(fitted), "crops": crops, **stored_values(limits)}
 
 
 def run_scan(

@@ -7,14 +7,16 @@ from collections.abc import Mapping
 from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
+from .provenance import load_trust
 from .types import Decision, SettingError
 from .verdict import STRATEGIES, Judging
 
 
-def _result(default: Any, help: str) -> Any:
+def _result(default: Any, help: str, later: bool = False) -> Any:
     """A field that changes a result: it is part of the scan store's key and of the reproduce
-    command (as the `analyze` option of its name)."""
-    return field(default=default, metadata={"result": True, "help": help})
+    command (as the `analyze` option of its name). `later`: added after stores existed, it
+    joins the key only when set away from its default (see stored_values)."""
+    return field(default=default, metadata={"result": True, "help": help, "later": later})
 
 
 def _how(default: Any, help: str) -> Any:
@@ -54,8 +56,16 @@ class Settings:
         Judging.max_qp,
         "a person whose faces H.264 coded more coarsely (median QP) cannot decide; 51: off",
     )
+    trust_anchors: str | None = _result(
+        None,
+        "PEM file of C2PA trust anchors: content credentials whose signer chains to one are "
+        "trusted (default: none; signatures are checked offline, signers not trusted)",
+        later=True,
+    )
 
     def __post_init__(self) -> None:
+        if self.trust_anchors is not None:
+            load_trust(self.trust_anchors)  # raises SettingError on a bad file
         if self.strategy not in STRATEGIES:
             raise SettingError(
                 f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}", "strategy"
@@ -87,7 +97,7 @@ class Settings:
     def result(self, fitted: Decision) -> dict[str, Any]:
         """The fields that change a result, with the thresholds in force (see decision): what
         the scan store keys its rows by."""
-        values = result_values(self)
+        values = stored_values(self)
         values.update(asdict(self.decision(fitted)))
         return values
 
@@ -98,9 +108,16 @@ def result_fields(group: Any = Settings) -> list[Field]:
     return [f for f in fields(group) if f.metadata.get("result")]
 
 
-def result_values(*records: Any) -> dict[str, Any]:
-    """The values of the records' fields that change a result, by field name."""
-    return {f.name: getattr(r, f.name) for r in records for f in result_fields(r)}
+def stored_values(*records: Any) -> dict[str, Any]:
+    """The values of the records' fields that change a result, by field name, as the scan
+    store keys rows by: a field marked `later` is left out at its default, so a store made
+    before the field existed keeps its rows."""
+    return {
+        f.name: getattr(r, f.name)
+        for r in records
+        for f in result_fields(r)
+        if not (f.metadata.get("later") and getattr(r, f.name) == f.default)
+    }
 
 
 def option(name: str) -> str:

@@ -20,8 +20,14 @@ from pathlib import Path
 from .files import atomic_open
 from .types import FakescopeError
 
-DB_VERSION = 2  # 2 added `reason`
-MIGRATIONS = {1: "ALTER TABLE results ADD COLUMN reason TEXT"}  # from version: to the next
+DB_VERSION = 3  # 2 added `reason`; 3 the content credentials
+MIGRATIONS = {  # from version: the statements that take it to the next
+    1: ("ALTER TABLE results ADD COLUMN reason TEXT",),
+    2: tuple(
+        f"ALTER TABLE results ADD COLUMN {c} TEXT"
+        for c in ("credentials", "credentials_origin", "credentials_signer")
+    ),
+}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     key TEXT PRIMARY KEY,            -- sha256 of content_hash, model_hash, settings_hash
@@ -35,7 +41,10 @@ CREATE TABLE IF NOT EXISTS results (
     error TEXT,                      -- one line, for label = error
     timings TEXT NOT NULL,           -- JSON: seconds per stage
     created TEXT NOT NULL,           -- ISO 8601, UTC
-    reason TEXT                      -- one line: why this label (the verdict's reason)
+    reason TEXT,                     -- one line: why this label (the verdict's reason)
+    credentials TEXT,                -- C2PA content credentials: none, trusted, untrusted, ...
+    credentials_origin TEXT,         -- what they declare: generative AI, camera capture
+    credentials_signer TEXT          -- the signing certificate's common name
 );
 CREATE INDEX IF NOT EXISTS results_scope ON results (model_hash, settings_hash);
 CREATE TABLE IF NOT EXISTS configs (  -- what model_hash and settings_hash stand for
@@ -57,11 +66,18 @@ COLUMNS = (
     "timings",
     "created",
     "reason",
+    "credentials",
+    "credentials_origin",
+    "credentials_signer",
 )
 
 
 def open_database(
-    path: Path, schema: str, version: int, migrations: dict[int, str] | None = None, **options
+    path: Path,
+    schema: str,
+    version: int,
+    migrations: dict[int, tuple[str, ...]] | None = None,
+    **options,
 ) -> sqlite3.Connection:
     """A SQLite file with `schema` at `version` (PRAGMA user_version), in WAL mode: an older
     file is migrated one step at a time (migrations[v] takes it from v to v + 1), a newer one
@@ -79,7 +95,8 @@ def open_database(
     with db:
         # A file from before user_version was set (0) has no table to migrate yet, or is new.
         for step in range(found, version) if found else ():
-            db.execute((migrations or {})[step])
+            for statement in (migrations or {})[step]:
+                db.execute(statement)
         db.executescript(schema)
         db.execute(f"PRAGMA user_version={version}")
     return db
@@ -113,6 +130,11 @@ class Row:
     timings: dict[str, float] = field(default_factory=dict)
     created: str = field(default_factory=_now)
     reason: str | None = None  # why this label (inconclusive, no_face, ...)
+    # The file's content credentials (Provenance.credentials, .origin, .signer); None in
+    # rows from before they were read.
+    credentials: str | None = None
+    credentials_origin: str | None = None
+    credentials_signer: str | None = None
 
 
 class Store:
@@ -125,7 +147,7 @@ class Store:
             threading.Lock()
         )  # one connection, serialised: lookups come from worker threads
         try:
-            # A store from before `reason`: its rows keep a NULL reason.
+            # A store from before `reason` or the credentials: its rows keep NULLs there.
             self._db = open_database(self.path, SCHEMA, DB_VERSION, MIGRATIONS, timeout=60)
             with self._db:
                 self._db.executemany(
@@ -167,6 +189,9 @@ class Store:
                 json.dumps(r.timings),
                 r.created,
                 r.reason,
+                r.credentials,
+                r.credentials_origin,
+                r.credentials_signer,
             )
             for r in rows
             if r.key is not None
@@ -230,4 +255,7 @@ def _row(values: tuple) -> Row:
         json.loads(data["timings"]),
         data["created"],
         data["reason"],
+        data["credentials"],
+        data["credentials_origin"],
+        data["credentials_signer"],
     )

@@ -75,6 +75,48 @@ class MediaInfo:
     scale: float = 1.0  # decoded frames' size / the source's: < 1 over Limits.decode_pixels
 
 
+# The states of a file's C2PA content credentials (provenance.read_provenance).
+CREDENTIALS = {
+    "none": "no content credentials",
+    "trusted": "signature valid, signer on the trust list",
+    "untrusted": "signature valid, signer not on a trust list",
+    "tampered": "the file or its manifest changed after signing",
+    "invalid": "the credentials do not validate",
+    "unreadable": "a manifest is there but cannot be read",
+    "not_read": "the manifest is larger than the limit and was not read",
+}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a file declares about its own origin: its C2PA content credentials (the active
+    manifest) and plain facts from its container. Facts only: never a verdict."""
+
+    credentials: str  # a key of CREDENTIALS
+    codes: list[str] = field(default_factory=list)  # the validator's failure codes
+    claim_generator: str | None = None  # the software that made the claim
+    signer: str | None = None  # the signing certificate's common name
+    issuer: str | None = None  # its organisation
+    signed_at: str | None = None  # a trusted time stamp, when there is one
+    # The active manifest's actions: action, digital_source_type (IPTC term), software_agent.
+    actions: list[dict[str, str]] = field(default_factory=list)
+    # Ingredients: title, relationship, and their own credentials' declared origin.
+    ingredients: list[dict[str, str]] = field(default_factory=list)
+    # What the credentials declare: "generative AI" or "camera capture", with the IPTC term
+    # and where it is declared ("the active manifest", "ingredient NAME").
+    origin: str | None = None
+    origin_source: str | None = None
+    origin_in: str | None = None
+    # Container and EXIF facts by name (encoder, created, software, make, model, ...).
+    container: dict[str, str] = field(default_factory=dict)
+    warning: str | None = None  # one line, when the credentials could not be read
+
+    @property
+    def declares_ai(self) -> bool:
+        """Validly signed credentials that declare generative AI (the report says so)."""
+        return self.origin == "generative AI" and self.credentials in ("trusted", "untrusted")
+
+
 @dataclass
 class Detection:
     """One face found in one frame, in that frame's pixel coordinates."""
@@ -198,6 +240,13 @@ class Limits:
         metadata={"result": True, "help": "larger frames are downscaled while decoding"},
     )
 
+    # Larger C2PA manifests are not given to the validator, which holds them in memory; the
+    # largest real ones (many ingredients with thumbnails) are a few MB.
+    max_manifest: int = field(
+        default=64 * 2**20,
+        metadata={"result": True, "later": True, "help": "largest C2PA manifest read, in bytes"},
+    )
+
     def __post_init__(self) -> None:
         # A setting's fault, not the input's: FakescopeError (exit 2), not MediaError.
         if not (isinstance(self.max_pixels, int) and self.max_pixels >= 1):
@@ -211,6 +260,11 @@ class Limits:
         if not (isinstance(self.max_frames, int) and self.max_frames >= 1):
             raise SettingError(
                 f"max_frames must be a whole number >= 1, got {self.max_frames}", "max_frames"
+            )
+        if not (isinstance(self.max_manifest, int) and self.max_manifest >= 0):
+            raise SettingError(
+                f"max_manifest must be a whole number of bytes >= 0, got {self.max_manifest}",
+                "max_manifest",
             )
         if not (isinstance(self.decode_pixels, int) and self.decode_pixels >= 4096):
             raise SettingError(

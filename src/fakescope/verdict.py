@@ -24,7 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from .types import Decision, FaceScore, FakescopeError, SettingError, TrackVerdict, Verdict
+from .types import (
+    Decision,
+    FaceScore,
+    FakescopeError,
+    Provenance,
+    SettingError,
+    TrackVerdict,
+    Verdict,
+)
 
 
 def mean_strategy(p: np.ndarray, frames: int) -> float:
@@ -259,3 +267,19 @@ def decide(
         deciding_track=worst.track_id,
         **common,
     )
+
+
+def with_provenance(verdict: Verdict, provenance: Provenance) -> Verdict:
+    """The model's verdict, unchanged, with its reason saying so when the file's validly
+    signed content credentials declare generative AI: stronger evidence than a heat map,
+    and never the model's own finding."""
+    if not provenance.declares_ai:
+        return verdict
+    signer = provenance.signer or "an unnamed signer"
+    trust = "on" if provenance.credentials == "trusted" else "not on"
+    declared = (
+        f"; the file's content credentials, validly signed by {signer} ({trust} a trust "
+        f"list), declare it made by generative AI ({provenance.origin_source}, in "
+        f"{provenance.origin_in})"
+    )
+    return replace(verdict, reason=verdict.reason + declared)

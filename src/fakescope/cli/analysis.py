@@ -13,6 +13,7 @@ from rich.console import Console
 
 from ..explain import DEFAULT as DEFAULT_EXPLAIN
 from ..options import pick, with_fields
+from ..provenance import summary
 from ..report import FORMATS
 from ..server.config import LOOPBACK, ServerConfig
 from ..settings import Settings
@@ -110,6 +111,7 @@ def analyze(
             )
             if shown is not None:
                 out.print(f"  track {shown}: {report.evidence[shown]['evidence']}", markup=False)
+            out.print(f"  provenance: {summary(report.provenance)}", markup=False)
             for warning in report.warnings:
                 err.print(f"warning: {path}: {warning}", markup=False)
             if report.label == "no_face":

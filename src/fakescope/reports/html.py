@@ -17,9 +17,10 @@ from markupsafe import Markup, escape
 from PIL import Image, ImageDraw
 
 from ..files import write_atomic
+from ..provenance import container_lines, summary
 from ..report import SCHEMA_VERSION, Report
 from ..settings import command_args
-from ..types import FaceScore, FakescopeError, TrackVerdict
+from ..types import FaceScore, FakescopeError, Provenance, TrackVerdict
 from ..version import __version__
 from . import GREEN, INCONCLUSIVE, RED, UNJUDGED, hex_colour, region_table, score_colour
 
@@ -108,7 +109,19 @@ def render_html(report: Report, out_dir: Path) -> str:
         name=Path(report.input).name,
         schema=SCHEMA_VERSION,
         faces=sum(len(t.faces) for t in verdict.tracks),
+        provenance=report.provenance,
+        provenance_summary=summary(report.provenance),
+        provenance_class=_provenance_class(report.provenance),
+        container=container_lines(report.provenance),
     )
+
+
+def _provenance_class(provenance: Provenance) -> str:
+    if provenance.declares_ai:
+        return "ai"
+    if provenance.credentials in ("tampered", "invalid", "unreadable", "not_read"):
+        return "tampered"
+    return "capture" if provenance.origin == "camera capture" else ""
 
 
 def reproduce_command(report: Report) -> str:

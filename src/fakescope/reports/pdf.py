@@ -14,8 +14,9 @@ import matplotlib.pyplot as plt
 from fpdf import FPDF
 
 from ..files import atomic_path
+from ..provenance import container_lines, summary
 from ..report import Report
-from ..types import TrackVerdict
+from ..types import Provenance, TrackVerdict
 from ..version import __version__
 from . import GREEN, RED, region_table, score_colour
 
@@ -135,6 +136,7 @@ def render_pdf(report: Report, out_dir: Path) -> bytes:
         pdf.multi_cell(
             WIDTH, 5, _text(f"Where: {deciding['evidence']}"), new_x="LMARGIN", new_y="NEXT"
         )
+    _provenance(pdf, report.provenance)
     pdf.ln(2)
     _tracks(pdf, report)
     if report.explanations:
@@ -143,6 +145,48 @@ def render_pdf(report: Report, out_dir: Path) -> bytes:
         if rows:
             _regions(pdf, header, rows)
     return bytes(pdf.output())
+
+
+def _provenance(pdf: FPDF, provenance: Provenance) -> None:
+    """The content-credentials panel under the verdict: one line when there are none, a
+    shaded box (red when they declare generative AI) when there are."""
+    facts = container_lines(provenance)
+    container = f" Container: {'; '.join(facts)}." if facts else ""
+    if provenance.credentials == "none":
+        pdf.set_font("Helvetica", "", 8)
+        pdf.set_text_color(89, 99, 110)
+        pdf.multi_cell(
+            WIDTH,
+            4.5,
+            _text(f"Provenance: no content credentials.{container}"),
+            new_x="LMARGIN",
+            new_y="NEXT",
+        )
+        pdf.set_text_color(0, 0, 0)
+        return
+    pdf.ln(1)
+    pdf.set_fill_color(*((253, 236, 234) if provenance.declares_ai else (246, 248, 250)))
+    title = (
+        "Content credentials declare generative AI"
+        if provenance.declares_ai
+        else "Content credentials (C2PA)"
+    )
+    pdf.set_font("Helvetica", "B", 10)
+    pdf.cell(WIDTH, 6, _text(title), fill=True, new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "", 9)
+    ingredients = ", ".join(f"{i['title']} ({i['relationship']})" for i in provenance.ingredients)
+    lines = [
+        f"{summary(provenance)}.",
+        f"Claim generator: {provenance.claim_generator}." if provenance.claim_generator else "",
+        f"Ingredients: {ingredients}." if ingredients else "",
+        container.strip(),
+        "A signature proves who signed the file, not that its content is true; the verdict "
+        "above is the model's own.",
+    ]
+    pdf.multi_cell(
+        WIDTH, 4.5, _text(" ".join(x for x in lines if x)), fill=True, new_x="LMARGIN", new_y="NEXT"
+    )
+    pdf.set_fill_color(235, 238, 242)  # back to the table headings' shade
 
 
 def _heading(pdf: FPDF, text: str) -> None:
