@@ -15,8 +15,10 @@ import uvicorn
 from PIL import Image
 
 from fakescope.encode import make_example_video
-from fakescope.pipeline import Settings
+from fakescope.pipeline import Analyzer, Settings
 from fakescope.server.app import create_app
+from helpers import astronaut, signing_chain
+from test_provenance import IPTC, sign
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -35,6 +37,7 @@ ARGS = [
 ]
 # The README's picture is refreshed only on request: a test run leaves the checkout as it was.
 README_PICTURE = Path(__file__).parents[1] / "docs" / "images" / "web-page.png"
+PANEL_PICTURE = README_PICTURE.with_name("provenance.png")
 MAX_PNG = 300_000  # bytes: the screenshot is committed
 
 
@@ -108,6 +111,7 @@ def test_upload_in_the_page_shows_verdict_timeline_and_heat_maps(server, page, t
     assert page.is_hidden("#error"), page.text_content("#error")
     assert page.text_content("#verdict .label") in ("FAKE", "REAL")
     assert "Why: " in page.text_content("#verdict .reason")  # the verdict's reason, in words
+    assert page.text_content("#provenance") == "Provenance: no content credentials."
     assert (
         page.locator("#timelines svg circle").count() == 6
     )  # one point per analysed frame with a face
@@ -135,3 +139,44 @@ def test_upload_in_the_page_shows_verdict_timeline_and_heat_maps(server, page, t
     page.goto(page.get_attribute("#report-link", "href"))
     assert page.text_content("#verdict") in ("FAKE", "REAL")
     page.wait_for_function(all_loaded("img"), timeout=10_000)
+
+
+def test_the_report_shows_content_credentials_that_declare_generative_ai(tmp_path):
+    """The README's provenance panel: the shipped model's report of the bundled photo, signed
+    here as made by generative AI with a throwaway certificate."""
+    plain = tmp_path / "plain.jpg"
+    astronaut().save(plain, quality=92)
+    created = {"action": "c2pa.created", "digitalSourceType": IPTC + "trainedAlgorithmicMedia"}
+    manifest = {
+        "claim_generator_info": [{"name": "Example Image Generator", "version": "2.0"}],
+        "title": "portrait.jpg",
+        "assertions": [{"label": "c2pa.actions", "data": {"actions": [created]}}],
+    }
+    signed = sign(signing_chain()[0], plain, tmp_path / "portrait.jpg", manifest)
+    report = Analyzer().analyze(signed, keep_frames=True).save(tmp_path / "out", ["html"])
+    assert report.provenance.declares_ai
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=ARGS
+        )
+        page = browser.new_page(viewport={"width": 1000, "height": 800})
+        page.goto((tmp_path / "out" / "report.html").as_uri())
+        panel = page.locator("#provenance")
+        assert panel.is_visible()
+        assert "Content credentials declare generative AI" in panel.text_content()
+        assert "trainedAlgorithmicMedia" in panel.text_content()
+        assert "generative AI" in page.text_content("#reason")
+        # The verdict, its reason and the panel: from the top of the page to the panel's end.
+        box = panel.bounding_box()
+        assert box is not None
+        png = page.screenshot(
+            clip={"x": 0, "y": 0, "width": 1000, "height": box["y"] + box["height"] + 12}
+        )
+        browser.close()
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png)).quantize(256, method=Image.Quantize.MEDIANCUT).save(
+        buffer, "PNG", optimize=True
+    )
+    assert len(buffer.getvalue()) < MAX_PNG
+    target = PANEL_PICTURE if os.environ.get("FAKESCOPE_UPDATE_SCREENSHOTS") else tmp_path / "p.png"
+    target.write_bytes(buffer.getvalue())

@@ -111,7 +111,11 @@ def test_scan_stores_once_and_resumes(random_model, analyzer, tmp_path):
         "timings",
         "created",
         "reason",
+        "credentials",
+        "credentials_origin",
+        "credentials_signer",
     }
+    assert {e["credentials"] for e in exported if e["label"] != "error"} == {"none"}
 
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "(0 new, 8 already stored)" in again.stdout
