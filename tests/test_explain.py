@@ -28,10 +28,11 @@ from fakescope.explain.faithfulness import (
     self_blended,
     table1_stats,
 )
-from fakescope.explain.render import overlay, paste_heatmap
+from fakescope.explain.render import overlay
 from fakescope.explain.xai_eval import write_xai_report, xai_eval
 from fakescope.models.registry import resolve_cam_layers
 from fakescope.types import FakescopeError
+from helpers import paste_heatmap
 
 SIZE = 96
 
