@@ -19,7 +19,7 @@ import numpy as np
 from fakescope.encode import write_video
 from fakescope.explain.pairs import THRESHOLD, _grown, difference
 from fakescope.faces import get_detector
-from fakescope.media import read_frames, read_frames_at
+from fakescope.media import iter_frames, read_frames_at
 
 PERCENTILES = (50, 99, 99.9, 99.99)
 
@@ -33,7 +33,7 @@ def face_differences(path: Path, frames: int, detector) -> np.ndarray:
         again = Path(tmp) / "again.mp4"
         fps = 25.0  # the rate does not change how x264 codes each frame at a constant CRF
         write_video(again, images, fps, options={"crf": "23"}, pix_fmt="yuv444p")
-        _, recoded = read_frames(again, len(images) * 10)  # every frame
+        recoded = list(iter_frames(again, len(images) * 10))  # every frame
     values = []
     for image, other, faces in zip(images, recoded, detector.detect(images)):
         diff = difference(image, other.image)

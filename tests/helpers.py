@@ -1,5 +1,6 @@
 """Helpers shared by the tests: the shared data folder, the bundled photo, odd media files,
-a throwaway certificate chain that signs C2PA test media."""
+a crop's heat map pasted onto a whole frame, a throwaway certificate chain that signs C2PA
+test media."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import datetime
 import os
 import struct
 import zlib
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -19,6 +21,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from PIL import Image
+from torch import Tensor
+
+from fakescope.explain.render import paste_window
+from fakescope.types import Box
 
 SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 # Set by .ci/run: where the shared data is, a test that needs it must not skip.
@@ -32,6 +38,23 @@ def shared_data_dir() -> Path:
             pytest.fail(f"shared data not found at {SHARED_DATA} and {REQUIRE_SHARED}=1")
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def paste_heatmap(
+    frame_shape: Sequence[int],
+    source_box: Box,
+    heatmap: np.ndarray | Tensor,
+    content_box: Box | None = None,
+) -> np.ndarray:
+    """A frame-sized float32 map (H x W) with a crop's heat map put back where the crop came
+    from by the library's windowed paste (`render.paste_window`, its geometry contract),
+    zero outside the source box: the whole-frame view that the tests hold against their
+    oracles (a float64 bilinear sampling, a full-frame warp) and read geometry from."""
+    out = np.zeros((int(frame_shape[0]), int(frame_shape[1])), np.float32)
+    pasted = paste_window(frame_shape, source_box, heatmap, content_box)
+    if pasted is not None:
+        out[pasted.rows, pasted.cols] = pasted.pixels
+    return out
 
 
 def astronaut() -> Image.Image:

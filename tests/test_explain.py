@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
 
 import numpy as np
@@ -17,6 +16,7 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
 
+from fakescope.blending import MEAN_LANDMARKS
 from fakescope.explain.cam import METHODS, explain, minmax
 from fakescope.explain.faithfulness import (
     aggregate_table1,
@@ -28,10 +28,18 @@ from fakescope.explain.faithfulness import (
     self_blended,
     table1_stats,
 )
-from fakescope.explain.render import overlay, paste_heatmap
-from fakescope.explain.xai_eval import write_xai_report, xai_eval
+from fakescope.explain.render import overlay
+from fakescope.explain.xai_eval import (
+    LabelledFace,
+    blend_landmarks,
+    write_xai_report,
+    xai_eval,
+)
 from fakescope.models.registry import resolve_cam_layers
+from fakescope.training.batches import TrainingBatches
+from fakescope.training.pack import CropSet
 from fakescope.types import FakescopeError
+from helpers import paste_heatmap
 
 SIZE = 96
 
@@ -362,13 +370,48 @@ def test_randomisation_check(b0):
     assert all(torch.equal(before[k], v) for k, v in b0.state_dict().items())
 
 
+def _mean_landmarks(batch: int) -> torch.Tensor:
+    return torch.from_numpy(MEAN_LANDMARKS)[None].repeat(batch, 1, 1)
+
+
+def test_xai_eval_pseudo_fakes_are_blended_as_training_blends():
+    """xai-eval's localisation ground truth is the mask that training blends its pseudo-fakes
+    through: the same crops, landmarks and seed give training's blend and mask."""
+    generator = torch.Generator().manual_seed(1)
+    real = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8, generator=generator)
+    landmarks = _mean_landmarks(3) + (torch.rand(3, 5, 2, generator=generator) - 0.5) * 0.06
+    inputs, labels, masks = self_blended(real, landmarks, (0.5,) * 3, (0.5,) * 3, seed=7)
+    crops = CropSet(real, torch.zeros(3), ["a", "b", "c"], landmarks)
+    training = TrainingBatches(crops, (0.5,) * 3, (0.5,) * 3, torch.device("cpu"), seed=0)
+    torch.manual_seed(7)
+    blended, soft = training.blend(real.float() / 255, landmarks)
+    assert torch.equal(masks, soft[:, 0] >= 0.5 * soft.flatten(1).amax(1)[:, None, None])
+    torch.testing.assert_close(inputs, ((blended * 255).round() / 255 - 0.5) / 0.5)
+    assert labels.tolist() == [1, 1, 1] and 0.1 < masks.float().mean() < 0.9
+    # Each mask follows its face's landmarks: the face moved right, the mask moves with it.
+    moved = self_blended(real, landmarks + torch.tensor([0.15, 0.0]), (0.5,) * 3, (0.5,) * 3, 7)
+    columns = torch.arange(64.0)
+    centre = lambda m: (m.float().sum(1) * columns).sum(1) / m.float().sum((1, 2))  # noqa: E731
+    assert (centre(moved[2]) - centre(masks) > 0.1 * 64).all()
+
+
+def test_blend_landmarks_are_the_detectors_or_the_mean_crops_in_the_box():
+    crop = np.zeros((64, 64, 3), np.uint8)
+    points = np.array([[20, 24], [44, 24], [32, 34], [22, 46], [42, 46]], np.float64)
+    found = LabelledFace(crop, 0, (8.0, 8.0, 56.0, 60.0), points)
+    np.testing.assert_allclose(blend_landmarks(found).numpy(), points / 64, rtol=1e-6)
+    # No landmarks: the mean crop's, laid out in the box (here the padded image's place).
+    none = LabelledFace(crop, 0, (0.0, 16.0, 64.0, 48.0))
+    expected = (np.array([0.0, 16.0]) + MEAN_LANDMARKS * [64.0, 32.0]) / 64
+    np.testing.assert_allclose(blend_landmarks(none).numpy(), expected, rtol=1e-6)
+
+
 def test_xai_eval_and_report(tmp_path):
     model = build("tf_efficientnet_lite0")
-    rng = random.Random(0)
     real = torch.randint(
         0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )
-    fakes = self_blended(real, (0.5,) * 3, (0.5,) * 3, rng)
+    fakes = self_blended(real, _mean_landmarks(2), (0.5,) * 3, (0.5,) * 3, seed=0)
     assert fakes[2].any() and fakes[0].shape == (2, 3, 64, 64)
     batches = [fakes, ((real.float() / 255 - 0.5) / 0.5, torch.zeros(2), None)]
     methods = ["hirescam", "gradcam-n1", "hirescam++", "hirescam++gate"]
@@ -555,11 +598,10 @@ def test_model_agnostic_baselines_and_region_hits(tmp_path):
     assert top_region_hits(heat, seam, regions).tolist() == [True, False]
 
     model = build("tf_efficientnet_lite0")
-    rng = random.Random(0)
     real = torch.randint(
         0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )
-    inputs, labels, masks = self_blended(real, (0.5,) * 3, (0.5,) * 3, rng)
+    inputs, labels, masks = self_blended(real, _mean_landmarks(2), (0.5,) * 3, (0.5,) * 3, 0)
     methods = ["hirescam++", "lime", "kernelshap", "occlusion", "centre prior"]
     batch = EvalBatch(inputs, labels, masks, regions)
     results = xai_eval(

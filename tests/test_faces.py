@@ -84,7 +84,8 @@ def test_unknown_or_missing_backend(monkeypatch):
 @pytest.fixture(scope="module")
 def example_frames(tmp_path_factory):
     path = encode.make_example_video(tmp_path_factory.mktemp("video") / "example.mp4", seconds=2)
-    info, frames = media.read_frames(path, count=12)
+    info = media.probe(path)
+    frames = list(media.iter_frames(path, 12, info=info))
     assert (info.width, info.height, info.fps, info.frame_count) == (1280, 720, 25.0, 50)
     return frames
 
@@ -102,7 +103,7 @@ def test_example_video_has_one_face_per_frame_and_one_track(retinaface, example_
 
 def test_two_people_give_two_tracks(tmp_path, retinaface):
     path = encode.make_example_video(tmp_path / "two.mp4", seconds=2, people=2)
-    _, frames = media.read_frames(path, count=10)
+    frames = list(media.iter_frames(path, 10))
     found = retinaface.detect([f.image for f in frames])
     assert [len(d) for d in found] == [2] * len(frames)
     tracks = link_tracks([(f.index, f.timestamp, d) for f, d in zip(frames, found)])

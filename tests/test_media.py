@@ -60,7 +60,8 @@ def test_formats_sample_evenly(tmp_path, ext, encoder, codec):
     path = encode.write_video(
         tmp_path / f"clip.{ext}", (numbered(i, 64, 64) for i in range(50)), 25, encoder
     )
-    info, frames = media.read_frames(path, count=8)
+    info = media.probe(path)
+    frames = list(media.iter_frames(path, 8, info=info))
     assert (info.kind, info.codec, info.width, info.height, info.fps) == (
         "video",
         codec,
@@ -81,11 +82,11 @@ def test_formats_sample_evenly(tmp_path, ext, encoder, codec):
 
 def test_count_and_limits(tmp_path):
     path = encode.write_video(tmp_path / "clip.mp4", (numbered(i) for i in range(50)), 25)
-    _, frames = media.read_frames(path, count=500)  # more than the video has: every frame once
+    frames = list(media.iter_frames(path, 500))  # more than the video has: every frame once
     assert [f.index for f in frames] == list(range(50))
-    _, frames = media.read_frames(path, count=32, limits=Limits(max_frames=5))
+    frames = list(media.iter_frames(path, 32, Limits(max_frames=5)))
     assert len(frames) == 5
-    _, frames = media.read_frames(path, count=10, limits=Limits(max_duration=1.0))
+    frames = list(media.iter_frames(path, 10, Limits(max_duration=1.0)))
     assert len(frames) == 10 and max(f.timestamp for f in frames) < 1.0
 
 
@@ -115,7 +116,8 @@ def test_rotated_video_comes_out_upright(tmp_path, rotation):
     upright = marked(48, 64)
     stored = np.rot90(upright, -rotation // 90)  # what a camera writes before tagging its rotation
     path = encode.write_video(tmp_path / "rotated.mp4", [stored] * 10, 25, rotation=rotation)
-    info, frames = media.read_frames(path, count=2)
+    info = media.probe(path)
+    frames = list(media.iter_frames(path, 2, info=info))
     assert info.rotation == rotation
     assert (info.width, info.height) == (48, 64)
     assert frames[0].image.shape == (64, 48, 3)
@@ -178,7 +180,7 @@ def test_exif_rotated_jpeg_comes_out_upright(tmp_path):
     stored.save(tmp_path / "photo.jpg", exif=exif, quality=95)
     info = media.probe(tmp_path / "photo.jpg")
     assert (info.kind, info.width, info.height, info.rotation) == ("image", 40, 60, 270)
-    _, frames = media.read_frames(tmp_path / "photo.jpg")
+    frames = list(media.iter_frames(tmp_path / "photo.jpg"))
     assert len(frames) == 1 and frames[0].index == 0 and frames[0].timestamp == 0.0
     assert frames[0].image.shape == (60, 40, 3)
     assert np.abs(frames[0].image.astype(int) - upright).mean() < 4
@@ -223,7 +225,8 @@ def test_palette_with_transparency(tmp_path):
 
 def test_one_pixel_image_is_fine(tmp_path):
     Image.new("RGB", (1, 1), (1, 2, 3)).save(tmp_path / "dot.png")
-    info, frames = media.read_frames(tmp_path / "dot.png")
+    info = media.probe(tmp_path / "dot.png")
+    frames = list(media.iter_frames(tmp_path / "dot.png", info=info))
     assert (info.width, info.height) == (1, 1)
     np.testing.assert_array_equal(frames[0].image, [[[1, 2, 3]]])
 
@@ -233,9 +236,9 @@ def test_kind_is_decided_by_content(tmp_path):
     (tmp_path / "image.mp4").write_bytes((tmp_path / "image.png").read_bytes())
     encode.write_video(tmp_path / "video.mp4", (numbered(i) for i in range(5)), 25)
     (tmp_path / "video.jpg").write_bytes((tmp_path / "video.mp4").read_bytes())
-    assert media.media_kind(tmp_path / "image.mp4") == "image"
-    assert media.media_kind(tmp_path / "video.jpg") == "video"
-    assert len(media.read_frames(tmp_path / "video.jpg", count=3)[1]) == 3
+    assert media.probe(tmp_path / "image.mp4").kind == "image"
+    assert media.probe(tmp_path / "video.jpg").kind == "video"
+    assert len(list(media.iter_frames(tmp_path / "video.jpg", 3))) == 3
 
 
 def truncated_mp4(path) -> None:
@@ -270,8 +273,6 @@ def test_bad_inputs_raise_one_line_media_error(tmp_path, name, suffix):
     make(path)
     for call in (
         media.probe,
-        media.read_frames,
-        media.media_kind,
         lambda p: list(media.iter_frames(p)),
     ):
         with pytest.raises(MediaError) as caught:
@@ -293,7 +294,8 @@ def test_truncated_but_indexed_video_returns_what_decodes(tmp_path):
         container.mux(stream.encode())
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * 0.6)])
-    info, frames = media.read_frames(path, count=10)
+    info = media.probe(path)
+    frames = list(media.iter_frames(path, 10, info=info))
     assert info.frame_count == 50 and 0 < len(frames) < 10
 
 

@@ -14,7 +14,8 @@ from fakescope.explain.regions import (
     region_shares,
     template_landmarks,
 )
-from fakescope.explain.render import frame_to_crop, paste_heatmap
+from fakescope.explain.render import frame_to_crop
+from helpers import paste_heatmap
 
 BOX = (40.0, 50.0, 160.0, 190.0)
 

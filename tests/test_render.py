@@ -20,12 +20,13 @@ from PIL import Image
 
 from fakescope.crops import CropPolicy, crop_batch, crop_geometry
 from fakescope.explain.cam import explain
-from fakescope.explain.render import comparison_image, overlay, paste_heatmap
+from fakescope.explain.render import comparison_image, overlay
 from fakescope.explain.stage import explain_faces, frame_maps
 from fakescope.files import PNG_LEVEL, BackgroundWriter
 from fakescope.models.ensemble import Ensemble, Member
 from fakescope.models.registry import ModelSpec
 from fakescope.types import Detection, FakescopeError
+from helpers import paste_heatmap
 
 METHODS = ["gradcam-n", "gradcam-n1", "hirescam", "hirescam++"]
 # OpenCV's warpAffine samples bilinearly from float32 source coordinates. Over the whole frame

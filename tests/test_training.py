@@ -204,6 +204,39 @@ def test_training_and_inference_preprocess_a_crop_identically(tmp_path):
         assert torch.equal(trained, served)
 
 
+def test_streamed_crops_self_blend_as_cached_folder_crops_do(tmp_path):
+    """The per-image input blends through the same landmark-shaped masks as the cache (a
+    folder's crops: the mean crop's landmarks), seeded by the item's position, and leaves
+    torch's generator, which its augmentations draw from, where it was."""
+    from PIL import Image
+
+    from fakescope.blending import MEAN_LANDMARKS, SelfBlend
+    from fakescope.training.data import CropDataset, Sample, read_rgb
+
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "face.png")
+    data = CropDataset(
+        [Sample(tmp_path / "face.png", 0, "c")],
+        [(0, True), (0, True)],
+        64,
+        (0.0,) * 3,
+        (1.0,) * 3,
+        train=False,
+        seed=3,
+    )
+    torch.manual_seed(0)
+    expected_draw = torch.rand(1)
+    torch.manual_seed(0)
+    first, label = data[0]
+    assert torch.rand(1) == expected_draw and label == 1
+    torch.manual_seed(3 * 7919)
+    image = read_rgb(tmp_path / "face.png", 64)[None].float() / 255
+    blended, masks = SelfBlend()(image, torch.from_numpy(MEAN_LANDMARKS)[None])
+    assert 0 < masks.mean() < 1
+    torch.testing.assert_close(first, (blended[0] * 255).round() / 255, rtol=0, atol=1e-6)
+    assert torch.equal(data[0][0], first) and not torch.equal(data[1][0], first)
+
+
 def test_codec_and_resampling_augmentations_keep_shape_and_change_pixels():
     import random
 

@@ -13,26 +13,28 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from skimage.draw import polygon as draw_polygon
 
-from fakescope.faces import get_detector
-from fakescope.training.batch_augment import (
+from fakescope.blending import (
     HULL_STRENGTHS,
-    BatchAugment,
-    H264Rounds,
-    JpegRounds,
+    MEAN_LANDMARKS,
     SelfBlend,
     adjust_colour,
     convex_hulls,
     face_masks,
     fill_polygons,
-    h264_roundtrip,
     hull_masks,
     outline_points,
+)
+from fakescope.faces import get_detector
+from fakescope.training.batch_augment import (
+    BatchAugment,
+    H264Rounds,
+    JpegRounds,
+    h264_roundtrip,
     resized_crop_flip,
 )
 from fakescope.training.batches import TrainingBatches
 from fakescope.training.data import list_samples
 from fakescope.training.pack import (
-    MEAN_LANDMARKS,
     build_pack,
     choose_within_budget,
     load_folder,
@@ -455,7 +457,7 @@ def test_pack_command_writes_a_pack_and_refuses_bad_options(tmp_path):
 def test_axis_resampling_matches_affine_grid():
     import torch.nn.functional as F
 
-    from fakescope.training.batch_augment import resample_axes
+    from fakescope.blending import resample_axes
 
     torch.manual_seed(0)
     images = torch.rand(3, 3, 20, 20)
@@ -470,7 +472,7 @@ def test_axis_resampling_matches_affine_grid():
 
 
 def test_shift_scale_moves_content_by_the_drawn_fraction():
-    from fakescope.training.batch_augment import shift_scale
+    from fakescope.blending import shift_scale
 
     images = torch.zeros(1, 3, 40, 40)
     images[..., 10:20, 10:20] = 1.0  # a square whose centre is at (15, 15)
@@ -489,7 +491,7 @@ def test_gaussian_blur_and_sharpening_match_kornia():
     from kornia.enhance import sharpness
     from kornia.filters import gaussian_blur2d
 
-    from fakescope.training.batch_augment import gaussian_blur, sharpen
+    from fakescope.blending import gaussian_blur, sharpen
 
     torch.manual_seed(1)
     images = torch.rand(5, 3, 20, 24)
@@ -502,7 +504,7 @@ def test_gaussian_blur_and_sharpening_match_kornia():
 
 
 def test_blur_filters_only_the_chosen_images():
-    from fakescope.training.batch_augment import blur, gaussian_blur
+    from fakescope.blending import blur, gaussian_blur
 
     torch.manual_seed(1)
     images = torch.rand(16, 3, 12, 12)

@@ -90,11 +90,6 @@ def _check_pixels(path: Path, width: int, height: int, limits: Limits) -> None:
         )
 
 
-def media_kind(path: str | Path) -> str:
-    """ "image" or "video", decided by the file's content (a video must decode a frame)."""
-    return probe(path).kind
-
-
 def _identify_image(path: Path) -> bool:
     try:
         with Image.open(path, formats=IMAGE_FORMATS):
@@ -112,14 +107,6 @@ def probe(path: str | Path, limits: Limits = Limits()) -> MediaInfo:
         return _probe_image(path, limits)
     with _open_video(path) as (container, stream), _decoding(path, "not a readable image or video"):
         return _probe_video(path, container, stream, limits)
-
-
-def read_frames(
-    path: str | Path, count: int = 32, limits: Limits = Limits()
-) -> tuple[MediaInfo, list[Frame]]:
-    """The input's info and `count` frames spread evenly over it (one frame for an image)."""
-    info = probe(path, limits)
-    return info, list(iter_frames(path, count, limits, info=info))
 
 
 def iter_frames(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 
@@ -16,8 +15,8 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
+from ..blending import SelfBlend
 from ..models.registry import resolve_cam_layers
-from ..training.augment import self_blend
 from ..types import FakescopeError
 from .cam import METHODS, explain, fake_logit, upsample
 
@@ -275,21 +274,27 @@ def randomisation_check(
 
 def self_blended(
     images: Tensor,
+    landmarks: Tensor,
     mean: Sequence[float],
     std: Sequence[float],
-    rng: random.Random,
+    seed: int,
     threshold: float = 0.5,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Pseudo-fakes with exact masks from real uint8 B x 3 x S x S crops: (inputs, labels, masks).
 
+    Blended as training blends them (`blending.SelfBlend`: masks shaped by each face's
+    landmarks, B x 5 x 2 or B x 68 x 2 fractions of the crop), its draws seeded by `seed`
+    and torch's generator left where it was; rounded to whole levels, as a stored image is.
     Inputs are normalised with the model's mean/std; the mask marks where the blended face
     weighs at least `threshold` of its maximum.
     """
-    blended, softs = zip(*(self_blend(image, rng) for image in images))
-    soft = torch.stack(softs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        blended, soft = SelfBlend()(images.float() / 255, landmarks.float())
+    soft = soft[:, 0]
     masks = soft >= threshold * soft.flatten(1).amax(1).clamp_min(1e-6)[:, None, None]
     m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-    inputs = (torch.stack(blended).float() / 255 - m) / s
+    inputs = ((blended * 255).round() / 255 - m) / s
     return inputs, torch.ones(len(images)), masks
 
 

@@ -87,25 +87,9 @@ def paste_window(
     return Pasted(slice(top, top + len(rows)), slice(left, left + len(cols)), pixels)
 
 
-def paste_heatmap(
-    frame_shape: Sequence[int],
-    source_box: Box,
-    heatmap: np.ndarray | Tensor,
-    content_box: Box | None = None,
-) -> np.ndarray:
-    """A frame-sized float32 map (H x W) with a crop's heat map put back where the crop came
-    from (`paste_window`'s geometry contract). Frame pixels outside the source box are zero;
-    combine several faces with np.maximum."""
-    out = np.zeros((int(frame_shape[0]), int(frame_shape[1])), np.float32)
-    pasted = paste_window(frame_shape, source_box, heatmap, content_box)
-    if pasted is not None:
-        out[pasted.rows, pasted.cols] = pasted.pixels
-    return out
-
-
 def frame_to_crop(points: np.ndarray, source_box: Box, content_box: Box) -> np.ndarray:
     """N x 2 frame pixel coordinates -> crop pixel coordinates, through the crop geometry of
-    `paste_heatmap` (same contract), so regions laid out in the crop match the pasted map."""
+    `paste_window` (same contract), so regions laid out in the crop match the pasted map."""
     x1, y1, x2, y2 = source_box
     cx1, cy1, cx2, cy2 = content_box
     scale = np.array([(cx2 - cx1) / (x2 - x1), (cy2 - cy1) / (y2 - y1)])

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..blending import MEAN_LANDMARKS
 from ..crops import to_tensor
 from ..metrics import mean_with_interval
 from ..models.ensemble import Member
@@ -622,6 +623,20 @@ class XaiRun:
         return given or list(METHODS)
 
 
+def blend_landmarks(face: LabelledFace) -> Tensor:
+    """The 5 landmarks that shape a real face's self-blending mask, as fractions of its crop
+    (`blending.SelfBlend` takes them so): the detector's, or where it placed none, the mean
+    DFDC crop's (as training blends a folder's crops) laid out in the face's box, which for
+    such a face is the image's place in the crop."""
+    height, width = face.crop.shape[:2]
+    if face.landmarks is None:
+        x1, y1, x2, y2 = face.box
+        points = np.array([x1, y1]) + MEAN_LANDMARKS * np.array([x2 - x1, y2 - y1])
+    else:
+        points = np.asarray(face.landmarks, np.float64)
+    return torch.from_numpy((points / np.array([width, height])).astype(np.float32))
+
+
 def run_xai_eval(
     member: Member,
     faces: Iterable[LabelledFace],
@@ -636,8 +651,9 @@ def run_xai_eval(
     """Explain one ensemble member on labelled face crops.
 
     Batches hold the real and fake faces (no masks) and, for every real face, a self-blended
-    pseudo-fake whose blending mask is the ground truth for localisation, with the face's
-    regions laid out from its landmarks. `pairs`: the fakes' own masks (`LabelledFace.mask`,
+    pseudo-fake whose blending mask, shaped by the face's landmarks as training shapes it
+    (`blend_landmarks`), is the ground truth for localisation, with the face's regions laid
+    out from its landmarks. `pairs`: the fakes' own masks (`LabelledFace.mask`,
     real manipulations) are the ground truth instead, and nothing is blended.
     `localisation_only`: no deletion / insertion (their cost grows with the steps, the
     methods and the images); unmasked faces then serve Table 1 alone. `skipped`: inputs left
@@ -687,7 +703,10 @@ def run_xai_eval(
             uint8 = torch.stack(
                 [torch.from_numpy(f.crop).permute(2, 0, 1).contiguous() for f in reals]
             )
-            inputs, fake_labels, masks = self_blended(uint8, policy.mean, policy.std, rng)
+            landmarks = torch.stack([blend_landmarks(f) for f in reals])
+            inputs, fake_labels, masks = self_blended(
+                uint8, landmarks, policy.mean, policy.std, rng.getrandbits(63)
+            )
             yield EvalBatch(
                 inputs.to(device),
                 fake_labels,

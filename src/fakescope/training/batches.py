@@ -13,8 +13,9 @@ from dataclasses import replace
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..blending import SelfBlend
 from ..crops import normalise
-from .batch_augment import BatchAugment, SelfBlend
+from .batch_augment import BatchAugment
 from .pack import CropSet
 
 

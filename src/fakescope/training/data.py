@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..blending import MEAN_LANDMARKS, SelfBlend
 from ..crops import normalise, resize_rgb
 from ..types import FakescopeError
-from .augment import self_blend, training_transform
+from .augment import training_transform
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
@@ -103,7 +104,10 @@ def read_rgb(path: Path, size: int) -> torch.Tensor:
 
 
 class CropDataset(Dataset):
-    """Face crops as normalised float tensors; training mode augments and self-blends."""
+    """Face crops as normalised float tensors; training mode augments and self-blends.
+
+    A folder's crops carry no landmarks: their self-blending masks are laid out from the mean
+    crop's, as the cached input lays out a folder's (`pack.load_folder`)."""
 
     def __init__(
         self, samples, items, size, mean, std, train: bool, seed: int = 0, codecs=(0.7, 0.0)
@@ -117,6 +121,7 @@ class CropDataset(Dataset):
         )
         self.mean, self.std = mean, std
         self.augment = training_transform(size, *codecs) if train else None
+        self.blend = SelfBlend()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -127,9 +132,18 @@ class CropDataset(Dataset):
         image = read_rgb(sample.path, self.size)
         label = sample.label
         if blend:
-            image, _ = self_blend(image, random.Random(self.seed * 7919 + position))
+            image = self._self_blended(image, self.seed * 7919 + position)
             label = 1
         if self.augment is not None:
             image = self.augment(image)
         tensor = normalise(image[None], self.mean, self.std)[0]
         return tensor, torch.tensor(float(label))
+
+    def _self_blended(self, image: torch.Tensor, seed: int) -> torch.Tensor:
+        """A uint8 CHW crop self-blended with draws seeded by `seed` (a resumed run blends
+        alike), leaving the augmentations' draws from torch's generator where they were."""
+        landmarks = torch.from_numpy(MEAN_LANDMARKS)[None]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            blended, _ = self.blend(image[None].float().div_(255), landmarks)
+        return blended.mul_(255).round_().to(torch.uint8)[0]

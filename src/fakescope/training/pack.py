@@ -24,6 +24,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from ..blending import MEAN_LANDMARKS
 from ..crops import resize_batch
 from ..faces import FaceDetector, Landmarks68
 from ..files import atomic_path
@@ -31,11 +32,6 @@ from ..types import FakescopeError
 from .data import Sample, list_samples
 
 PACK_FORMAT = "fakescope-pack/1"
-# Landmarks of the mean DFDC crop (fractions of the crop; eyes, nose, mouth corners), measured
-# with RetinaFace on 200 train crops; used where the detector finds no face in a crop.
-MEAN_LANDMARKS = np.array(
-    [[0.309, 0.292], [0.701, 0.292], [0.498, 0.492], [0.342, 0.715], [0.662, 0.715]], np.float32
-)
 # Detection runs on the crop centred in a grey canvas: a tight crop leaves the detector no
 # context around the face, and it misses faces that touch the border.
 _CANVAS = 1.43
