@@ -344,7 +344,7 @@ def _video_facts(path: Path) -> dict[str, str]:
 def container_lines(provenance: Provenance) -> list[str]:
     """The container facts as short lines for the reports, in a fixed order."""
     names = {
-        "format": "container",
+        "format": "format",
         "brand": "brand",
         "writing_application": "written by",
         "stream_encoder": "stream encoder tag",

@@ -151,7 +151,7 @@ def _provenance(pdf: FPDF, provenance: Provenance) -> None:
     """The content-credentials panel under the verdict: one line when there are none, a
     shaded box (red when they declare generative AI) when there are."""
     facts = container_lines(provenance)
-    container = f" Container: {'; '.join(facts)}." if facts else ""
+    container = f" The file states: {'; '.join(facts)}." if facts else ""
     if provenance.credentials == "none":
         pdf.set_font("Helvetica", "", 8)
         pdf.set_text_color(89, 99, 110)
