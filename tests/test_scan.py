@@ -285,7 +285,7 @@ def test_a_store_from_before_reasons_is_upgraded_in_place(tmp_path):
 
     db = tmp_path / "old.sqlite"
     columns = ", ".join(
-        f"{c} {'BLOB' if c == 'path' else 'TEXT'}" for c in COLUMNS[:-1]
+        f"{c} {'BLOB' if c == 'path' else 'TEXT'}" for c in COLUMNS[: COLUMNS.index("reason")]
     )  # schema 1: no reason
     with sqlite3.connect(db) as old:
         old.execute(f"CREATE TABLE results ({columns}, PRIMARY KEY (key))")
