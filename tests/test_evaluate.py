@@ -30,6 +30,7 @@ def row(label, probability, predicted, group="", face_size=100.0, file="x.mp4"):
         "predicted": predicted,
         "face_size": face_size,
         "reason": "",
+        "credentials": "none",
     }
 
 

@@ -307,3 +307,16 @@ def test_an_older_store_gains_the_credential_columns(tmp_path):
     [row] = [store.lookup("k")]
     assert row is not None and row.reason == "why" and row.credentials is None
     store.close()
+
+
+def test_evaluation_rows_name_the_credentials(analyzer, media, tmp_path):
+    from fakescope.evaluate import LabelledFile, analyse_files, read_rows, write_rows
+
+    files = [LabelledFile(media["ai"], 1, {}), LabelledFile(media["plain"], 0, {})]
+    rows = analyse_files(analyzer, files, None)
+    assert [r["credentials"] for r in rows] == ["untrusted, generative AI", "none"]
+    write_rows(rows, tmp_path / "videos.csv")
+    assert [r["credentials"] for r in read_rows(tmp_path / "videos.csv")] == [
+        "untrusted, generative AI",
+        "none",
+    ]

@@ -47,7 +47,7 @@ from .media import read_frames_at, read_image
 from .metrics import EPS, metrics_with_intervals
 from .pipeline import Analyzer
 from .report import Report
-from .types import Box, Decision, FaceScore, FakescopeError
+from .types import Box, Decision, FaceScore, FakescopeError, Provenance
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".mp4", ".mov", ".mkv", ".webm", ".avi"}
 SIZE_BUCKETS = ((0, 48), (48, 96), (96, 160), (160, None))  # px, the main face's shorter side
@@ -186,6 +186,7 @@ def analyse_files(
             "predicted": "error",
             "face_size": None,
             "reason": "",
+            "credentials": "",
         }
         try:
             report = analyzer.analyze(item.path)
@@ -194,6 +195,7 @@ def analyse_files(
                 predicted=report.label,
                 face_size=main_face_size(report),
                 reason=report.verdict.reason,
+                credentials=credentials_cell(report.provenance),
             )
         except FakescopeError as error:
             row["reason"] = str(error)
@@ -203,14 +205,29 @@ def analyse_files(
     return rows
 
 
-ROW_FIELDS = ("file", "label", "group", "probability", "predicted", "face_size", "reason")
+def credentials_cell(provenance: Provenance) -> str:
+    """A row's `credentials`: their state, and what they declare (`untrusted, generative AI`)."""
+    return ", ".join(x for x in (provenance.credentials, provenance.origin) if x)
+
+
+ROW_FIELDS = (
+    "file",
+    "label",
+    "group",
+    "probability",
+    "predicted",
+    "face_size",
+    "reason",
+    "credentials",
+)
 
 
 def write_rows(rows: list[dict], path: Path) -> None:
     text = io.StringIO()
     writer = csv.DictWriter(text, ROW_FIELDS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: ("" if r[k] is None else r[k]) for k in ROW_FIELDS} for r in rows)
+    # Rows made without a report (a video set's) have no credentials column: left empty.
+    writer.writerows({k: ("" if r.get(k) is None else r[k]) for k in ROW_FIELDS} for r in rows)
     write_atomic(path, text.getvalue())
 
 
