@@ -596,6 +596,14 @@ def test_model_agnostic_baselines_and_region_hits(tmp_path):
     heat[0, 40:, :] = 1  # in region 1
     heat[1, :10, :] = 1  # in region 0
     assert top_region_hits(heat, seam, regions).tolist() == [True, False]
+    # A peaky map: one very hot pixel in region 0, a broad warm area in region 1. By mass
+    # region 0 wins; by where its top 20% of pixels lie, region 1 does.
+    peaky = torch.zeros(2, 64, 64)
+    peaky[:, 5, 5] = 10_000.0
+    peaky[:, 34:, :] = 1.0
+    assert top_region_hits(peaky, seam, regions).tolist() == [False, False]
+    assert top_region_hits(peaky, seam, regions, 0.2).tolist() == [True, True]
+    assert top_region_hits(torch.zeros(2, 64, 64), seam, regions, 0.2).tolist() == [False] * 2
 
     model = build("tf_efficientnet_lite0")
     real = torch.randint(

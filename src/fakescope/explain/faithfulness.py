@@ -162,16 +162,21 @@ def mass_inside(maps: Tensor, masks: Tensor) -> Tensor:
 TOP_K = 0.2  # share of a crop's pixels, the map's highest, compared with the mask (IoU)
 
 
-def top_k_iou(maps: Tensor, masks: Tensor, k: float = TOP_K) -> Tensor:
-    """Per image: IoU of the map's top k share of pixels (ties in a fixed random order) with
-    the mask (NaN for an all-zero map)."""
-    flat, truth = maps.flatten(1).float(), masks.flatten(1).bool()
+def top_k_pixels(maps: Tensor, k: float = TOP_K) -> Tensor:
+    """B x (H * W) bool: each map's top k share of pixels, ties in a fixed random order."""
+    flat = maps.flatten(1).float()
     count = max(1, round(k * flat.shape[1]))
     ties = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(0))
     top = ties[flat[:, ties].argsort(dim=1, descending=True, stable=True)[:, :count]]
-    chosen = torch.zeros_like(truth).scatter_(1, top, True)
+    return torch.zeros(flat.shape, dtype=torch.bool).scatter_(1, top, True)
+
+
+def top_k_iou(maps: Tensor, masks: Tensor, k: float = TOP_K) -> Tensor:
+    """Per image: IoU of the map's top k share of pixels with the mask (NaN for an all-zero
+    map)."""
+    chosen, truth = top_k_pixels(maps, k), masks.flatten(1).bool()
     iou = (chosen & truth).sum(1) / (chosen | truth).sum(1).clamp_min(1)
-    return torch.where(flat.amax(1) > 0, iou.double(), math.nan)
+    return torch.where(maps.flatten(1).amax(1) > 0, iou.double(), math.nan)
 
 
 def top_k_chance(masks: Tensor, k: float = TOP_K) -> Tensor:
@@ -190,12 +195,19 @@ def blend_boundary(masks: Tensor, width: int | None = None) -> Tensor:
     return (grown > shrunk)[:, 0]
 
 
-def top_region_hits(maps: Tensor, boundaries: Tensor, labels: Tensor) -> Tensor:
-    """Per image: does the region with the largest share of the map's positive mass also hold
-    most of the blend boundary? (labels: B x H x W region indices; False for an empty map)."""
+def top_region_hits(
+    maps: Tensor, boundaries: Tensor, labels: Tensor, k: float | None = None
+) -> Tensor:
+    """Per image: does the region with the largest share of the map's positive mass (`k`:
+    of the map's top k share of pixels, counted) also hold most of the truth (the blend
+    boundary, or a manipulation's mask)? (labels: B x H x W region indices; False for an
+    empty map)."""
     count = int(labels.max()) + 1
     flat = labels.flatten(1).long()
-    mass = torch.zeros(len(maps), count).scatter_add_(1, flat, maps.flatten(1).clamp_min(0).float())
+    weight = maps.flatten(1).clamp_min(0).float()
+    if k is not None:
+        weight = top_k_pixels(maps, k).float() * (weight.amax(1, keepdim=True) > 0)
+    mass = torch.zeros(len(maps), count).scatter_add_(1, flat, weight)
     seam = torch.zeros(len(maps), count).scatter_add_(1, flat, boundaries.flatten(1).float())
     return (mass.argmax(1) == seam.argmax(1)) & (mass.sum(1) > 0)
 
