@@ -156,6 +156,19 @@ def test_each_signed_file_says_what_its_credentials_declare(media, chain):
     assert video.container["video_encoder"].startswith("x264 (core ")
 
 
+@pytest.mark.parametrize("kind", ["png", "webp"])
+def test_the_manifest_is_measured_in_other_containers(chain, tmp_path, kind):
+    plain = tmp_path / f"plain.{kind}"
+    astronaut().save(plain)
+    manifest = _manifest(
+        "x", [{"action": "c2pa.created", "digitalSourceType": IPTC + "digitalCapture"}]
+    )
+    signed = sign(chain[0], plain, tmp_path / f"signed.{kind}", manifest, f"image/{kind}")
+    assert manifest_bytes(plain) is None
+    assert manifest_bytes(signed) > 1000
+    assert read(signed).credentials == "untrusted"
+
+
 def test_a_corrupt_or_huge_manifest_is_a_warning_not_a_failure(media):
     corrupt = read(media["corrupt"])
     assert corrupt.credentials == "unreadable" and corrupt.warning
