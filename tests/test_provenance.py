@@ -169,6 +169,21 @@ def test_the_manifest_is_measured_in_other_containers(chain, tmp_path, kind):
     assert read(signed).credentials == "untrusted"
 
 
+def test_credentials_stored_online_are_named_not_fetched(chain, tmp_path):
+    plain = tmp_path / "plain.jpg"
+    astronaut().save(plain)
+    created = {"action": "c2pa.created", "digitalSourceType": IPTC + "digitalCapture"}
+    builder = c2pa.Builder(json.dumps(_manifest("x", [created])))
+    builder.set_no_embed()
+    builder.set_remote_url("https://credentials.example/abc.c2pa")
+    with plain.open("rb") as src, (tmp_path / "remote.jpg").open("wb") as dst:
+        builder.sign(chain[0], "image/jpeg", src, dst)
+    remote = read(tmp_path / "remote.jpg")
+    assert remote.credentials == "remote" and remote.warning is None
+    assert remote.remote_url == "https://credentials.example/abc.c2pa"
+    assert "not fetched (offline)" in summary(remote)
+
+
 def test_a_corrupt_or_huge_manifest_is_a_warning_not_a_failure(media):
     corrupt = read(media["corrupt"])
     assert corrupt.credentials == "unreadable" and corrupt.warning

@@ -80,6 +80,9 @@ def read_provenance(
             store, state = json.loads(reader.json()), reader.get_validation_state()
     except Exception as error:  # a corrupt manifest: c2pa's message, on one line
         message = " ".join(str(error).split())[:300]
+        remote = re.match(r"Remote: .*? from url (\S+)$", message)
+        if remote:  # never fetched: fakescope works offline
+            return Provenance("remote", container=container, remote_url=remote.group(1))
         return Provenance(
             "unreadable",
             container=container,
@@ -181,6 +184,10 @@ def summary(provenance: Provenance) -> str:
     state = provenance.credentials
     if state in ("none", "unreadable", "not_read"):
         return CREDENTIALS[state]
+    if state == "remote":
+        return (
+            f"content credentials stored online at {provenance.remote_url}, not fetched (offline)"
+        )
     who = provenance.signer or "an unnamed signer"
     if provenance.issuer and provenance.issuer != provenance.signer:
         who += f" ({provenance.issuer})"

@@ -82,6 +82,7 @@ CREDENTIALS = {
     "untrusted": "signature valid, signer not on a trust list",
     "tampered": "the file or its manifest changed after signing",
     "invalid": "the credentials do not validate",
+    "remote": "the file points to credentials stored online, not fetched (offline)",
     "unreadable": "a manifest is there but cannot be read",
     "not_read": "the manifest is larger than the limit and was not read",
 }
@@ -109,6 +110,7 @@ class Provenance:
     origin_in: str | None = None
     # Container and EXIF facts by name (encoder, created, software, make, model, ...).
     container: dict[str, str] = field(default_factory=dict)
+    remote_url: str | None = None  # where credentials stored online are ("remote")
     warning: str | None = None  # one line, when the credentials could not be read
 
     @property
