@@ -326,7 +326,7 @@ _VIDEO_TAGS = {
 
 def _video_facts(path: Path) -> dict[str, str]:
     with av.open(str(path)) as container:
-        facts = {"format": container.format.name.split(",")[0]}
+        facts = {"format": container.format.long_name or container.format.name}
         stream = container.streams.video[0]
         tags = {**container.metadata, **{f"stream {k}": v for k, v in stream.metadata.items()}}
         for tag, name in _VIDEO_TAGS.items():
