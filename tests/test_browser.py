@@ -141,7 +141,7 @@ def test_upload_in_the_page_shows_verdict_timeline_and_heat_maps(server, page, t
     page.wait_for_function(all_loaded("img"), timeout=10_000)
 
 
-def test_the_report_shows_content_credentials_that_declare_generative_ai(tmp_path):
+def test_the_report_shows_content_credentials_that_declare_generative_ai(page, tmp_path):
     """The README's provenance panel: the shipped model's report of the bundled photo, signed
     here as made by generative AI with a throwaway certificate."""
     plain = tmp_path / "plain.jpg"
@@ -155,24 +155,21 @@ def test_the_report_shows_content_credentials_that_declare_generative_ai(tmp_pat
     signed = sign(signing_chain()[0], plain, tmp_path / "portrait.jpg", manifest)
     report = Analyzer().analyze(signed, keep_frames=True).save(tmp_path / "out", ["html"])
     assert report.provenance.declares_ai
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=ARGS
-        )
-        page = browser.new_page(viewport={"width": 1000, "height": 800})
-        page.goto((tmp_path / "out" / "report.html").as_uri())
-        panel = page.locator("#provenance")
-        assert panel.is_visible()
-        assert "Content credentials declare generative AI" in panel.text_content()
-        assert "trainedAlgorithmicMedia" in panel.text_content()
-        assert "generative AI" in page.text_content("#reason")
-        # The verdict, its reason and the panel: from the top of the page to the panel's end.
-        box = panel.bounding_box()
-        assert box is not None
-        png = page.screenshot(
-            clip={"x": 0, "y": 0, "width": 1000, "height": box["y"] + box["height"] + 12}
-        )
-        browser.close()
+    # A page of its own in the module's browser: the server page's routes stay on the server.
+    report_page = page.context.browser.new_page(viewport={"width": 1000, "height": 800})
+    report_page.goto((tmp_path / "out" / "report.html").as_uri())
+    panel = report_page.locator("#provenance")
+    assert panel.is_visible()
+    assert "Content credentials declare generative AI" in panel.text_content()
+    assert "trainedAlgorithmicMedia" in panel.text_content()
+    assert "generative AI" in report_page.text_content("#reason")
+    # The verdict, its reason and the panel: from the top of the page to the panel's end.
+    box = panel.bounding_box()
+    assert box is not None
+    png = report_page.screenshot(
+        clip={"x": 0, "y": 0, "width": 1000, "height": box["y"] + box["height"] + 12}
+    )
+    report_page.close()
     buffer = io.BytesIO()
     Image.open(io.BytesIO(png)).quantize(256, method=Image.Quantize.MEDIANCUT).save(
         buffer, "PNG", optimize=True
