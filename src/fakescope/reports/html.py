@@ -16,6 +16,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 from PIL import Image, ImageDraw
 
+from ..explain.regions import READING as REGIONS_READING
 from ..files import write_atomic
 from ..provenance import container_lines, summary
 from ..report import SCHEMA_VERSION, Report
@@ -94,6 +95,7 @@ def render_html(report: Report, out_dir: Path) -> str:
     return _env.get_template("report.html.j2").render(
         regions_header=header,
         regions_rows=rows,
+        regions_reading=REGIONS_READING,
         evidence=report.evidence,
         report=report,
         version=__version__,

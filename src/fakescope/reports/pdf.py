@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from fpdf import FPDF
 
+from ..explain.regions import READING as REGIONS_READING
 from ..files import atomic_path
 from ..provenance import container_lines, summary
 from ..report import Report
@@ -253,8 +254,11 @@ def _regions(pdf: FPDF, header: list[str], rows: list[list[str]]) -> None:
     pdf.multi_cell(
         WIDTH,
         4.5,
-        "Per chosen frame (its most suspicious face) and per track over its faces in "
-        "those frames; left and right as seen in the picture; each column sums to 100%.",
+        _text(
+            "Per chosen frame (its most suspicious face) and per track over its faces in "
+            "those frames; left and right as seen in the picture; each column sums to 100%. "
+            + REGIONS_READING
+        ),
         new_x="LMARGIN",
         new_y="NEXT",
     )
