@@ -24,6 +24,12 @@ case "$stage" in
     "${train[@]}" --init "$shipped" --lr 1e-4 --epochs 2 --epoch-size 9600 --image-size 192 \
       --freeze 3 --workers 1 --sbi-share 0.25 --jpeg-share 0.5 --h264-share 0.6
     ;;
+  f2-ft)
+    # Stretch 3, second stage: the shipped recipe (H.264 on 35%) with one more stage free
+    # (freeze 2): does capacity within Lite0 lift the re-encoded videos?
+    "${train[@]}" --init "$shipped" --lr 1e-4 --epochs 2 --epoch-size 9600 --image-size 192 \
+      --freeze 2 --workers 1 --sbi-share 0.25 --jpeg-share 0.5 --h264-share 0.35
+    ;;
   sbi68-ft | sbi5-ft)
     # Stretch 2: SBI's 68-landmark hulls against the five-point outlines, the same draws from
     # the shipped model on one pack (`fakescope pack DIR/train --budget-mb 0 --landmarks68`),
