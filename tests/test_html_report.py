@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.encode import write_video
-from fakescope.explain.regions import READING, REGIONS
+from fakescope.explain.regions import READING as REGIONS_READING
+from fakescope.explain.regions import REGIONS
 from fakescope.media import probe
 from fakescope.pipeline import Analyzer, Settings
 from fakescope.reports import score_colour
@@ -56,7 +57,7 @@ def test_html_is_self_contained_with_verdict_and_images(analyzer, small_video, t
     assert all(escape(e["evidence"]) in html for e in report.explanations)
     assert escape(report.evidence[0]["evidence"]) in html
     assert html.count("<tr><td>") >= len(REGIONS) and "<td>outside the face</td>" in html
-    assert escape(READING) in html  # how to read them: where the model looked, as measured
+    assert escape(REGIONS_READING) in html  # how to read them: where the model looked
 
 
 def test_html_without_frames_or_heat_maps(analyzer, small_video, tmp_path):

@@ -301,6 +301,7 @@ def test_scan_rows_carry_the_credentials(random_model, media, chain, tmp_path):
     args = ["scan", str(folder), "--db", str(db), "--model", str(random_model), "--quiet"]
     result = runner.invoke(app, [*args, "--frames", "2", "--trust-anchors", str(anchors)])
     assert result.exit_code == 0, result.output
+    assert "content credentials: 1 tampered, 2 trusted ->" in result.stdout
     with sqlite3.connect(db) as con:
         rows = {
             Path(p.decode()).name: (c, o, s)

@@ -64,11 +64,14 @@ class ScanSummary:
     errors: int = 0  # inputs whose row is an error, new or stored
     stored_errors: int = 0
     labels: Counter = field(default_factory=Counter)
+    credentials: Counter = field(default_factory=Counter)  # inputs with any, by state
 
     def add(self, row: Row, new: bool) -> None:
         self.new += new
         self.stored += not new
         self.labels[row.label] += 1
+        if row.credentials not in (None, "none"):
+            self.credentials[row.credentials] += 1
         if row.label == "error":
             self.errors += 1
             self.stored_errors += not new
@@ -84,10 +87,16 @@ class ScanSummary:
             else ""
         )
         export = f", exported to {self.out}" if self.out else ""
+        credentials = (
+            "; content credentials: "
+            + ", ".join(f"{n} {state}" for state, n in sorted(self.credentials.items()))
+            if self.credentials
+            else ""
+        )
         return (
             f"scanned {self.new + self.stored} inputs "
             f"({self.new} new, {self.stored} already stored): "
-            f"{labels}{self.errors} errors{retry} -> {self.db}{export}"
+            f"{labels}{self.errors} errors{retry}{credentials} -> {self.db}{export}"
         )
 
 
