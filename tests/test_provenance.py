@@ -196,6 +196,14 @@ def test_a_corrupt_or_huge_manifest_is_a_warning_not_a_failure(media):
     assert huge.credentials == "not_read" and f"{size:,} bytes" in huge.warning
 
 
+def test_formats_the_validator_does_not_read_are_said_so_without_a_warning(tmp_path):
+    photo = tmp_path / "photo.bmp"
+    astronaut().save(photo)
+    unsupported = read(photo)
+    assert unsupported.credentials == "unsupported" and unsupported.warning is None
+    assert summary(unsupported) == "not checked: the C2PA validator does not read this format"
+
+
 def test_container_facts_are_plain_facts(tmp_path):
     photo = tmp_path / "camera.jpg"
     exif = Image.Exif()

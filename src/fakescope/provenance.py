@@ -83,6 +83,8 @@ def read_provenance(
         remote = re.match(r"Remote: .*? from url (\S+)$", message)
         if remote:  # never fetched: fakescope works offline
             return Provenance("remote", container=container, remote_url=remote.group(1))
+        if message.startswith("NotSupported"):  # BMP, Matroska, ...: a fact, not a fault
+            return Provenance("unsupported", container=container)
         return Provenance(
             "unreadable",
             container=container,
@@ -182,7 +184,7 @@ def _origin(manifest: dict, manifests: dict) -> tuple[str | None, str | None, st
 def summary(provenance: Provenance) -> str:
     """One line for every output: what the credentials say, or that there are none."""
     state = provenance.credentials
-    if state in ("none", "unreadable", "not_read"):
+    if state in ("none", "unsupported", "unreadable", "not_read"):
         return CREDENTIALS[state]
     if state == "remote":
         return (

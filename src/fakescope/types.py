@@ -83,6 +83,7 @@ CREDENTIALS = {
     "tampered": "the file or its manifest changed after signing",
     "invalid": "the credentials do not validate",
     "remote": "the file points to credentials stored online, not fetched (offline)",
+    "unsupported": "not checked: the C2PA validator does not read this format",
     "unreadable": "a manifest is there but cannot be read",
     "not_read": "the manifest is larger than the limit and was not read",
 }

@@ -153,13 +153,13 @@ def _provenance(pdf: FPDF, provenance: Provenance) -> None:
     shaded box (red when they declare generative AI) when there are."""
     facts = container_lines(provenance)
     container = f" The file states: {'; '.join(facts)}." if facts else ""
-    if provenance.credentials == "none":
+    if provenance.credentials in ("none", "unsupported"):
         pdf.set_font("Helvetica", "", 8)
         pdf.set_text_color(89, 99, 110)
         pdf.multi_cell(
             WIDTH,
             4.5,
-            _text(f"Provenance: no content credentials.{container}"),
+            _text(f"Provenance: {summary(provenance)}.{container}"),
             new_x="LMARGIN",
             new_y="NEXT",
         )

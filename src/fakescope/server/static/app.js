@@ -125,7 +125,7 @@ function showResult(url, status) {
   const declaresAI = provenance.origin === "generative AI" && ["trusted", "untrusted"].includes(provenance.credentials);
   credentials.className = declaresAI ? "provenance ai" : "provenance";
   credentials.replaceChildren(`Provenance: ${provenance.summary}.`);
-  if (provenance.credentials !== "none") credentials.append(el("br"),
+  if (!["none", "unsupported"].includes(provenance.credentials)) credentials.append(el("br"),
     el("span", { class: "muted" }, "A signature proves who signed the file, not that its content is true."));
   const faces = report.tracks.reduce((n, t) => n + t.faces.length, 0);
   $("summary").textContent = `${status.name}: ${report.kind}, ${report.frames_analysed.length} frame(s) analysed, ` +
