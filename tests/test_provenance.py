@@ -12,6 +12,8 @@ from pathlib import Path
 import c2pa
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -357,3 +359,17 @@ def test_evaluation_rows_name_the_credentials(analyzer, media, tmp_path):
         "untrusted, generative AI",
         "none",
     ]
+
+
+MAGICS = [b"\xff\xd8", b"\x89PNG\r\n\x1a\n", b"RIFF\x00\x00\x00\x00WEBP", b"\x00\x00\x00\x18ftyp"]
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(magic=st.sampled_from(MAGICS), body=st.binary(max_size=512))
+def test_measuring_a_manifest_never_fails_on_garbage(tmp_path, magic, body):
+    path = tmp_path / "garbage"
+    path.write_bytes(magic + body)
+    size = manifest_bytes(path)
+    assert size is None or 0 < size
