@@ -97,12 +97,13 @@ def _from_store(store: dict, state: str, container: dict[str, str]) -> Provenanc
     manifests = store.get("manifests") or {}
     active = manifests.get(store.get("active_manifest") or "", {})
     codes = [s.get("code", "") for s in store.get("validation_status") or []]
-    failures = [c for c in codes if c != "signingCredential.untrusted"]
+    # The validator's state decides; its codes only tell a tampered file from other failures
+    # (a Valid store may still list e.g. an untrusted time stamp).
     if state == "Trusted":
         credentials = "trusted"
-    elif state == "Valid" and not failures:
+    elif state == "Valid":
         credentials = "untrusted"
-    elif any("mismatch" in c for c in failures):
+    elif any("mismatch" in c for c in codes):
         credentials = "tampered"
     else:
         credentials = "invalid"
