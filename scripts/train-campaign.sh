@@ -30,6 +30,12 @@ case "$stage" in
     "${train[@]}" --init "$shipped" --lr 1e-4 --epochs 2 --epoch-size 9600 --image-size 192 \
       --freeze 2 --workers 1 --sbi-share 0.25 --jpeg-share 0.5 --h264-share 0.35
     ;;
+  f2-slow-ft)
+    # Stretch 3, third stage: freeze 2 kept the recorded videos at epoch 1 (0.974) and lost
+    # the re-encoded ones; half the lr and H.264 on half of the crops, to keep both?
+    "${train[@]}" --init "$shipped" --lr 5e-5 --epochs 2 --epoch-size 9600 --image-size 192 \
+      --freeze 2 --workers 1 --sbi-share 0.25 --jpeg-share 0.5 --h264-share 0.5
+    ;;
   sbi68-ft | sbi5-ft)
     # Stretch 2: SBI's 68-landmark hulls against the five-point outlines, the same draws from
     # the shipped model on one pack (`fakescope pack DIR/train --budget-mb 0 --landmarks68`),
