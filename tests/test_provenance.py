@@ -244,6 +244,7 @@ def test_every_report_form_carries_the_credentials(analyzer, media, tmp_path):
     assert SCHEMA_VERSION == "1.4"
     assert block["credentials"] == "untrusted" and block["origin"] == "generative AI"
     assert block["summary"] == summary(report.provenance)
+    assert block["declares_ai"] and block["has_credentials"]
     html = (tmp_path / "ai" / "report.html").read_text()
     assert 'class="provenance ai"' in html and "Content credentials declare generative AI" in html
     assert "Test Generator" in html
@@ -373,3 +374,13 @@ def test_measuring_a_manifest_never_fails_on_garbage(tmp_path, magic, body):
     path.write_bytes(magic + body)
     size = manifest_bytes(path)
     assert size is None or 0 < size
+
+
+def test_crop_workers_check_signers_against_the_trust_anchors(random_model, media, chain):
+    """A crop scan on a GPU prepares crops in worker processes: they get the anchors too."""
+    from fakescope.engines import ScanJob, prepare_crop_jobs
+
+    policies = tuple(Analyzer(random_model).ensemble.crop_policies)
+    job = ScanJob(str(media["ai"]), "hash", "key")
+    [(_, prepared)] = prepare_crop_jobs(policies, Limits(), chain[1], [job])
+    assert prepared.provenance.credentials == "trusted"

@@ -126,14 +126,14 @@ def prepare_job(analyzer: Analyzer, crops: bool, job: ScanJob) -> PreparedJob:
 
 
 def prepare_crop_jobs(
-    policies: tuple[CropPolicy, ...], limits: Limits, jobs: list[ScanJob]
+    policies: tuple[CropPolicy, ...], limits: Limits, trust: str | None, jobs: list[ScanJob]
 ) -> list[PreparedJob]:
     """`prepare_job` for face crops, in a worker process: what it returns must pickle, so an
     unexpected error comes back as a FakescopeError with its one-line message."""
     done: list[PreparedJob] = []
     for job in jobs:
         try:
-            done.append((job, prepare_crop(job.path, policies, limits)))
+            done.append((job, prepare_crop(job.path, policies, limits, trust=trust)))
         except FakescopeError as error:
             done.append((job, error))
         except Exception as error:
@@ -213,7 +213,7 @@ class LocalEngine:
         if not self.processes:
             return unordered_map(pool, partial(prepare_job, self.analyzer, self.crops), jobs, depth)
         policies = tuple(self.analyzer.ensemble.crop_policies)
-        prepare = partial(prepare_crop_jobs, policies, self.analyzer.limits)
+        prepare = partial(prepare_crop_jobs, policies, self.analyzer.limits, self.analyzer.trust)
         chunks = unordered_map(
             pool, prepare, batched(jobs, PROCESS_CHUNK), depth // PROCESS_CHUNK + 1
         )

@@ -41,8 +41,14 @@ def check_formats(formats: Iterable[str]) -> list[str]:
 
 
 def provenance_dict(provenance: Provenance) -> dict:
-    """The report's `provenance` block: every field, and the one-line summary."""
-    return {"summary": summary(provenance), **asdict(provenance)}
+    """The report's `provenance` block: every field, the one-line summary, and whether there
+    are credentials to show and whether they validly declare generative AI."""
+    return {
+        "summary": summary(provenance),
+        "has_credentials": provenance.has_credentials,
+        "declares_ai": provenance.declares_ai,
+        **asdict(provenance),
+    }
 
 
 @dataclass(frozen=True)

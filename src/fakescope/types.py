@@ -115,6 +115,11 @@ class Provenance:
     warning: str | None = None  # one line, when the credentials could not be read
 
     @property
+    def has_credentials(self) -> bool:
+        """Whether there is anything to show beyond one line: credentials, valid or not."""
+        return self.credentials not in ("none", "unsupported")
+
+    @property
     def declares_ai(self) -> bool:
         """Validly signed credentials that declare generative AI (the report says so)."""
         return self.origin == "generative AI" and self.credentials in ("trusted", "untrusted")

@@ -153,7 +153,7 @@ def _provenance(pdf: FPDF, provenance: Provenance) -> None:
     shaded box (red when they declare generative AI) when there are."""
     facts = container_lines(provenance)
     container = f" The file states: {'; '.join(facts)}." if facts else ""
-    if provenance.credentials in ("none", "unsupported"):
+    if not provenance.has_credentials:
         pdf.set_font("Helvetica", "", 8)
         pdf.set_text_color(89, 99, 110)
         pdf.multi_cell(

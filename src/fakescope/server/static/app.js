@@ -122,10 +122,9 @@ function showResult(url, status) {
   verdict.append(numbers, el("p", { class: "reason" }, `Why: ${report.reason}.`));
   // What the file declares about its origin (C2PA content credentials): facts beside the verdict.
   const provenance = report.provenance, credentials = $("provenance");
-  const declaresAI = provenance.origin === "generative AI" && ["trusted", "untrusted"].includes(provenance.credentials);
-  credentials.className = declaresAI ? "provenance ai" : "provenance";
+  credentials.className = provenance.declares_ai ? "provenance ai" : "provenance";
   credentials.replaceChildren(`Provenance: ${provenance.summary}.`);
-  if (!["none", "unsupported"].includes(provenance.credentials)) credentials.append(el("br"),
+  if (provenance.has_credentials) credentials.append(el("br"),
     el("span", { class: "muted" }, "A signature proves who signed the file, not that its content is true."));
   const faces = report.tracks.reduce((n, t) => n + t.faces.length, 0);
   $("summary").textContent = `${status.name}: ${report.kind}, ${report.frames_analysed.length} frame(s) analysed, ` +
