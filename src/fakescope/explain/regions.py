@@ -37,8 +37,9 @@ READING = (
     "These shares say where the model looked, not where the face was changed. On 100 faces "
     "of FaceForensics++ fakes, 67% of HiResCAM++'s heat lay on what was manipulated (a blob at "
     "the face's centre: 62%), but its hottest spot did so less often than the centre (83% "
-    "against 86%), and the region holding most of it was the one the manipulation changed "
-    "most for 25% of faces, while always answering 'mouth' was right for 57%."
+    "against 86%). The region holding most of it had been changed for 77% of faces, and was "
+    "the region changed most for 25%. Always answering 'mouth' would have been right for 97% "
+    "and 57%: these manipulations change most of the inner face."
 )
 BAND = (0.82, 1.12)  # inner and outer edge of the face boundary band, in face-ellipse radii
 # Landmarks where the detector gives none (face crops): their usual place in a face box.
