@@ -47,16 +47,19 @@ case "$stage" in
       --image-size 192 --freeze 3 --workers 1 --sbi-share 0.25 --jpeg-share 0.5 \
       --h264-share 0.35 --sbi-landmarks "$points"
     ;;
-  sbi68-scratch)
+  sbi68-scratch | sbi5-scratch)
     # Stretch 4: the fair test of SBI's hulls that stretch 2 left open. From ImageNet, not
     # from a model that already learnt DFDC fakes through 5-point outlines; one cosine
     # schedule of 108,000 draws (the previous release's total) at 192 px, half of the fake
-    # half self-blended on dlib's 68 landmarks, with the shipped codec recipe. DATA is the
-    # pack of stretch 2 (`fakescope pack DIR/train --budget-mb 0 --landmarks68`).
+    # half self-blended (68-point hulls, or the 5-point control), with the shipped codec
+    # recipe. DATA is the pack of stretch 2 (`fakescope pack DIR/train --budget-mb 0
+    # --landmarks68`).
+    points=${stage#sbi}
+    points=${points%-scratch}
     fakescope train "$data" --arch efficientnet-lite0 --name efficientnet-lite0 \
       --out "runs/$stage" --lr 5e-4 --epochs 9 --epoch-size 12000 --image-size 192 \
       --freeze 3 --workers 1 --sbi-share 0.5 --jpeg-share 0.5 --h264-share 0.35 \
-      --sbi-landmarks 68
+      --sbi-landmarks "$points"
     ;;
   *)
     echo "unknown stage $stage" >&2
