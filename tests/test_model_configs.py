@@ -44,6 +44,9 @@ BROKEN = {
     "weight negative": lambda f: ensemble(f, [{"config": "random-lite0.json", "weight": -1}]),
     "weight text": lambda f: ensemble(f, [{"config": "random-lite0.json", "weight": "1"}]),
     "no members": lambda f: ensemble(f, []),
+    "two members of one name": lambda f: ensemble(
+        f, [{"config": "random-lite0.json"}, {"config": "random-lite0.json"}]
+    ),
     "members not a list": lambda f: ensemble(f, {"config": "random-lite0.json"}),
     "member without config": lambda f: ensemble(f, [{"weight": 1}]),
     "sha256 null": lambda f: member_config(f, sha256=None),

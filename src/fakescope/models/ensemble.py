@@ -179,8 +179,15 @@ def load_ensemble(
         raise WeightsError(f"{config}: invalid JSON ({error})") from None
     entries, name = _members(config, data)
     members = []
-    for entry in entries:
+    for i, entry in enumerate(entries):
         spec = read_spec(config.parent / entry["config"])
+        # Members' scores are keyed by name: a second member of one name would replace the
+        # first and leave a one-member "ensemble".
+        if any(m.spec.name == spec.name for m in members):
+            raise WeightsError(
+                f"{config}: member {i} has the name {spec.name!r} of an earlier member; give "
+                'each member its own "name" in its config'
+            )
         model_ = channels_last(load_fakescope(spec)).to(device).eval()
         scorer = onnx_scorer(model_, spec.crop.size, spec.sha256) if use_onnx else None
         members.append(Member(spec, model_, float(entry.get("weight", 1.0)), scorer))
