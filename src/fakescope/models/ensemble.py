@@ -178,7 +178,7 @@ def load_ensemble(
     except ValueError as error:
         raise WeightsError(f"{config}: invalid JSON ({error})") from None
     entries, name = _members(config, data)
-    members = []
+    members: list[Member] = []
     for i, entry in enumerate(entries):
         spec = read_spec(config.parent / entry["config"])
         # Members' scores are keyed by name: a second member of one name would replace the
