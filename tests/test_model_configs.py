@@ -103,3 +103,10 @@ def test_a_valid_ensemble_still_loads(model_dir):
         ensemble(model_dir, [{"config": "random-lite0.json", "weight": 2.5}]), backend="torch"
     )
     assert [m.weight for m in loaded.members] == [2.5]
+
+
+def test_the_campaign_candidate_loads_with_both_members():
+    """The committed candidate (campaign/) must stay loadable: two members, two names."""
+    config = Path(__file__).parents[1] / "campaign" / "shipped+sbi5-05.json"
+    ensemble = load_ensemble(config, backend="torch")
+    assert [m.spec.name for m in ensemble.members] == ["efficientnet-lite0", "sbi5-scratch-05"]
