@@ -61,6 +61,15 @@ case "$stage" in
       --freeze 3 --workers 1 --sbi-share 0.5 --jpeg-share 0.5 --h264-share 0.35 \
       --sbi-landmarks "$points"
     ;;
+  sbi5-ft)
+    # Stretch 5: the best candidate's own member (sbi5-scratch epoch 5, committed in
+    # campaign/) trained on at a lower lr, the same recipe and pack: does the model that lifts
+    # CRF 35 also reach the shipped model as recorded? DATA is the pack of stretch 4.
+    fakescope train "$data" --arch efficientnet-lite0 --name efficientnet-lite0 \
+      --out "runs/$stage" --init campaign/sbi5-scratch-05.json --lr 1.5e-4 --epochs 4 \
+      --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share 0.5 \
+      --jpeg-share 0.5 --h264-share 0.35
+    ;;
   *)
     echo "unknown stage $stage" >&2
     exit 2
