@@ -61,7 +61,7 @@ case "$stage" in
       --freeze 3 --workers 1 --sbi-share 0.5 --jpeg-share 0.5 --h264-share 0.35 \
       --sbi-landmarks "$points"
     ;;
-  sbi5-ft)
+  sbi5-scratch-ft)
     # Stretch 5: the best candidate's own member (sbi5-scratch epoch 5, committed in
     # campaign/) trained on at a lower lr, the same recipe and pack: does the model that lifts
     # CRF 35 also reach the shipped model as recorded? DATA is the pack of stretch 4.
