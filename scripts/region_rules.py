@@ -94,14 +94,15 @@ def main() -> None:
             shown = minmax(upsample(batch[m].raw, shape).clamp_min(0)).cpu()
             maps.setdefault(m, []).append(shown)
 
+    def percents(values: np.ndarray) -> list[str]:
+        """The mean over all faces, then over each manipulation's."""
+        parts = [values, *(values[groups == g] for g in MANIPULATIONS)]
+        return [f"{100 * part.mean():.0f}%" for part in parts]
+
     def row(name: str, scores: Tensor) -> None:
         named = scores.argmax(1)
-        hit = (named == truth).numpy()
-        was_changed = (covered.gather(1, named[:, None])[:, 0] >= 0.5).numpy()
-        cells = [f"{100 * hit.mean():.0f}%"]
-        cells += [f"{100 * hit[groups == g].mean():.0f}%" for g in MANIPULATIONS]
-        cells += [f"{100 * was_changed.mean():.0f}%"]
-        cells += [f"{100 * was_changed[groups == g].mean():.0f}%" for g in MANIPULATIONS]
+        was_changed = covered.gather(1, named[:, None])[:, 0] >= 0.5
+        cells = percents((named == truth).numpy()) + percents(was_changed.numpy())
         cells += [f"{100 * (named == most_covered).float().mean():.0f}%"]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
@@ -109,10 +110,7 @@ def main() -> None:
     print("| region | all | " + " | ".join(MANIPULATIONS) + " |")
     print("|---|---|" + "---|" * len(MANIPULATIONS))
     for r, region in enumerate(REGIONS):
-        share = covered[:, r].numpy()
-        cells = [f"{100 * share.mean():.0f}%"]
-        cells += [f"{100 * share[groups == g].mean():.0f}%" for g in MANIPULATIONS]
-        print(f"| {region} | " + " | ".join(cells) + " |")
+        print(f"| {region} | " + " | ".join(percents(covered[:, r].numpy())) + " |")
     print(
         "\nHow often each rule's region is the mask's largest (pixels); was changed (at least"
         " half of its pixels), per manipulation; is the region most changed (share of its"
