@@ -1,12 +1,16 @@
 """Video-level evaluation, fitting a decision and writing it into a model config."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from scipy.special import expit, logit
 from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
 
-from fakescope.calibrate import Calibration, write_calibrated
+from fakescope.calibrate import Calibration, write_calibrated, write_temperature
+from fakescope.cli import app
 from fakescope.evaluate import (
     decision_metrics,
     labelled_files,
@@ -17,7 +21,8 @@ from fakescope.evaluate import (
     wilson,
     write_rows,
 )
-from fakescope.models.ensemble import load_ensemble
+from fakescope.metrics import fit_temperature
+from fakescope.models.ensemble import load_ensemble, rescaled
 from fakescope.types import Decision, FakescopeError
 
 
@@ -152,3 +157,134 @@ def test_bad_decision_block_is_a_weights_error(random_model, tmp_path):
     with pytest.raises(FakescopeError, match="bad decision block") as error:
         load_ensemble(config, backend="torch")
     assert error.value.exit_code == 5
+
+
+def overconfident_scores(path, n=400, seed=2):
+    """scores.npz whose probabilities are too sharp: for classes at N(+-1, 1) the calibrated
+    logit is 2x, these are 3x, so the temperature that fits is about 1.5."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    logits = 3 * (rng.normal(0, 1, n) + (2 * labels - 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, probs=1 / (1 + np.exp(-logits)), labels=labels)
+    return logits, labels
+
+
+def test_fitted_temperature_rescales_the_combined_probability(random_model, tmp_path):
+    logits, labels = overconfident_scores(tmp_path / "eval" / "scores.npz")
+    config = tmp_path / "fitted.json"
+    fit = Calibration(str(random_model), note="held-out crops")
+    tempered = write_temperature(tmp_path / "eval" / "scores.npz", config, fit)
+    assert tempered.temperature == pytest.approx(fit_temperature(logits, labels), rel=1e-5)
+    assert 1.3 < tempered.temperature < 1.7 and tempered.log_loss_after < tempered.log_loss_before
+    ensemble = load_ensemble(config, backend="torch")
+    assert ensemble.temperature == tempered.temperature
+    assert ensemble.describe()["temperature"]["fitted_on"] == "held-out crops"
+    name = ensemble.members[0].spec.name
+    probs = np.array([0.02, 0.3, 0.5, 0.9, 1.0])
+    expected = expit(logit(np.clip(probs, 1e-7, 1 - 1e-7)) / tempered.temperature)
+    assert np.allclose(ensemble.combine({name: probs}), expected)
+    # The new factor multiplies the temperature the config already has.
+    again = write_temperature(
+        tmp_path / "eval" / "scores.npz", tmp_path / "twice.json", replace(fit, model=str(config))
+    )
+    assert again.temperature == pytest.approx(tempered.temperature**2, rel=1e-4)
+
+
+def test_temperature_drops_a_stale_decision_and_refuses_other_scores(random_model, tmp_path):
+    rows = [row(0, float(p), "real") for p in np.linspace(0.1, 0.6, 10)]
+    rows += [row(1, float(p), "fake") for p in np.linspace(0.4, 0.95, 10)]
+    write_rows(rows, tmp_path / "videos.csv")
+    decided = tmp_path / "decided.json"
+    write_calibrated(tmp_path / "videos.csv", decided, Calibration(str(random_model)))
+    overconfident_scores(tmp_path / "eval" / "scores.npz")
+    tempered = write_temperature(
+        tmp_path / "eval" / "scores.npz", tmp_path / "t.json", Calibration(str(decided))
+    )
+    assert tempered.dropped_decision and "decision" not in json.loads(
+        (tmp_path / "t.json").read_text()
+    )
+    # scores.npz beside the metrics.json of another model: refused, nothing written.
+    described = load_ensemble(random_model, backend="torch").describe()
+    described["members"][0]["sha256"] = "0" * 64
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps({"model": described}))
+    with pytest.raises(FakescopeError, match="was scored by"):
+        write_temperature(
+            tmp_path / "eval" / "scores.npz", tmp_path / "no.json", Calibration(str(random_model))
+        )
+    assert not (tmp_path / "no.json").exists()
+
+
+def test_calibrate_cli_fits_a_temperature_and_rejects_bad_scores(random_model, tmp_path):
+    runner = CliRunner()
+    overconfident_scores(tmp_path / "scores.npz")
+    out = tmp_path / "t.json"
+    result = runner.invoke(
+        app,
+        [
+            "calibrate",
+            str(tmp_path / "scores.npz"),
+            "--model",
+            str(random_model),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "temperature" in result.output and out.is_file()
+    (tmp_path / "bad.npz").write_bytes(b"not numpy")
+    result = runner.invoke(
+        app,
+        [
+            "calibrate",
+            str(tmp_path / "bad.npz"),
+            "--model",
+            str(random_model),
+            "--out",
+            str(tmp_path / "b.json"),
+        ],
+    )
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "scores.npz" in result.output
+
+
+@pytest.mark.parametrize("value", [0, -1.0, "2", None, float("inf")])
+def test_bad_temperature_block_is_a_weights_error(random_model, tmp_path, value):
+    config = tmp_path / "bad.json"
+    block = {"value": value} if value is not None else "warm"
+    config.write_text(
+        json.dumps(
+            {
+                "format": "fakescope-ensemble",
+                "name": "bad",
+                "temperature": block,
+                "members": [{"config": str(random_model), "weight": 1.0}],
+            }
+        ).replace("Infinity", "1e999")
+    )
+    with pytest.raises(FakescopeError, match="bad temperature block") as error:
+        load_ensemble(config, backend="torch")
+    assert error.value.exit_code == 5
+
+
+def test_rescaled_keeps_zero_and_one_finite():
+    out = rescaled(np.array([0.0, 0.5, 1.0]), 2.0)
+    assert np.isfinite(out).all() and out[1] == pytest.approx(0.5) and 0 < out[0] < out[2] < 1
+
+
+def test_held_out_files_are_the_clusters_training_holds_out(tmp_path):
+    from fakescope.training.data import list_samples, split_by_cluster
+
+    lines = ["path,label,cluster"]
+    for i in range(60):
+        label = "fake" if i % 3 else "real"
+        (tmp_path / label).mkdir(exist_ok=True)
+        (tmp_path / label / f"{i}.png").write_bytes(b"")
+        lines.append(f"{label}/{i}.png,{int(label == 'fake')},c{i // 3}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    _, held = split_by_cluster(list_samples(tmp_path), 0.3)
+    files = labelled_files(tmp_path, held_out_share=0.3)
+    assert 0 < len(held) < 60
+    assert {f.path.resolve() for f in files} == {s.path.resolve() for s in held}
+    with pytest.raises(FakescopeError, match="--held-out"):
+        labelled_files(tmp_path, held_out_share=1.5)

@@ -47,7 +47,8 @@ from .media import read_frames_at, read_image
 from .metrics import EPS, metrics_with_intervals
 from .pipeline import Analyzer
 from .report import Report
-from .types import Box, Decision, FaceScore, FakescopeError, Provenance
+from .training.data import held_out  # the one rule for which clusters train holds out
+from .types import Box, Decision, FaceScore, FakescopeError, Provenance, SettingError
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".mp4", ".mov", ".mkv", ".webm", ".avi"}
 SIZE_BUCKETS = ((0, 48), (48, 96), (96, 160), (160, None))  # px, the main face's shorter side
@@ -75,12 +76,25 @@ def _manifest(dataset: Path) -> dict[Path, dict[str, str]]:
     return {}
 
 
-def labelled_files(dataset: Path, limit: int | None = None) -> list[LabelledFile]:
-    """Files under real/ (0) and fake/ (1); `limit` takes an even share of each, spread out."""
+def labelled_files(
+    dataset: Path, limit: int | None = None, held_out_share: float | None = None
+) -> list[LabelledFile]:
+    """Files under real/ (0) and fake/ (1); `limit` takes an even share of each, spread out.
+
+    `held_out_share` keeps only the clusters (manifest `cluster`, else the file's stem) that
+    `fakescope train --holdout SHARE` holds out of this folder: crops no member trained on."""
+    if held_out_share is not None and not 0 < held_out_share < 1:  # NaN fails too
+        raise SettingError(f"--held-out must be in (0, 1), got {held_out_share}", "held_out")
     manifest = _manifest(dataset)
     files = []
     for label, folder in ((0, "real"), (1, "fake")):
         found = sorted(p for p in (dataset / folder).rglob("*") if p.suffix.lower() in SUFFIXES)
+        if held_out_share is not None:
+            found = [
+                p
+                for p in found
+                if held_out(manifest.get(p.resolve(), {}).get("cluster", p.stem), held_out_share)
+            ]
         if limit:
             found = found[:: max(1, len(found) // (limit // 2))][: limit // 2]
         files += [LabelledFile(p, label, manifest.get(p.resolve(), {})) for p in found]
@@ -298,9 +312,13 @@ def plot_reliability(labels: np.ndarray, probs: np.ndarray, path: Path, bins: in
 
 
 def evaluate_crops(
-    analyzer: Analyzer, dataset: Path, out_dir: Path, limit: int | None = None
+    analyzer: Analyzer,
+    dataset: Path,
+    out_dir: Path,
+    limit: int | None = None,
+    held_out_share: float | None = None,
 ) -> dict:
-    files = labelled_files(dataset, limit)
+    files = labelled_files(dataset, limit, held_out_share)
     probs, size = [], analyzer.settings.batch_size
     for start in range(0, len(files), size):
         chunk = files[start : start + size]

@@ -278,6 +278,12 @@ def evaluate(
     group_by: str = typer.Option(
         "manipulation", "--group-by", help="manifest column whose values get their own rows"
     ),
+    held_out: float | None = typer.Option(
+        None,
+        "--held-out",
+        help="with --crops: only the clusters `fakescope train --holdout SHARE` held out of "
+        "this folder (to fit an ensemble's temperature)",
+    ),
     *,
     fields: dict[str, Any],
 ) -> None:
@@ -291,8 +297,10 @@ def evaluate(
         at_least("--limit", limit, 1)
         settings, limits = configured(fields)
         analyzer = Analyzer(fields["model"], settings, fields["device"], limits)
+        if held_out is not None and not crops:
+            raise FakescopeError("--held-out needs --crops")
         if crops:
-            return evaluate_crops(analyzer, dataset, out_dir, limit)
+            return evaluate_crops(analyzer, dataset, out_dir, limit, held_out)
         progress = lambda line: err.print(line, markup=False)  # noqa: E731
         return evaluate_videos(analyzer, dataset, out_dir, limit, group_by, progress=progress)
 

@@ -90,24 +90,39 @@ deferred(
 
 
 def _calibrate() -> Callable[..., None]:
-    from ..calibrate import Calibration, write_calibrated
+    from ..calibrate import Calibration, Tempered, write_calibrated, write_temperature
 
     @with_fields(Calibration)
     def calibrate(
         scores: Path = typer.Argument(
-            ..., help="videos.csv written by `fakescope evaluate` on held-out videos"
+            ...,
+            help="scores.npz of `fakescope evaluate --crops` on held-out crops (fits the "
+            "temperature), or its videos.csv on held-out videos (fits the decision)",
         ),
         config: Path = typer.Option(
-            ..., "--out", help="the new ensemble config (.json): the model's members and decision"
+            ..., "--out", help="the new ensemble config (.json): the model's members and fit"
         ),
         *,
         fields: dict[str, Any],
     ) -> None:
         def run():
-            return write_calibrated(scores, config, Calibration(**fields))
+            fit = write_temperature if scores.suffix == ".npz" else write_calibrated
+            return fit(scores, config, Calibration(**fields))
 
         result, code = guarded(str(scores), run)
-        if result is not None:
+        if isinstance(result, Tempered):
+            out.print(
+                f"temperature {result.temperature:.3f} on {result.crops} crops: log loss "
+                f"{result.log_loss_before:.3f} -> {result.log_loss_after:.3f} -> {config}",
+                markup=False,
+            )
+            if result.dropped_decision:
+                out.print(
+                    "the model's video decision was left out (fitted on other probabilities): "
+                    "fit it again on held-out videos scored with the new config",
+                    markup=False,
+                )
+        elif result is not None:
             out.print(
                 f"fake at >= {result.threshold:.3f}, real below {result.real_below:.3f} "
                 f"-> {config}",
@@ -121,9 +136,9 @@ def _calibrate() -> Callable[..., None]:
 deferred(
     app,
     "calibrate",
-    "Fit the video decision (threshold, real-below) on held-out videos; between the two the "
-    "answer is inconclusive. Never fit on videos you then report: evaluate elsewhere, or fit on "
-    "one part and report on the other.",
+    "Fit an ensemble's temperature on held-out crops, or its video decision (threshold, "
+    "real-below; between the two the answer is inconclusive) on held-out videos. Never fit on "
+    "data you then report: evaluate elsewhere, or fit on one part and report on the other.",
     _calibrate,
 )
 

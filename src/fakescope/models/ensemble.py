@@ -1,10 +1,13 @@
 """Ensembles of registered models: load them by name or path, score face crops per member.
 
 An ensemble config is a JSON file `{"format": "fakescope-ensemble", "name", "members":
-[{"config": "member.json", "weight": 1.0}, ...], "decision": {...}}`; a single member's
-fakescope JSON is an ensemble of one. The optional `decision` holds the video-level
-thresholds fitted for this ensemble on held-out videos (`fakescope calibrate`), with a note
-of the data they were fitted on. The shipped default lives in `models/weights/default.json`.
+[{"config": "member.json", "weight": 1.0}, ...], "temperature": {...}, "decision": {...}}`;
+a single member's fakescope JSON is an ensemble of one. The optional `temperature` rescales
+the logit of the members' weighted mean, fitted on held-out crops (`fakescope calibrate
+scores.npz`): a mean of calibrated members is under-confident wherever they disagree. The
+optional `decision` holds the video-level thresholds fitted for this ensemble on held-out
+videos (`fakescope calibrate videos.csv`), with a note of the data they were fitted on. The
+shipped default lives in `models/weights/default.json`.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class Ensemble:
     config_path: str
     decision: Decision = field(default_factory=Decision)
     decision_note: str = ""  # what the decision was fitted on
+    temperature: float = 1.0  # of the combined probability; 1.0: the members' mean as is
+    temperature_note: str = ""  # what the temperature was fitted on
 
     @property
     def crop_policies(self) -> list[CropPolicy]:
@@ -70,9 +75,15 @@ class Ensemble:
         return self.members[index]
 
     def combine(self, member_probs: dict[str, np.ndarray]) -> np.ndarray:
-        """Weighted mean of member probabilities."""
+        """Weighted mean of member probabilities, its logit divided by the ensemble's
+        temperature."""
         total = sum(m.weight for m in self.members)
-        return np.asarray(sum(m.weight * member_probs[m.spec.name] for m in self.members) / total)
+        mean = np.asarray(
+            sum(m.weight * member_probs[m.spec.name] for m in self.members) / total, dtype=float
+        )
+        if self.temperature == 1.0:
+            return mean
+        return rescaled(mean, self.temperature)
 
     @torch.inference_mode()
     def score(
@@ -95,6 +106,7 @@ class Ensemble:
                 "real_below": self.decision.real_below,
                 "fitted_on": self.decision_note,
             },
+            "temperature": {"value": self.temperature, "fitted_on": self.temperature_note},
             "members": [
                 {
                     "name": m.spec.name,
@@ -108,6 +120,12 @@ class Ensemble:
                 for m in self.members
             ],
         }
+
+
+def rescaled(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """sigmoid(logit(p) / T); p is clipped first, so 0 and 1 stay finite."""
+    p = np.clip(np.asarray(probs, dtype=float), 1e-7, 1 - 1e-7)
+    return np.asarray(1 / (1 + np.exp(-np.log(p / (1 - p)) / temperature)))
 
 
 def installed_models() -> dict[str, Path]:
@@ -191,16 +209,23 @@ def load_ensemble(
         model_ = channels_last(load_fakescope(spec)).to(device).eval()
         scorer = onnx_scorer(model_, spec.crop.size, spec.sha256) if use_onnx else None
         members.append(Member(spec, model_, float(entry.get("weight", 1.0)), scorer))
-    decision = data.get("decision") if data.get("format") == "fakescope-ensemble" else None
-    if decision is None:
-        return Ensemble(name, members, str(config))
-    try:
-        return Ensemble(
-            name,
-            members,
-            str(config),
-            Decision(float(decision["threshold"]), float(decision["real_below"])),
-            str(decision.get("fitted_on", "")),
-        )
-    except (KeyError, TypeError, ValueError, FakescopeError) as error:
-        raise WeightsError(f"{config}: bad decision block ({error})") from None
+    ensemble = Ensemble(name, members, str(config))
+    if data.get("format") != "fakescope-ensemble":
+        return ensemble
+    if (block := data.get("temperature")) is not None:
+        value = block.get("value") if isinstance(block, dict) else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            value = math.nan
+        if not 0 < value < math.inf:  # NaN fails too
+            raise WeightsError(f"{config}: bad temperature block (value must be finite, > 0)")
+        ensemble.temperature = float(value)
+        ensemble.temperature_note = str(block.get("fitted_on", ""))
+    if (decision := data.get("decision")) is not None:
+        try:
+            ensemble.decision = Decision(
+                float(decision["threshold"]), float(decision["real_below"])
+            )
+        except (KeyError, TypeError, ValueError, FakescopeError) as error:
+            raise WeightsError(f"{config}: bad decision block ({error})") from None
+        ensemble.decision_note = str(decision.get("fitted_on", ""))
+    return ensemble
