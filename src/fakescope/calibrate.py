@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import log_loss
 
 from .evaluate import read_rows
 from .files import write_atomic
-from .metrics import fit_temperature
+from .metrics import EPS, fit_temperature
 from .models.ensemble import load_ensemble, rescaled, resolve_config
 from .types import DEFAULT_MODEL, Decision, FakescopeError, SettingError
 from .verdict import fit_decision
@@ -108,11 +109,6 @@ def write_calibrated(scores: Path, out: Path, fit: Calibration | None = None) ->
     return Decision(threshold, real_below)
 
 
-def _log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
-    p = np.clip(probs, 1e-7, 1 - 1e-7)
-    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
-
-
 def _scoring(described: dict) -> tuple:
     """What fixes a model's probabilities, from `Ensemble.describe()`."""
     members = [
@@ -145,11 +141,11 @@ def write_temperature(scores: Path, out: Path, fit: Calibration | None = None) -
                 f"{scores} was scored by {scored_by.get('config')}, not by --model {fit.model}"
             )
     data = _ensemble_data(fit.model, out)
-    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    p = np.clip(probs, EPS, 1 - EPS)
     factor = fit_temperature(np.log(p / (1 - p)), labels)
     temperature = round(float((data.get("temperature") or {}).get("value", 1.0)) * factor, 6)
     block = {"value": temperature, "crops": len(labels), "fitted_on": fit.note or str(scores)}
     dropped = data.pop("decision", None) is not None
     write_atomic(out, json.dumps({**data, "temperature": block}, indent=2) + "\n")
-    after = _log_loss(labels, rescaled(probs, factor))
-    return Tempered(temperature, len(labels), _log_loss(labels, probs), after, dropped)
+    before, after = log_loss(labels, p), log_loss(labels, rescaled(p, factor))
+    return Tempered(temperature, len(labels), float(before), float(after), dropped)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..crops import CropPolicy
+from ..metrics import EPS
 from ..types import DEFAULT_MODEL, Decision, FakescopeError, SettingError, WeightsError
 from .checkpoints import load_fakescope, read_spec
 from .onnx_runtime import onnx_scorer
@@ -124,7 +125,7 @@ class Ensemble:
 
 def rescaled(probs: np.ndarray, temperature: float) -> np.ndarray:
     """sigmoid(logit(p) / T); p is clipped first, so 0 and 1 stay finite."""
-    p = np.clip(np.asarray(probs, dtype=float), 1e-7, 1 - 1e-7)
+    p = np.clip(np.asarray(probs, dtype=float), EPS, 1 - EPS)
     return np.asarray(1 / (1 + np.exp(-np.log(p / (1 - p)) / temperature)))
 
 
