@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -105,8 +106,17 @@ def test_a_valid_ensemble_still_loads(model_dir):
     assert [m.weight for m in loaded.members] == [2.5]
 
 
-def test_the_campaign_candidate_loads_with_both_members():
-    """The committed candidate (campaign/) must stay loadable: two members, two names."""
-    config = Path(__file__).parents[1] / "campaign" / "shipped+sbi5-05.json"
-    ensemble = load_ensemble(config, backend="torch")
-    assert [m.spec.name for m in ensemble.members] == ["efficientnet-lite0", "sbi5-scratch-05"]
+def test_the_shipped_pair_loads_with_its_fits_and_the_campaign_starts_load():
+    """The shipped model is a pair with its own temperature and decision; the committed
+    campaign starting points (`--init campaign/...` in scripts/train-campaign.sh) load too."""
+    shipped = load_ensemble("default", backend="torch")
+    assert [m.spec.name for m in shipped.members] == ["efficientnet-lite0", "sbi5-h264x-03"]
+    assert shipped.temperature != 1.0 and shipped.temperature_note
+    assert shipped.decision.real_below <= shipped.decision.threshold and shipped.decision_note
+    probs = {"efficientnet-lite0": np.array([0.2, 0.9]), "sbi5-h264x-03": np.array([0.4, 0.7])}
+    logit = np.log(np.array([0.3, 0.8]) / np.array([0.7, 0.2])) / shipped.temperature
+    assert np.allclose(shipped.combine(probs), 1 / (1 + np.exp(-logit)))
+    campaign = Path(__file__).parents[1] / "campaign"
+    for name in ("sbi5-scratch-05", "sbi5-scratch-ft-03"):
+        (member,) = load_ensemble(campaign / f"{name}.json", backend="torch").members
+        assert member.spec.name == name

@@ -159,13 +159,18 @@ def test_celebdf_clip_end_to_end(shared_data, tmp_path):
         boxes, _ = mtcnn.detect(Image.fromarray(report.images[face.frame_index]))
         assert boxes is not None and max(iou(face.box, tuple(b)) for b in boxes) > 0.5
 
-    # Each face's score is the shipped model's calibrated P(fake) of that face's crop.
-    member = analyzer.ensemble.members[0]
+    # Each face's score is the members' calibrated P(fake) of that face's crop, averaged
+    # with the ensemble's weights, then the ensemble's own temperature on its logit.
+    ensemble = analyzer.ensemble
     faces = [f for t in report.verdict.tracks for f in t.faces]
-    crops = [crop_face(report.images[f.frame_index], f.box, member.spec.crop) for f in faces]
-    with torch.inference_mode():
-        logits = member.model(to_tensor(crops, member.spec.crop)).flatten()
-    expected = torch.sigmoid(logits / member.spec.temperature).numpy()
+    mean = np.zeros(len(faces))
+    for member in ensemble.members:
+        crops = [crop_face(report.images[f.frame_index], f.box, member.spec.crop) for f in faces]
+        with torch.inference_mode():
+            logits = member.model(to_tensor(crops, member.spec.crop)).flatten()
+        p = torch.sigmoid(logits / member.spec.temperature).numpy()
+        mean += member.weight * p / sum(m.weight for m in ensemble.members)
+    expected = 1 / (1 + np.exp(-np.log(mean / (1 - mean)) / ensemble.temperature))
     np.testing.assert_allclose([f.score for f in faces], expected, atol=1e-4)
     assert np.ptp(expected) > 0.01  # the faces differ, so the scores do
 
