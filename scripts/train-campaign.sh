@@ -80,6 +80,15 @@ case "$stage" in
       --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share 0.5 \
       --jpeg-share 0.5 --h264-share 0.6
     ;;
+  sbi5-h264xx-ft)
+    # Stretch 7, second stage: the shipped second member (sbi5-h264x-ft epoch 3) trained on
+    # with H.264 on 80% of crops: does the codec share keep lifting CRF 35/41 where the QP
+    # limit still leaves every c40-like video without an answer? DATA is the pack of stretch 4.
+    fakescope train "$data" --arch efficientnet-lite0 --name efficientnet-lite0 \
+      --out "runs/$stage" --init src/fakescope/models/weights/sbi5-h264x-03.json --lr 1e-4 \
+      --epochs 3 --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share 0.5 \
+      --jpeg-share 0.5 --h264-share 0.8
+    ;;
   sbi5-h264x-scratch)
     # Stretch 7: stretch 6 lifted every video variant of the sbi5 line with H.264 on 60% of
     # crops, where the same share cost the shipped model its recorded ranking. Is that the
