@@ -7,8 +7,8 @@ against a naive loop over the same face crops.
 Crops come from ../shared/data/dfdc-faces/val when present, else jittered crops of the bundled
 astronaut photo. Without --model (or the shipped default), a random-weights EfficientNet-Lite0
 is used: speed does not depend on the weights. The naive loop scores one image at a time in
-eager PyTorch: read the image, resize it to the model's crop, to a tensor, model(x). Both
-start with the model loaded, both on --device; each timing is the best of --repeats (a fresh
+eager PyTorch: read the image; for each member, resize it to the member's crop, to a
+tensor, model(x); combine the members as the ensemble does. Both start with the model loaded, both on --device; each timing is the best of --repeats (a fresh
 store each time). Scores are compared where scan gives one (a face too blurred to judge has
 none). The last line printed is the speed ratio.
 """
@@ -32,7 +32,7 @@ from rich.console import Console
 from fakescope.crops import resize_rgb
 from fakescope.engines import scan_batch
 from fakescope.models.checkpoints import load_fakescope, save_fakescope, sha256_of
-from fakescope.models.ensemble import installed_models
+from fakescope.models.ensemble import Ensemble, installed_models
 from fakescope.models.registry import ModelSpec, get_arch
 from fakescope.pipeline import Analyzer
 from fakescope.scan import run_scan
@@ -66,18 +66,22 @@ def make_crops(folder: Path, count: int) -> str:
     return f"{count} jittered astronaut crops"
 
 
-def naive(model: torch.nn.Module, paths: list[Path], spec, device: str) -> np.ndarray:
-    policy = spec.crop
-    mean, std = torch.tensor(policy.mean).view(3, 1, 1), torch.tensor(policy.std).view(3, 1, 1)
-    scores = []
+def naive(ensemble: Ensemble, models: list[torch.nn.Module], paths: list[Path], device: str):
+    """Each image in turn through each member (eager PyTorch), combined as the ensemble does."""
+    scores: dict[str, list[float]] = {m.spec.name: [] for m in ensemble.members}
     with torch.no_grad():
         for path in paths:
             image = np.array(Image.open(path).convert("RGB"))
-            # The resampler the model was trained with: both paths then score the same crops.
-            crop = resize_rgb(image, policy.size, policy.size)
-            x = (torch.from_numpy(crop).permute(2, 0, 1).float() / 255 - mean) / std
-            scores.append(torch.sigmoid(model(x[None].to(device)) / spec.temperature).item())
-    return np.array(scores)
+            for member, model in zip(ensemble.members, models, strict=True):
+                policy = member.spec.crop
+                mean = torch.tensor(policy.mean).view(3, 1, 1)
+                std = torch.tensor(policy.std).view(3, 1, 1)
+                # The resampler the model was trained with: both paths then score the same crops.
+                crop = resize_rgb(image, policy.size, policy.size)
+                x = (torch.from_numpy(crop).permute(2, 0, 1).float() / 255 - mean) / std
+                logit = model(x[None].to(device)) / member.spec.temperature
+                scores[member.spec.name].append(torch.sigmoid(logit).item())
+    return ensemble.combine({name: np.array(p) for name, p in scores.items()})
 
 
 def best(fn, repeats: int) -> float:
@@ -127,9 +131,9 @@ def main() -> None:
         what = make_crops(crops, args.count)
         paths = sorted(crops.iterdir())
         analyzer = Analyzer(model, device=args.device)
-        member = analyzer.ensemble.members[0]
+        ensemble = analyzer.ensemble
         # Default memory format, as a user would load it.
-        plain = load_fakescope(member.spec).eval().to(args.device)
+        plain = [load_fakescope(m.spec).eval().to(args.device) for m in ensemble.members]
         quiet = Console(file=open(os.devnull, "w"))
 
         stores = (
@@ -139,19 +143,22 @@ def main() -> None:
         def scan() -> None:
             run_scan(analyzer, [crops], next(stores), crops=True, quiet=True, console=quiet)
 
-        naive(plain, paths[:4], member.spec, args.device)  # warm up both
+        naive(ensemble, plain, paths[:4], args.device)  # warm up both
         scan()
-        t_naive = best(lambda: naive(plain, paths, member.spec, args.device), args.repeats)
+        t_naive = best(lambda: naive(ensemble, plain, paths, args.device), args.repeats)
         t_scan = best(scan, args.repeats)
 
         with sqlite3.connect(tmp / "scan0.sqlite") as con:
             stored = dict(con.execute("SELECT content_hash, fake_probability FROM results"))
         got = np.array([stored[sha256_of(p)] for p in paths], dtype=float)  # None: NaN
         judged = ~np.isnan(got)
-        agree = np.abs(got - naive(plain, paths, member.spec, args.device))[judged].max()
-        backend = analyzer.ensemble.describe()["members"][0]["backend"]
+        agree = np.abs(got - naive(ensemble, plain, paths, args.device))[judged].max()
+        members = ", ".join(
+            f"{m['name']} ({m['arch']}, scan scores with {m['backend']})"
+            for m in ensemble.describe()["members"]
+        )
         print(
-            f"{what}, model {member.spec.name} ({member.spec.arch}, scan scores with {backend}), "
+            f"{what}, model {ensemble.name}: {members}, "
             f"on {args.device}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores"
         )
         print(f"naive loop: {args.count / t_naive:7.1f} crops/s ({t_naive:.2f} s)")
