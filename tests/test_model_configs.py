@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from fakescope.cli import app
@@ -49,6 +50,10 @@ BROKEN = {
         f, [{"config": "random-lite0.json"}, {"config": "random-lite0.json"}]
     ),
     "members not a list": lambda f: ensemble(f, {"config": "random-lite0.json"}),
+    "explain text": lambda f: ensemble(f, [{"config": "random-lite0.json", "explain": "no"}]),
+    "no member explained": lambda f: ensemble(
+        f, [{"config": "random-lite0.json", "explain": False}]
+    ),
     "member without config": lambda f: ensemble(f, [{"weight": 1}]),
     "sha256 null": lambda f: member_config(f, sha256=None),
     "sha256 short": lambda f: member_config(f, sha256="abc"),
@@ -111,6 +116,8 @@ def test_the_shipped_pair_loads_with_its_fits_and_the_campaign_starts_load():
     campaign starting points (`--init campaign/...` in scripts/train-campaign.sh) load too."""
     shipped = load_ensemble("default", backend="torch")
     assert [m.spec.name for m in shipped.members] == ["efficientnet-lite0", "sbi5-h264x-03"]
+    # Its heat maps are the first member's: the second's miss FF++ masks (the model card).
+    assert [m.explained for m in shipped.members] == [True, False]
     assert shipped.temperature != 1.0 and shipped.temperature_note
     assert shipped.decision.real_below <= shipped.decision.threshold and shipped.decision_note
     probs = {"efficientnet-lite0": np.array([0.2, 0.9]), "sbi5-h264x-03": np.array([0.4, 0.7])}
@@ -120,3 +127,38 @@ def test_the_shipped_pair_loads_with_its_fits_and_the_campaign_starts_load():
     for name in ("sbi5-scratch-05", "sbi5-scratch-ft-03"):
         (member,) = load_ensemble(campaign / f"{name}.json", backend="torch").members
         assert member.spec.name == name
+
+
+def test_a_member_left_out_of_the_maps_still_scores(model_dir, tmp_path):
+    """ "explain": false keeps a member's score in the ensemble and its maps out of the heat
+    maps: the pair's maps are then the explained member's alone."""
+    from fakescope.explain.stage import frame_maps
+    from fakescope.models.checkpoints import save_fakescope
+    from fakescope.models.registry import ModelSpec, get_arch
+    from fakescope.types import Detection
+
+    torch.manual_seed(1)
+    arch = get_arch("efficientnet-lite0")
+    save_fakescope(arch.build().eval(), ModelSpec("other-lite0", arch.name, arch.crop), model_dir)
+    pair = ensemble(
+        model_dir,
+        [{"config": "random-lite0.json"}, {"config": "other-lite0.json", "explain": False}],
+    )
+    loaded = load_ensemble(pair, backend="torch")
+    assert [m.explained for m in loaded.members] == [True, False]
+    assert [m["explained"] for m in loaded.describe()["members"]] == [True, False]
+    alone = load_ensemble(model_dir / "random-lite0.json", backend="torch")
+    every = load_ensemble(
+        ensemble(model_dir, [{"config": "random-lite0.json"}, {"config": "other-lite0.json"}]),
+        backend="torch",
+    )
+    image = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    faces = [Detection((0.0, 0.0, 96.0, 96.0), 1.0)]
+
+    def hirescampp(of) -> np.ndarray:
+        return frame_maps(of, [(image, faces)], ["hirescam++"], crops=True)[0].maps["hirescam++"]
+
+    np.testing.assert_allclose(hirescampp(loaded), hirescampp(alone), atol=1e-6)
+    assert np.abs(hirescampp(every) - hirescampp(alone)).max() > 1e-3  # the other member differs
+    crops = {p: torch.rand(2, 3, p.size, p.size) for p in loaded.crop_policies}
+    assert set(loaded.score(crops)) == {"random-lite0", "other-lite0"}

@@ -38,13 +38,14 @@ def frame_maps(
     crops: bool = False,
 ) -> list[FrameMaps]:
     """Frame-sized [0, 1] maps per method for each (image, faces): each member's map pasted
-    at every face box, faces combined by maximum, members by the ensemble's weights; and,
-    when regions.METHOD is among the methods, each face's evidence per region.
+    at every face box, faces combined by maximum, the explained members by the ensemble's
+    weights; and, when regions.METHOD is among the methods, each face's evidence per region.
 
     All faces of all frames go through one explanation pass per member: a single backward
     over a batch costs little more than over one crop. `crops`: each image is the face crop.
     """
-    total = sum(m.weight for m in ensemble.members)
+    explained = ensemble.explained_members
+    total = sum(m.weight for m in explained)
     combined = [
         FrameMaps({m: np.zeros(image.shape[:2], np.float32) for m in methods}, [])
         for image, _ in frames
@@ -53,7 +54,7 @@ def frame_maps(
     if not located:
         return combined
     per_member: list[list[dict[str, float] | None]] = []  # member -> face -> shares
-    for member in ensemble.members:
+    for member in explained:
         policy = for_whole_image(member.spec.crop) if crops else member.spec.crop
         batch = crop_batch(
             [image for _, image, _ in located], [face.box for _, _, face in located], policy
@@ -84,7 +85,7 @@ def frame_maps(
                 shares.append(region_shares(display[METHOD][j], labels))
             per_member.append(shares)
     if per_member:
-        weights = [m.weight for m in ensemble.members]
+        weights = [m.weight for m in explained]
         for j, (i, _, _) in enumerate(located):
             combined[i].regions.append(mean_shares([shares[j] for shares in per_member], weights))
     return combined

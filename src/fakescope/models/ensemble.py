@@ -40,6 +40,7 @@ class Member:
     scorer: Callable[[torch.Tensor], torch.Tensor] | None = (
         None  # fast no-gradient path (ONNX Runtime)
     )
+    explained: bool = True  # its maps enter the heat maps and region evidence; it always scores
 
     def logits(self, crops: torch.Tensor) -> torch.Tensor:
         if self.scorer is not None:
@@ -64,6 +65,12 @@ class Ensemble:
     decision_note: str = ""  # what the decision was fitted on
     temperature: float = 1.0  # of the combined probability; 1.0: the members' mean as is
     temperature_note: str = ""  # what the temperature was fitted on
+
+    @property
+    def explained_members(self) -> list[Member]:
+        """The members whose maps make the heat maps (a config can leave out one whose maps
+        were measured not to point at manipulations); every member still scores."""
+        return [m for m in self.members if m.explained]
 
     @property
     def crop_policies(self) -> list[CropPolicy]:
@@ -113,6 +120,7 @@ class Ensemble:
                     "name": m.spec.name,
                     "arch": m.spec.arch,
                     "weight": m.weight,
+                    "explained": m.explained,
                     "sha256": m.spec.sha256,
                     "temperature": m.spec.temperature,
                     "crop": m.spec.to_dict()["crop"],
@@ -176,6 +184,10 @@ def _members(config: Path, data: object) -> tuple[list[dict], str]:
         number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
         if not number or not 0 < weight < math.inf:
             raise WeightsError(f"{config}: member {i} weight must be finite, > 0: {weight!r}")
+        if not isinstance(entry.get("explain", True), bool):
+            raise WeightsError(f'{config}: member {i} "explain" must be true or false')
+    if not any(entry.get("explain", True) for entry in entries):
+        raise WeightsError(f'{config}: at least one member must have "explain": true')
     return entries, name
 
 
@@ -209,7 +221,8 @@ def load_ensemble(
             )
         model_ = channels_last(load_fakescope(spec)).to(device).eval()
         scorer = onnx_scorer(model_, spec.crop.size, spec.sha256) if use_onnx else None
-        members.append(Member(spec, model_, float(entry.get("weight", 1.0)), scorer))
+        weight, explained = float(entry.get("weight", 1.0)), entry.get("explain", True)
+        members.append(Member(spec, model_, weight, scorer, explained))
     ensemble = Ensemble(name, members, str(config))
     if data.get("format") != "fakescope-ensemble":
         return ensemble
