@@ -6,11 +6,12 @@ against a naive loop over the same face crops.
 
 Crops come from ../shared/data/dfdc-faces/val when present, else jittered crops of the bundled
 astronaut photo. Without --model (or the shipped default), a random-weights EfficientNet-Lite0
-is used: speed does not depend on the weights. The naive loop scores one image at a time in
-eager PyTorch: read the image; for each member, resize it to the member's crop, to a
-tensor, model(x); combine the members as the ensemble does. Both start with the model
-loaded, both on --device; each timing is the best of --repeats (a fresh store each time). Scores are compared where scan gives one (a face too blurred to judge has
-none). The last line printed is the speed ratio.
+is used: speed does not depend on the weights. The naive loop scores one image at a time in eager
+PyTorch: read the image; for each member, resize it to the member's crop, to a tensor,
+model(x); combine the members as the ensemble does. Both start with the model loaded, both
+on --device; each timing is the best of --repeats (a fresh store each time). Scores are
+compared where scan gives one (a face too blurred to judge has none). The last line printed
+is the speed ratio.
 """
 
 from __future__ import annotations
