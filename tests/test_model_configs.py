@@ -113,7 +113,8 @@ def test_a_valid_ensemble_still_loads(model_dir):
 
 def test_the_shipped_pair_loads_with_its_fits_and_the_campaign_starts_load():
     """The shipped model is a pair with its own temperature and decision; the committed
-    campaign starting points (`--init campaign/...` in scripts/train-campaign.sh) load too."""
+    campaign members (`--init campaign/...` in scripts/train-campaign.sh) and the best
+    candidate not shipped load too."""
     shipped = load_ensemble("default", backend="torch")
     assert [m.spec.name for m in shipped.members] == ["efficientnet-lite0", "sbi5-h264x-03"]
     # Its heat maps are the first member's: the second's miss FF++ masks (the model card).
@@ -124,9 +125,12 @@ def test_the_shipped_pair_loads_with_its_fits_and_the_campaign_starts_load():
     logit = np.log(np.array([0.3, 0.8]) / np.array([0.7, 0.2])) / shipped.temperature
     assert np.allclose(shipped.combine(probs), 1 / (1 + np.exp(-logit)))
     campaign = Path(__file__).parents[1] / "campaign"
-    for name in ("sbi5-scratch-05", "sbi5-scratch-ft-03"):
+    for name in ("sbi5-scratch-05", "sbi5-scratch-ft-03", "sbi5-h264xx-01"):
         (member,) = load_ensemble(campaign / f"{name}.json", backend="torch").members
         assert member.spec.name == name
+    candidate = load_ensemble(campaign / "lite0+sbi5-h264xx-01.json", backend="torch")
+    assert [m.spec.name for m in candidate.members] == ["efficientnet-lite0", "sbi5-h264xx-01"]
+    assert candidate.temperature != 1.0
 
 
 def test_a_member_left_out_of_the_maps_still_scores(model_dir, tmp_path):
