@@ -70,13 +70,15 @@ def make_crops(folder: Path, count: int) -> str:
 def naive(ensemble: Ensemble, models: list[torch.nn.Module], paths: list[Path], device: str):
     """Each image in turn through each member (eager PyTorch), combined as the ensemble does."""
     scores: dict[str, list[float]] = {m.spec.name: [] for m in ensemble.members}
+    norms = [
+        (torch.tensor(m.spec.crop.mean).view(3, 1, 1), torch.tensor(m.spec.crop.std).view(3, 1, 1))
+        for m in ensemble.members
+    ]
     with torch.no_grad():
         for path in paths:
             image = np.array(Image.open(path).convert("RGB"))
-            for member, model in zip(ensemble.members, models, strict=True):
+            for member, model, (mean, std) in zip(ensemble.members, models, norms, strict=True):
                 policy = member.spec.crop
-                mean = torch.tensor(policy.mean).view(3, 1, 1)
-                std = torch.tensor(policy.std).view(3, 1, 1)
                 # The resampler the model was trained with: both paths then score the same crops.
                 crop = resize_rgb(image, policy.size, policy.size)
                 x = (torch.from_numpy(crop).permute(2, 0, 1).float() / 255 - mean) / std

@@ -82,15 +82,11 @@ def main() -> None:
     print(f"|---|---|{'---|' * len(groups)}")
     chance, _ = scores([np.ones(f.mask.shape) for f in faces], [f.mask for f in faces])
     for name, variant in variants.items():
-        maps = [
-            frame_maps(
-                variant,
-                [(f.crop, [Detection((0, 0, f.crop.shape[1], f.crop.shape[0]), 1.0)])],
-                [args.method],
-                crops=True,
-            )[0].maps[args.method]
-            for f in faces
+        # All faces in one explanation pass per member, as a report explains its frames.
+        inputs = [
+            (f.crop, [Detection((0, 0, f.crop.shape[1], f.crop.shape[0]), 1.0)]) for f in faces
         ]
+        maps = [m.maps[args.method] for m in frame_maps(variant, inputs, [args.method], crops=True)]
         inside, peak = scores(maps, [f.mask for f in faces])
         low, high = interval(inside, sources)
         cells = [f"{inside.mean():.1%} [{low:.0%}-{high:.0%}] / {peak.mean():.0%}"]
@@ -104,5 +100,5 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except FakescopeError as error:  # a bad folder or model: one line, exit 2
+    except FakescopeError as error:  # a bad folder or model: one line, exit 1
         sys.exit(f"ensemble_maps: {error}")

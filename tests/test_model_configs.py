@@ -133,7 +133,7 @@ def test_the_shipped_pair_loads_with_its_fits_and_the_campaign_starts_load():
     assert candidate.temperature != 1.0
 
 
-def test_a_member_left_out_of_the_maps_still_scores(model_dir, tmp_path):
+def test_a_member_left_out_of_the_maps_still_scores(model_dir):
     """ "explain": false keeps a member's score in the ensemble and its maps out of the heat
     maps: the pair's maps are then the explained member's alone."""
     from fakescope.explain.stage import frame_maps
