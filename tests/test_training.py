@@ -186,6 +186,62 @@ def test_fine_tuning_starts_from_the_given_model(random_model):
         )
 
 
+def test_the_distillation_term_compares_directions_only():
+    from fakescope.training.train import distillation_loss
+
+    features = torch.randn(4, 16)
+    assert distillation_loss(features, features * 3).item() == pytest.approx(0, abs=1e-6)
+    assert distillation_loss(features, -features).item() == pytest.approx(2)
+    orthogonal = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([[0.0, 5.0], [1.0, 0.0]])
+    assert distillation_loss(*orthogonal).item() == pytest.approx(1)
+    # The teacher's side never takes a gradient.
+    student, teacher = features.clone().requires_grad_(), features.flip(0).requires_grad_()
+    distillation_loss(student, teacher).backward()
+    assert student.grad is not None and teacher.grad is None
+
+
+def test_a_run_with_a_teacher_trains_and_leaves_the_teacher_as_it_was(
+    tiny_dataset, tmp_path, random_model
+):
+    from fakescope.models.checkpoints import sha256_of
+    from fakescope.training.train import TrainConfig, build_run, pooled_features, train
+    from fakescope.types import SettingError, WeightsError
+
+    before = sha256_of(read_spec(random_model).weights)
+    config = TrainConfig(
+        dataset=str(tiny_dataset),
+        out=str(tmp_path / "run"),
+        epochs=1,
+        epoch_size=16,
+        batch_size=8,
+        holdout=0.3,
+        image_size=64,
+        workers=0,
+        name="tiny",
+        init=str(random_model),
+        teacher=str(random_model),
+        distill_weight=2.0,
+    )
+    train(config, progress=False)
+    log = json.loads((tmp_path / "run" / "log.jsonl").read_text())
+    assert np.isfinite(log["train_loss"]) and sha256_of(read_spec(random_model).weights) == before
+    run = build_run(config, torch.device("cpu"))
+    assert run.teacher is not None and not run.teacher.training
+    assert not any(p.requires_grad for p in run.teacher.parameters())
+    images = torch.rand(2, 3, 64, 64)
+    features, logits = pooled_features(run.teacher, images)
+    # timm's own pre-logits features, which in eval mode have no dropout to skip.
+    timm_features = run.teacher.forward_head(run.teacher.forward_features(images), True)
+    assert torch.allclose(features, timm_features, atol=1e-6) and logits.shape == (2, 1)
+    with pytest.raises(SettingError, match="needs --input cache"):
+        TrainConfig(dataset="d", out="o", teacher=str(random_model), input="stream")
+    with pytest.raises(SettingError, match="distill_weight"):
+        TrainConfig(dataset="d", out="o", teacher=str(random_model), distill_weight=0)
+    other = replace(config, arch="resnext-small", init=None, out=str(tmp_path / "other"))
+    with pytest.raises(WeightsError, match=r"--teacher .* not resnext-small"):
+        build_run(other, torch.device("cpu"))
+
+
 def test_training_and_inference_preprocess_a_crop_identically(tmp_path):
     from PIL import Image
 

@@ -407,6 +407,24 @@ def test_blended_items_become_fakes_and_resume_draws_the_same_batch(tmp_path):
     assert all(torch.equal(a[0], b[0]) for a, b in zip(parallel, full, strict=True))
 
 
+def test_the_clean_view_is_the_crop_before_its_degradations(tmp_path):
+    """A distillation teacher sees each crop cropped, flipped and self-blended as the model
+    does, but before colour, blur, resampling and codecs; asking for it changes no draw."""
+    _write_folder(tmp_path, clusters=4)
+    crops = load_folder(list_samples(tmp_path), 32)
+    items = [(i, i % 3 == 0) for i in range(8)]
+    args = (crops, (0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
+    plain = TrainingBatches(*args, seed=3, jpeg=1.0, h264=1.0).batch(items, step=2)
+    paired = TrainingBatches(*args, seed=3, jpeg=1.0, h264=1.0, clean=True)
+    degraded, targets, clean = paired.batch(items, step=2)
+    assert torch.equal(degraded, plain[0]) and torch.equal(targets, plain[1])
+    assert not torch.equal(clean, degraded)  # every crop went through two codecs
+    # With the degradations taken out, the degraded view is the clean one.
+    paired.augment.forward = lambda images: images.mul(255).round_().clamp_(0, 255).byte()
+    degraded, _, clean = paired.batch(items, step=2)
+    assert torch.equal(degraded, clean)
+
+
 @pytest.mark.slow
 def test_pack_landmarks_come_from_the_detector(shared_data, tmp_path):
     """On real DFDC crops the detector finds each face: eyes above nose above mouth."""

@@ -31,16 +31,18 @@ class TrainingBatches:
         seed: int,
         jpeg: float = 0.7,
         h264: float = 0.0,
+        clean: bool = False,
     ):
         self.crops = _held_for(crops, device)
         self.mean, self.std, self.device, self.seed = mean, std, device, seed
+        self.clean = clean
         self.augment = BatchAugment(crops.images.shape[-1], jpeg=jpeg, h264=h264)
         self.blend = SelfBlend()
 
-    def batch(
-        self, items: Sequence[tuple[int, bool]], step: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's input and targets for one step."""
+    def batch(self, items: Sequence[tuple[int, bool]], step: int) -> tuple[torch.Tensor, ...]:
+        """The model's input and targets for one step; with `clean`, also each crop as it was
+        before the degradations and codecs (cropped, flipped and self-blended alike), the
+        input of a distillation teacher."""
         # Seeded per step: a resumed run draws the same augmentations as an unbroken one.
         torch.manual_seed(self.seed * 1_000_003 + step)
         rows = torch.tensor([index for index, _ in items], device=self.crops.images.device)
@@ -54,7 +56,12 @@ class TrainingBatches:
         if blend.any():
             images[blend], _ = self.blend(images[blend], landmarks[blend])
             targets = torch.where(blend, torch.ones_like(targets), targets)
-        return normalise(self.augment(images), self.mean, self.std), targets
+        if not self.clean:
+            return normalise(self.augment(images), self.mean, self.std), targets
+        # The augmentation writes into its batch: the clean view is taken first, as uint8.
+        clean = images.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+        degraded = normalise(self.augment(images), self.mean, self.std)
+        return degraded, targets, normalise(clean, self.mean, self.std)
 
     def epoch(
         self,
@@ -62,7 +69,7 @@ class TrainingBatches:
         batch_size: int,
         first_step: int = 0,
         workers: int = 0,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
         """Full batches of `items` from step `first_step` on (a resumed epoch's position),
         made by `workers` loader processes when the device is a CPU."""
         steps = _Steps(self, items, batch_size, first_step)
@@ -107,7 +114,7 @@ class _Steps(Dataset):
     def __len__(self) -> int:
         return max(0, len(self.items) // self.batch_size - self.first)
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, ...]:
         step = self.first + position
         return self.batches.batch(
             self.items[step * self.batch_size : (step + 1) * self.batch_size], step

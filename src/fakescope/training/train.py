@@ -86,6 +86,15 @@ class TrainConfig:
         3, "EfficientNet: keep the stem and this many first stages frozen (a third less compute)"
     )
     init: str | None = _help(None, "fine-tune from this fakescope model config")
+    teacher: str | None = _help(
+        None,
+        "distil compression: a frozen fakescope model (same architecture) whose pooled "
+        "features on each crop before its degradations and codecs the trained model's "
+        "features on the degraded crop are pulled toward (--input cache)",
+    )
+    distill_weight: float = _help(
+        1.0, "weight of the teacher's term (1 - cosine of pooled features) beside the BCE"
+    )
     input: str = _help(
         "cache",
         "cache: decode once, augment whole batches (on the GPU); stream: per image, for data "
@@ -131,6 +140,12 @@ class TrainConfig:
             )
         if self.input not in ("cache", "stream"):
             raise SettingError(f"input must be cache or stream, got {self.input!r}", "input")
+        if self.teacher and self.input != "cache":
+            raise SettingError("a teacher needs --input cache (the clean view)", "teacher")
+        if not (self.distill_weight > 0):
+            raise SettingError(
+                f"distill_weight must be above 0, got {self.distill_weight}", "distill_weight"
+            )
 
 
 def _torch_device(name: str) -> torch.device:
@@ -139,16 +154,19 @@ def _torch_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _start(config: TrainConfig, option: str, path: str) -> torch.nn.Module:
+    """The model of the fakescope config `path`, given as `option`, of the run's arch."""
+    spec = read_spec(path)
+    if spec.arch != config.arch:
+        raise WeightsError(f"--{option} {path} has architecture {spec.arch}, not {config.arch}")
+    return load_fakescope(spec)
+
+
 def _build(config: TrainConfig) -> torch.nn.Module:
     arch = get_arch(config.arch)
     model: Any = arch.build(drop_rate=0.2)  # a timm model: its parts are found by name
     if config.init:
-        start = read_spec(config.init)
-        if start.arch != config.arch:
-            raise WeightsError(
-                f"--init {config.init} has architecture {start.arch}, not {config.arch}"
-            )
-        model.load_state_dict(load_fakescope(start).state_dict())
+        model.load_state_dict(_start(config, "init", config.init).state_dict())
     else:
         if config.pretrained and arch.timm_name.startswith("tf_efficientnet_lite"):
             model = efficientnet_lite_imagenet(model, int(arch.timm_name[-1]))
@@ -183,7 +201,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Batches = Iterable[tuple[torch.Tensor, ...]]
 
 
 @dataclass
@@ -229,6 +247,7 @@ def cached_inputs(config: TrainConfig, size: int, device: torch.device) -> Input
             config.seed * 1000 + number,
             jpeg=config.jpeg_share,
             h264=config.h264_share,
+            clean=config.teacher is not None,
         )
         return source.epoch(items, batch, first_step, workers=config.workers)
 
@@ -298,6 +317,7 @@ class Run:
         default_factory=lambda: {"epoch": 0, "step_in_epoch": 0, "best": None, "history": []}
     )
     best_model: dict | None = None  # the weights of the epoch with the lowest held-out log loss
+    teacher: torch.nn.Module | None = None  # frozen, in eval mode: not part of the checkpoint
 
     @property
     def steps_per_epoch(self) -> int:
@@ -322,7 +342,24 @@ def build_run(config: TrainConfig, device: torch.device) -> Run:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
-    return Run(config, model, optimizer, scheduler, scaler)
+    teacher = None
+    if config.teacher:
+        teacher = channels_last(_start(config, "teacher", config.teacher)).to(device).eval()
+        teacher.requires_grad_(False)
+    return Run(config, model, optimizer, scheduler, scaler, teacher=teacher)
+
+
+def pooled_features(model: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A timm model's last feature map averaged over space, as its head pools it (timm's
+    pre-logits would also take the head's dropout), and its logits."""
+    maps = model.forward_features(images)
+    return maps.mean(dim=(2, 3)), model.forward_head(maps)
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """1 - cosine similarity of pooled features, averaged over the batch: the direction of the
+    features carries the class evidence, their scale differs between coded and clean crops."""
+    return 1 - torch.nn.functional.cosine_similarity(student, teacher.detach(), dim=1).mean()
 
 
 def save_checkpoint(run: Run, path: Path) -> None:
@@ -373,11 +410,20 @@ def train_epoch(
             module.eval()
     loss_fn = torch.nn.BCEWithLogitsLoss()
     running, started = None, time.time()
-    for images, targets in batches:
+    for images, targets, *clean in batches:
         images = images.to(device, memory_format=torch.channels_last, non_blocking=True)
         targets = targets.to(device)
         with torch.autocast(device.type, enabled=device.type == "cuda"):
-            loss = loss_fn(model(images).flatten().float(), targets)
+            if run.teacher is None:
+                loss = loss_fn(model(images).flatten().float(), targets)
+            else:
+                features, logits = pooled_features(model, images)
+                with torch.no_grad():
+                    taught, _ = pooled_features(run.teacher, clean[0].to(device))
+                loss = loss_fn(logits.flatten().float(), targets)
+                loss = loss + config.distill_weight * distillation_loss(
+                    features.float(), taught.float()
+                )
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
