@@ -5,7 +5,9 @@
 
 Crops (default ../shared/data/dfdc-faces/val/{real,fake}): each decoded crop is perturbed in
 memory (JPEG q30/50/70, WebP q75, x0.5 down and back up, Gaussian blur sigma 1.5, JPEG q90
-then q60) and scored with `Analyzer.score_crops`; AUC has a 95% bootstrap interval.
+then q60; x264 at CRF 35 and 41, and at CRF 35 on the face shrunk x0.5, each coded as a
+predicted frame as training codes it) and scored with `Analyzer.score_crops`; AUC has a 95%
+bootstrap interval.
 Videos (default ../shared/data/ffpp-dev/{real,fake}): video-level AUC of `analyze` on the
 file as is, then on its first --seconds: stream-copied ("clean, first N s"), re-encoded with
 libx264 at --crf, and downscaled x0.5 + re-encoded. The re-encoded rows' AUC change is
@@ -32,6 +34,7 @@ from fakescope.crops import resize_rgb
 from fakescope.media import read_image
 from fakescope.metrics import metrics_with_intervals
 from fakescope.pipeline import Analyzer, Settings
+from fakescope.training.batch_augment import h264_roundtrip
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CHUNK = 64
@@ -43,9 +46,16 @@ def encoded(image: np.ndarray, fmt: str, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buffer).convert("RGB"))
 
 
-def half_and_back(image: np.ndarray) -> np.ndarray:
+def half_and_back(image: np.ndarray, between: Callable[[np.ndarray], np.ndarray] = np.asarray):
     h, w = image.shape[:2]
-    return resize_rgb(resize_rgb(image, w // 2, h // 2), w, h)
+    return resize_rgb(between(resize_rgb(image, w // 2, h // 2)), w, h)
+
+
+def h264(image: np.ndarray, crf: int) -> np.ndarray:
+    """The crop as the second frame of a two-frame x264 clip (4:2:0 needs even sides)."""
+    h, w = image.shape[:2]
+    even = np.ascontiguousarray(image[: h // 2 * 2, : w // 2 * 2])
+    return h264_roundtrip(even, crf, (2, 2))
 
 
 PERTURBATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -59,6 +69,9 @@ PERTURBATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         Image.fromarray(im).filter(ImageFilter.GaussianBlur(1.5))
     ),
     "jpeg-double q90 q60": lambda im: encoded(encoded(im, "JPEG", 90), "JPEG", 60),
+    "h264 crf35": lambda im: h264(im, 35),
+    "h264 crf41": lambda im: h264(im, 41),
+    "x0.5 + h264 crf35 and back": lambda im: half_and_back(im, lambda small: h264(small, 35)),
 }
 
 

@@ -99,6 +99,17 @@ case "$stage" in
       --epochs 3 --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share 0.5 \
       --jpeg-share 0.5 --h264-share 0.8
     ;;
+  sbi5-h264xx-kd-ft)
+    # Stretch 8, second stage: sbi5-h264xx-ft (stretch 7: from the shipped second member,
+    # H.264 on 80% of crops) with that member, frozen, as the teacher of its own clean
+    # crops: the same draws, so the teacher's term is the only difference. DATA is the pack
+    # of stretch 4.
+    member=src/fakescope/models/weights/sbi5-h264x-03.json
+    fakescope train "$data" --arch efficientnet-lite0 --name efficientnet-lite0 \
+      --out "runs/$stage" --init "$member" --teacher "$member" --distill-weight 1 --lr 1e-4 \
+      --epochs 3 --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share 0.5 \
+      --jpeg-share 0.5 --h264-share 0.8
+    ;;
   sbi5-h264x-scratch)
     # Stretch 7: stretch 6 lifted every video variant of the sbi5 line with H.264 on 60% of
     # crops, where the same share cost the shipped model its recorded ranking. Is that the
