@@ -240,6 +240,12 @@ def test_a_run_with_a_teacher_trains_and_leaves_the_teacher_as_it_was(
     other = replace(config, arch="resnext-small", init=None, out=str(tmp_path / "other"))
     with pytest.raises(WeightsError, match=r"--teacher .* not resnext-small"):
         build_run(other, torch.device("cpu"))
+    # A bad teacher fails before any data is read (here there is none to read).
+    missing = replace(
+        config, dataset=str(tmp_path / "no-data"), teacher=str(tmp_path / "no-model.json")
+    )
+    with pytest.raises(WeightsError, match=r"--teacher .*no-model.json: cannot read"):
+        train(missing, progress=False)
 
 
 def test_training_and_inference_preprocess_a_crop_identically(tmp_path):

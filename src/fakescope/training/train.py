@@ -156,10 +156,13 @@ def _torch_device(name: str) -> torch.device:
 
 def _start(config: TrainConfig, option: str, path: str) -> torch.nn.Module:
     """The model of the fakescope config `path`, given as `option`, of the run's arch."""
-    spec = read_spec(path)
-    if spec.arch != config.arch:
-        raise WeightsError(f"--{option} {path} has architecture {spec.arch}, not {config.arch}")
-    return load_fakescope(spec)
+    try:
+        spec = read_spec(path)
+        if spec.arch != config.arch:
+            raise WeightsError(f"{path} has architecture {spec.arch}, not {config.arch}")
+        return load_fakescope(spec)
+    except WeightsError as error:
+        raise WeightsError(f"--{option} {error}") from None
 
 
 def _build(config: TrainConfig) -> torch.nn.Module:
@@ -519,12 +522,14 @@ def train(config: TrainConfig, progress: bool = True) -> ModelSpec:
     arch = get_arch(config.arch)
     size = config.image_size or arch.crop.size
 
+    # The models first: a bad --init or --teacher fails before minutes of decoding. Loading
+    # the inputs draws from no global generator, so the order changes no draw.
+    run = build_run(config, device)
     if config.input == "cache":
         inputs = cached_inputs(config, size, device)
     else:
         inputs = streamed_inputs(config, size)
 
-    run = build_run(config, device)
     checkpoint = out / "checkpoint.pt"
     resume(run, checkpoint)
     columns = [
