@@ -103,9 +103,8 @@ case "$stage" in
     # Stretch 8, second stage: sbi5-h264xx-ft (stretch 7: from the shipped second member,
     # H.264 on 80% of crops) with that member, frozen, as the teacher of its own clean
     # crops: the same draws, so the teacher's term is the only difference. At weight 1 the
-    # first stage halved no gap (the term fell from 0.35 to 0.26 and the videos did not
-    # move); here it is 5, above the BCE, so that invariance to the codec dominates. DATA is
-    # the pack of stretch 4.
+    # first stage moved no video variant (the term fell from 0.35 to 0.26); here it is 5,
+    # above the BCE, so that invariance to the codec dominates. DATA is the pack of stretch 4.
     member=src/fakescope/models/weights/sbi5-h264x-03.json
     fakescope train "$data" --arch efficientnet-lite0 --name efficientnet-lite0 \
       --out "runs/$stage" --init "$member" --teacher "$member" --distill-weight 5 --lr 1e-4 \
