@@ -86,27 +86,25 @@ def tiny_dataset(shared_data, tmp_path):
     return tmp_path / "data"
 
 
+def _tiny_run(dataset, out, **changes):
+    """A run of a few 64 px steps on the tiny data set, in the training process."""
+    from fakescope.training.train import TrainConfig
+
+    fields = dict(epochs=1, epoch_size=16, batch_size=8, holdout=0.3, image_size=64, workers=0)
+    return TrainConfig(dataset=str(dataset), out=str(out), name="tiny", **{**fields, **changes})
+
+
 @pytest.mark.parametrize("source", ["cache", "stream", "pack"])
 def test_train_two_tiny_epochs_then_resume(tiny_dataset, tmp_path, source):
     from fakescope.training.pack import build_pack
-    from fakescope.training.train import TrainConfig, train
+    from fakescope.training.train import train
 
     dataset = str(tiny_dataset)
     if source == "pack":
         dataset = str(tmp_path / "tiny.safetensors")
         build_pack(tiny_dataset, dataset, get_detector("retinaface", score_threshold=0.5))
-    config = TrainConfig(
-        dataset=dataset,
-        out=str(tmp_path / "run"),
-        epochs=1,
-        epoch_size=16,
-        batch_size=8,
-        holdout=0.3,
-        image_size=64,
-        workers=0,
-        save_every=1,
-        name="tiny",
-        input="stream" if source == "stream" else "cache",
+    config = _tiny_run(
+        dataset, tmp_path / "run", save_every=1, input="stream" if source == "stream" else "cache"
     )
     train(config, progress=False)
     first = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -123,18 +121,7 @@ def test_train_two_tiny_epochs_then_resume(tiny_dataset, tmp_path, source):
 def test_an_interrupted_epoch_resumes_at_its_step(tiny_dataset, tmp_path, monkeypatch, capsys):
     import fakescope.training.train as training
 
-    config = training.TrainConfig(
-        dataset=str(tiny_dataset),
-        out=str(tmp_path / "run"),
-        epochs=1,
-        epoch_size=24,
-        batch_size=8,
-        holdout=0.3,
-        image_size=64,
-        workers=0,
-        save_every=1,
-        name="tiny",
-    )
+    config = _tiny_run(tiny_dataset, tmp_path / "run", epoch_size=24, save_every=1)
     save = training.save_checkpoint
     saved_at = []
 
@@ -208,16 +195,9 @@ def test_a_run_with_a_teacher_trains_and_leaves_the_teacher_as_it_was(
     from fakescope.types import SettingError, WeightsError
 
     before = sha256_of(read_spec(random_model).weights)
-    config = TrainConfig(
-        dataset=str(tiny_dataset),
-        out=str(tmp_path / "run"),
-        epochs=1,
-        epoch_size=16,
-        batch_size=8,
-        holdout=0.3,
-        image_size=64,
-        workers=0,
-        name="tiny",
+    config = _tiny_run(
+        tiny_dataset,
+        tmp_path / "run",
         init=str(random_model),
         teacher=str(random_model),
         distill_weight=2.0,
