@@ -130,6 +130,28 @@ case "$stage" in
       --freeze 3 --workers 1 --sbi-share 0.5 --jpeg-share 0.5 --h264-share 0.35 \
       --sbi-landmarks 5
     ;;
+  sbi5-swap-ft)
+    # Stretch 9, data: stretch 8 found that what compression removes on FF++ is the evidence
+    # of its own manipulations, not the codec. FF++'s face swaps put another person's face
+    # inside the outline; self-blends never do. sbi5-h264xx-ft's recipe and items (stretch 7:
+    # from the shipped second member, H.264 on 80%) with half of the self-blends swapped:
+    # the donor is another real person near in landmarks, aligned and colour-matched (Face
+    # X-ray's blended images). DATA is the pack of stretch 4.
+    fakescope train "$data" --arch efficientnet-lite0 --name efficientnet-lite0 \
+      --out "runs/$stage" --init src/fakescope/models/weights/sbi5-h264x-03.json --lr 1e-4 \
+      --epochs 3 --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share 0.5 \
+      --jpeg-share 0.5 --h264-share 0.8 --swap-share 0.5
+    ;;
+  lite1-sbi5-scratch-ft)
+    # Stretch 9: Lite1's line through the fine-tune that took Lite0's from 0.916 to 0.944 as
+    # recorded (sbi5-scratch-ft): from lite1-sbi5-scratch epoch 8 (committed in campaign/),
+    # the best pair so far beside the first member, at a lower lr on the same recipe and
+    # pack. DATA is the pack of stretch 4.
+    fakescope train "$data" --arch efficientnet-lite1 --name efficientnet-lite1 \
+      --out "runs/$stage" --init campaign/lite1-sbi5-scratch-08.json --lr 1.5e-4 --epochs 4 \
+      --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share 0.5 \
+      --jpeg-share 0.5 --h264-share 0.35
+    ;;
   *)
     echo "unknown stage $stage" >&2
     exit 2

@@ -103,8 +103,13 @@ def test_train_two_tiny_epochs_then_resume(tiny_dataset, tmp_path, source):
     if source == "pack":
         dataset = str(tmp_path / "tiny.safetensors")
         build_pack(tiny_dataset, dataset, get_detector("retinaface", score_threshold=0.5))
+    # The pack's run also swaps its self-blends (its crops carry real landmarks).
     config = _tiny_run(
-        dataset, tmp_path / "run", save_every=1, input="stream" if source == "stream" else "cache"
+        dataset,
+        tmp_path / "run",
+        save_every=1,
+        input="stream" if source == "stream" else "cache",
+        swap_share=1.0 if source == "pack" else 0.0,
     )
     train(config, progress=False)
     first = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -215,6 +220,10 @@ def test_a_run_with_a_teacher_trains_and_leaves_the_teacher_as_it_was(
     assert torch.allclose(features, timm_features, atol=1e-6) and logits.shape == (2, 1)
     with pytest.raises(SettingError, match="needs --input cache"):
         TrainConfig(dataset="d", out="o", teacher=str(random_model), input="stream")
+    with pytest.raises(SettingError, match="swapped blends need --input cache"):
+        TrainConfig(dataset="d", out="o", swap_share=0.5, input="stream")
+    with pytest.raises(SettingError, match=r"swap_share must be in \[0, 1\]"):
+        TrainConfig(dataset="d", out="o", swap_share=1.5)
     with pytest.raises(SettingError, match="distill_weight"):
         TrainConfig(dataset="d", out="o", teacher=str(random_model), distill_weight=0)
     other = replace(config, arch="resnext-small", init=None, out=str(tmp_path / "other"))

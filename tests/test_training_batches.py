@@ -12,17 +12,21 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from skimage.draw import polygon as draw_polygon
+from skimage.transform import SimilarityTransform
 
 from fakescope.blending import (
     HULL_STRENGTHS,
     MEAN_LANDMARKS,
     SelfBlend,
     adjust_colour,
+    align,
     convex_hulls,
     face_masks,
     fill_polygons,
     hull_masks,
+    match_colour,
     outline_points,
+    similarity,
 )
 from fakescope.faces import get_detector
 from fakescope.training.batch_augment import (
@@ -32,9 +36,10 @@ from fakescope.training.batch_augment import (
     h264_roundtrip,
     resized_crop_flip,
 )
-from fakescope.training.batches import TrainingBatches
+from fakescope.training.batches import TrainingBatches, donor_table
 from fakescope.training.data import list_samples
 from fakescope.training.pack import (
+    CropSet,
     build_pack,
     choose_within_budget,
     load_folder,
@@ -576,3 +581,112 @@ def test_dlib_landmarks_land_on_a_real_face(shared_data):
     eyes, mouth, jaw = points[36:48], points[48:68], points[0:17]
     assert eyes[:, 1].mean() < points[30, 1] < mouth[:, 1].mean()  # eyes, nose tip, mouth
     assert jaw[:, 0].min() < eyes[:, 0].min() and jaw[:, 1].max() > mouth[:, 1].max()
+
+
+def test_similarity_is_the_least_squares_fit_of_scikit_image():
+    rng = np.random.default_rng(0)
+    source = rng.uniform(0.2, 0.8, (4, 5, 2))
+    turn = rng.uniform(-0.5, 0.5, 4)
+    scale = rng.uniform(0.7, 1.3, 4)
+    rotation = np.stack([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]]).transpose(
+        2, 0, 1
+    )
+    target = scale[:, None, None] * source @ rotation.transpose(0, 2, 1) + rng.uniform(
+        -0.1, 0.1, (4, 1, 2)
+    )
+    target += rng.normal(0, 0.01, target.shape)  # not exact: the least-squares answer is tested
+    ours = similarity(torch.tensor(source), torch.tensor(target)).numpy()
+    for i in range(4):
+        oracle = SimilarityTransform.from_estimate(source[i], target[i])
+        np.testing.assert_allclose(ours[i], oracle.params[:2], atol=1e-9)
+
+
+def _dots(points: torch.Tensor, size: int) -> torch.Tensor:
+    """1 x 3 x size x size, a 3 x 3 white dot on each point (fractions), black elsewhere."""
+    image = torch.zeros(1, 3, size, size)
+    for x, y in (points * size).long().tolist():
+        image[..., y - 1 : y + 2, x - 1 : x + 2] = 1
+    return image
+
+
+def _centroids(image: torch.Tensor, near: torch.Tensor, size: int) -> torch.Tensor:
+    """The brightness centroid of `image` within 6 px of each of `near`'s points, fractions."""
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    found = []
+    for x, y in (near * size).tolist():
+        window = image[0, 0] * (((xs - x).abs() < 6) & ((ys - y).abs() < 6))
+        found.append(torch.stack([(window * xs).sum(), (window * ys).sum()]) / window.sum())
+    return torch.stack(found) / size
+
+
+def test_align_puts_a_donor_s_landmarks_on_the_face_s_mirrored_or_not():
+    size = 96
+    donor = torch.from_numpy(MEAN_LANDMARKS)
+    turn = torch.tensor(0.2)
+    rotation = torch.stack(
+        [torch.stack([turn.cos(), -turn.sin()]), torch.stack([turn.sin(), turn.cos()])]
+    )
+    face = 1.1 * (donor - 0.5) @ rotation.T + torch.tensor([0.52, 0.47])
+    flipped = face.clone()
+    flipped[:, 0] = 1 - flipped[:, 0]  # a mirrored crop keeps the points' order
+    for onto in (face, flipped):
+        moved = align(_dots(donor, size), donor[None], onto[None])
+        assert (_centroids(moved, onto, size) - onto).abs().max() < 1 / size
+
+
+def test_colour_matching_gives_the_face_s_moments_under_the_mask():
+    torch.manual_seed(0)
+    source, target = torch.rand(2, 3, 32, 32) * 0.3, torch.rand(2, 3, 32, 32) * 0.4 + 0.3
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[..., 8:24, 8:24] = 1
+    matched = match_colour(source, target, masks)[..., 8:24, 8:24].flatten(2)
+    inside = target[..., 8:24, 8:24].flatten(2)
+    assert torch.allclose(matched.mean(2), inside.mean(2), atol=1e-4)
+    assert torch.allclose(matched.std(2), inside.std(2), atol=1e-3)
+
+
+def _people(count: int) -> CropSet:
+    """One real crop per cluster (a smooth ramp for the first, a fine checkerboard for the
+    rest) with landmarks further apart the later the crop, and a fake."""
+    images = (
+        torch.linspace(64, 192, 32).round().to(torch.uint8).expand(count + 1, 3, 32, 32).clone()
+    )
+    images[1:, :, ::2, ::2] = 255
+    images[1:, :, 1::2, 1::2] = 0
+    landmarks = _mean_landmarks(count + 1) + torch.arange(count + 1.0).pow(2).view(-1, 1, 1) * 0.01
+    labels = torch.tensor([0.0] * count + [1.0])
+    return CropSet(images, labels, [f"c{i}" for i in range(count)] + ["c0"], landmarks)
+
+
+def test_donors_are_other_people_nearest_in_landmarks():
+    crops = _people(5)
+    table = donor_table(crops, k=2)
+    assert table[:5].tolist() == [[1, 2], [0, 2], [1, 0], [2, 4], [3, 2]]
+    assert table[5].tolist() == [-1, -1]  # fakes are never blended
+    with pytest.raises(FakescopeError, match="two clusters"):
+        donor_table(crops.subset([0, 5]))
+
+
+def test_swapped_blends_carry_another_person_s_face(tmp_path):
+    """The smooth face takes on its donors' fine texture inside the mask; a run that does
+    not ask for swaps draws exactly as before."""
+    crops = _people(4)
+    args = (crops, (0.0,) * 3, (1.0,) * 3, torch.device("cpu"))
+    items = [(0, True)] * 4 + [(1, False)] * 4
+    no_degradations = lambda images: images.mul(255).round_().clamp_(0, 255).byte()  # noqa: E731
+    swapped = TrainingBatches(*args, seed=1, jpeg=0.0, swap=1.0)
+    own = TrainingBatches(*args, seed=1, jpeg=0.0)
+    swapped.augment.forward = own.augment.forward = no_degradations
+    images, targets = swapped.batch(items, step=0)
+    assert targets.tolist() == [1.0] * 4 + [0.0] * 4
+
+    def texture(faces: torch.Tensor) -> torch.Tensor:  # mean step between rows, in levels
+        return (faces[:, :, 1:] - faces[:, :, :-1]).abs().mean((1, 2, 3)) * 255
+
+    assert (texture(images[:4]) > 5).all()  # the checkerboard; the ramp has no step down
+    assert (texture(own.batch(items, step=0)[0][:4]) < 1).all()
+    assert torch.equal(swapped.batch(items, step=0)[0], images)  # seeded by step
+    assert torch.equal(
+        TrainingBatches(*args, seed=1, jpeg=0.0, swap=0.0).batch(items, 0)[0],
+        TrainingBatches(*args, seed=1, jpeg=0.0).batch(items, 0)[0],
+    )

@@ -305,6 +305,64 @@ def hull_masks(landmarks: torch.Tensor, size: int) -> torch.Tensor:
     return masks.clamp_(0, 1) * strength.view(-1, 1, 1, 1)
 
 
+def similarity(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """B x 2 x 3 least-squares similarities (rotation, one scale, shift; no reflection) taking
+    each source point set (B x K x 2) onto its target: Umeyama's closed form in 2D."""
+    source_mean, target_mean = source.mean(1, keepdim=True), target.mean(1, keepdim=True)
+    s, t = source - source_mean, target - target_mean
+    norm = s.pow(2).sum((1, 2)).clamp_min(1e-12)
+    a = (s * t).sum((1, 2)) / norm
+    b = (s[..., 0] * t[..., 1] - s[..., 1] * t[..., 0]).sum(1) / norm
+    linear = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], 1)
+    shift = target_mean[:, 0] - (linear @ source_mean[:, 0, :, None])[..., 0]
+    return torch.cat([linear, shift[..., None]], 2)
+
+
+def warp(images: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
+    """Each image moved by its transform (B x 2 x 3, from crop fractions to crop fractions),
+    bilinear, edges repeated."""
+    inverse = torch.linalg.inv(transforms[:, :, :2])
+    back = -(inverse @ transforms[:, :, 2:])[..., 0]
+    # grid_sample asks where each output pixel comes from, in g = 2f - 1: the inverse map
+    # f -> inverse f + back, written in g.
+    theta = torch.cat([inverse, (inverse.sum(2) + 2 * back - 1)[..., None]], 2)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def mirrored(landmarks: torch.Tensor) -> torch.Tensor:
+    """Which faces' landmarks (B x 5 x 2 or B x 68 x 2) are those of a mirrored face, as a
+    flipped crop leaves them: the first eye right of the second."""
+    first, second = (0, 1) if landmarks.shape[1] == 5 else (36, 45)
+    return landmarks[:, first, 0] > landmarks[:, second, 0]
+
+
+def align(images: torch.Tensor, landmarks: torch.Tensor, onto: torch.Tensor) -> torch.Tensor:
+    """Faces (float B x 3 x H x W, their landmarks B x K x 2) moved so that their landmarks lie
+    on `onto`'s (B x K x 2) as nearly as a similarity allows, mirrored first where `onto` is
+    mirrored and they are not."""
+    flip = mirrored(onto) != mirrored(landmarks)
+    images, landmarks = images.clone(), landmarks.clone()
+    images[flip] = images[flip].flip(-1)
+    landmarks[flip, :, 0] = 1 - landmarks[flip, :, 0]
+    return warp(images, similarity(landmarks.float(), onto.float()))
+
+
+def match_colour(source: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """`source` with each channel's mean and spread under each mask set to `target`'s there
+    (Face X-ray's colour correction, so that the blend's edge is not a colour step)."""
+    weights = masks / masks.sum((2, 3), keepdim=True).clamp_min(1e-6)
+
+    def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = (x * weights).sum((2, 3), keepdim=True)
+        return mean, ((x - mean).pow(2) * weights).sum((2, 3), keepdim=True).sqrt()
+
+    (source_mean, source_std), (target_mean, target_std) = moments(source), moments(target)
+    return ((source - source_mean) * (target_std / source_std.clamp_min(1e-3)) + target_mean).clamp(
+        0, 1
+    )
+
+
 class SelfBlend(torch.nn.Module):
     """Pseudo-fakes from real faces: each face blended into a slightly altered copy of itself
     through a mask shaped by its landmarks. With 5 landmarks, a deformed face outline laid
@@ -318,14 +376,21 @@ class SelfBlend(torch.nn.Module):
         self.colour68 = ColourJitter(brightness=0.1, contrast=0.1, saturation=0.3, hue=0.03)
 
     def forward(
-        self, images: torch.Tensor, landmarks: torch.Tensor
+        self, images: torch.Tensor, landmarks: torch.Tensor, donors: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(blended, masks) for float B x 3 x H x W images in [0, 1]."""
+        """(blended, masks) for float B x 3 x H x W images in [0, 1]. With `donors` (other
+        people's faces, float B x 3 x H x W, `align`ed to each image's landmarks), each face
+        takes its donor's, colour-matched under the mask, instead of an altered copy of
+        itself: Face X-ray's blended images, whose inner face is another identity."""
         hull = landmarks.shape[1] == 68
-        target = shift_scale(
-            self._target68(images) if hull else self._target(images), 0.03, (0.95, 1.05)
-        )
+        target = donors
+        if target is None:
+            target = shift_scale(
+                self._target68(images) if hull else self._target(images), 0.03, (0.95, 1.05)
+            )
         masks = (hull_masks if hull else face_masks)(landmarks, images.shape[-1])
+        if donors is not None:
+            target = match_colour(donors, images, masks)
         return (masks * target + (1 - masks) * images).clamp(0, 1), masks
 
     def _target(self, images: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,9 @@ from dataclasses import replace
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..blending import SelfBlend
+from ..blending import SelfBlend, align
 from ..crops import normalise
+from ..types import FakescopeError
 from .batch_augment import BatchAugment
 from .pack import CropSet
 
@@ -32,10 +33,12 @@ class TrainingBatches:
         jpeg: float = 0.7,
         h264: float = 0.0,
         clean: bool = False,
+        swap: float = 0.0,
     ):
         self.crops = _held_for(crops, device)
         self.mean, self.std, self.device, self.seed = mean, std, device, seed
-        self.clean = clean
+        self.clean, self.swap = clean, swap
+        self.donors = donor_table(self.crops) if swap else None
         self.augment = BatchAugment(crops.images.shape[-1], jpeg=jpeg, h264=h264)
         self.blend = SelfBlend()
 
@@ -54,7 +57,16 @@ class TrainingBatches:
         targets = self.crops.labels[rows].to(self.device)
         blend = torch.tensor([flag for _, flag in items], device=self.device)
         if blend.any():
-            images[blend], _ = self.blend(images[blend], landmarks[blend])
+            swapped = torch.zeros_like(blend)
+            if self.donors is not None:  # drawn only when asked: a run without keeps its draws
+                swapped = blend & (torch.rand(len(blend), device=self.device) < self.swap)
+            own = blend & ~swapped
+            if own.any():
+                images[own], _ = self.blend(images[own], landmarks[own])
+            if swapped.any():
+                images[swapped] = self._swapped(
+                    images[swapped], landmarks[swapped], rows[swapped.to(rows.device)]
+                )
             targets = torch.where(blend, torch.ones_like(targets), targets)
         if not self.clean:
             return normalise(self.augment(images), self.mean, self.std), targets
@@ -62,6 +74,18 @@ class TrainingBatches:
         clean = images.mul(255).round_().clamp_(0, 255).to(torch.uint8)
         degraded = normalise(self.augment(images), self.mean, self.std)
         return degraded, targets, normalise(clean, self.mean, self.std)
+
+    def _swapped(
+        self, images: torch.Tensor, landmarks: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """Each face blended with one of its donors (another person's face, `align`ed to it)."""
+        assert self.donors is not None
+        table = self.donors[rows.to(self.donors.device)]
+        pick = torch.randint(table.shape[1], (len(rows),), device=table.device)
+        donors = table[torch.arange(len(rows), device=table.device), pick]
+        faces = self.crops.images[donors].to(self.device).float().div_(255)
+        faces = align(faces, self.crops.landmarks[donors].to(self.device), landmarks)
+        return self.blend(images, landmarks, faces)[0]
 
     def epoch(
         self,
@@ -79,6 +103,26 @@ class TrainingBatches:
             yield from DataLoader(steps, batch_size=None, num_workers=workers, prefetch_factor=2)
         else:
             yield from (steps[i] for i in range(len(steps)))
+
+
+def donor_table(crops: CropSet, k: int = 16) -> torch.Tensor:
+    """N x k: for each real crop, the k real crops of other clusters (other people) whose
+    landmarks lie nearest its own, the donors of its swapped blends (Face X-ray picks its
+    donors so); -1 for fakes, which are never blended."""
+    reals = (crops.labels == 0).nonzero().flatten().cpu()
+    clusters = {c: i for i, c in enumerate(dict.fromkeys(crops.clusters))}
+    cluster = torch.tensor([clusters[crops.clusters[i]] for i in reals.tolist()])
+    if len(set(cluster.tolist())) < 2:
+        raise FakescopeError("swapped blends need real crops of at least two clusters (people)")
+    points = crops.landmarks[reals].flatten(1).float().cpu()
+    k = min(k, len(reals) - 1)
+    table = torch.full((len(crops), k), -1, dtype=torch.long)
+    for start in range(0, len(reals), 1024):
+        distances = torch.cdist(points[start : start + 1024], points)
+        same = cluster[start : start + 1024, None] == cluster[None]
+        nearest = distances.masked_fill_(same, float("inf")).topk(k, largest=False).indices
+        table[reals[start : start + 1024]] = reals[nearest]
+    return table.to(crops.images.device)
 
 
 def _held_for(crops: CropSet, device: torch.device) -> CropSet:

@@ -67,6 +67,11 @@ class TrainConfig:
     h264_share: float = _help(
         0.0, "share of crops coded by x264 (CRF 23-45; some shrunk first, some coded twice)"
     )
+    swap_share: float = _help(
+        0.0,
+        "share of the self-blended fakes whose blended-in face is another real person's "
+        "(Face X-ray's blended images: a donor near in landmarks, aligned, colour-matched)",
+    )
     sbi_landmarks: int = _help(
         5,
         "self-blending masks: 5, outlines from the detector's landmarks; 68, SBI's hulls of "
@@ -123,6 +128,7 @@ class TrainConfig:
             "sbi_share": (self.sbi_share, True),
             "jpeg_share": (self.jpeg_share, True),
             "h264_share": (self.h264_share, True),
+            "swap_share": (self.swap_share, True),
             "holdout": (self.holdout, False),
         }
         for name, (number, zero_allowed) in shares.items():
@@ -140,6 +146,8 @@ class TrainConfig:
             )
         if self.input not in ("cache", "stream"):
             raise SettingError(f"input must be cache or stream, got {self.input!r}", "input")
+        if self.swap_share and self.input != "cache":
+            raise SettingError("swapped blends need --input cache (the donors)", "swap_share")
         if self.teacher and self.input != "cache":
             raise SettingError("a teacher needs --input cache (the clean view)", "teacher")
         if not (self.distill_weight > 0):
@@ -251,6 +259,7 @@ def cached_inputs(config: TrainConfig, size: int, device: torch.device) -> Input
             jpeg=config.jpeg_share,
             h264=config.h264_share,
             clean=config.teacher is not None,
+            swap=config.swap_share,
         )
         return source.epoch(items, batch, first_step, workers=config.workers)
 
