@@ -114,7 +114,7 @@ def test_a_valid_ensemble_still_loads(model_dir):
 def test_the_shipped_pair_loads_with_its_fits_and_the_campaign_starts_load():
     """The shipped model is a pair with its own temperature and decision; the committed
     campaign members (`--init campaign/...` in scripts/train-campaign.sh) and the best
-    candidate not shipped load too."""
+    candidates not shipped load too."""
     shipped = load_ensemble("default", backend="torch")
     assert [m.spec.name for m in shipped.members] == ["efficientnet-lite0", "sbi5-h264x-03"]
     # Its heat maps are the first member's: the second's miss FF++ masks (the model card).
@@ -136,6 +136,13 @@ def test_the_shipped_pair_loads_with_its_fits_and_the_campaign_starts_load():
     candidate = load_ensemble(campaign / "lite0+sbi5-h264xx-01.json", backend="torch")
     assert [m.spec.name for m in candidate.members] == ["efficientnet-lite0", "sbi5-h264xx-01"]
     assert candidate.temperature != 1.0
+    trio = load_ensemble(campaign / "trio-lite1-08.json", backend="torch")
+    assert [m.spec.name for m in trio.members] == [
+        "efficientnet-lite0",
+        "sbi5-h264x-03",
+        "lite1-sbi5-scratch-08",
+    ]
+    assert [m.explained for m in trio.members] == [True, False, False]
 
 
 def test_a_member_left_out_of_the_maps_still_scores(model_dir):
