@@ -130,12 +130,16 @@ def test_the_shipped_pair_loads_with_its_fits_and_the_campaign_starts_load():
         "sbi5-scratch-ft-03",
         "sbi5-h264xx-01",
         "lite1-sbi5-scratch-08",
+        "sbi5-swap-02",
     ):
         (member,) = load_ensemble(campaign / f"{name}.json", backend="torch").members
         assert member.spec.name == name
     candidate = load_ensemble(campaign / "lite0+sbi5-h264xx-01.json", backend="torch")
     assert [m.spec.name for m in candidate.members] == ["efficientnet-lite0", "sbi5-h264xx-01"]
     assert candidate.temperature != 1.0
+    swapped = load_ensemble(campaign / "lite0+sbi5-swap-02.json", backend="torch")
+    assert [m.spec.name for m in swapped.members] == ["efficientnet-lite0", "sbi5-swap-02"]
+    assert swapped.temperature != 1.0
     trio = load_ensemble(campaign / "trio-lite1-08.json", backend="torch")
     assert [m.spec.name for m in trio.members] == [
         "efficientnet-lite0",
