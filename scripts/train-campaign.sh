@@ -152,6 +152,16 @@ case "$stage" in
       --epochs 3 --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share 0.5 \
       --jpeg-share 0.5 --h264-share 0.6 --swap-share 0.5
     ;;
+  sbi5-swap-scratch)
+    # Stretch 9's next step: the swaps (stretch 9: CRF 35 up, the recorded videos' decision
+    # a little down when added on top of a self-blend member) learnt from the start.
+    # sbi5-scratch's run (stretch 4: the same draws and pack, from ImageNet) with half of the
+    # self-blends swapped. DATA is the pack of stretch 4.
+    fakescope train "$data" --arch efficientnet-lite0 --name efficientnet-lite0 \
+      --out "runs/$stage" --lr 5e-4 --epochs 9 --epoch-size 12000 --image-size 192 \
+      --freeze 3 --workers 1 --sbi-share 0.5 --jpeg-share 0.5 --h264-share 0.35 \
+      --sbi-landmarks 5 --swap-share 0.5
+    ;;
   lite1-sbi5-scratch-ft)
     # Stretch 9: Lite1's line through the fine-tune that took Lite0's from 0.916 to 0.944 as
     # recorded (sbi5-scratch-ft): from lite1-sbi5-scratch epoch 8 (committed in campaign/),
