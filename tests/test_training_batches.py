@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -665,6 +666,9 @@ def test_donors_are_other_people_nearest_in_landmarks():
     assert table[5].tolist() == [-1, -1]  # fakes are never blended
     with pytest.raises(FakescopeError, match="two clusters"):
         donor_table(crops.subset([0, 5]))
+    # Where a cluster holds several reals, no pick falls within it.
+    crowded = replace(crops, clusters=["a", "a", "a", "b", "c", "a"])
+    assert donor_table(crowded, k=4).tolist()[:3] == [[3, 4]] * 3
 
 
 def test_swapped_blends_carry_another_person_s_face(tmp_path):

@@ -115,7 +115,7 @@ def donor_table(crops: CropSet, k: int = 16) -> torch.Tensor:
     if len(set(cluster.tolist())) < 2:
         raise FakescopeError("swapped blends need real crops of at least two clusters (people)")
     points = crops.landmarks[reals].flatten(1).float().cpu()
-    k = min(k, len(reals) - 1)
+    k = min(k, len(reals) - int(cluster.bincount().max()))  # every pick from another cluster
     table = torch.full((len(crops), k), -1, dtype=torch.long)
     for start in range(0, len(reals), 1024):
         distances = torch.cdist(points[start : start + 1024], points)
