@@ -358,9 +358,8 @@ def match_colour(source: torch.Tensor, target: torch.Tensor, masks: torch.Tensor
         return mean, ((x - mean).pow(2) * weights).sum((2, 3), keepdim=True).sqrt()
 
     (source_mean, source_std), (target_mean, target_std) = moments(source), moments(target)
-    return ((source - source_mean) * (target_std / source_std.clamp_min(1e-3)) + target_mean).clamp(
-        0, 1
-    )
+    scale = target_std / source_std.clamp_min(1e-3)
+    return ((source - source_mean) * scale + target_mean).clamp(0, 1)
 
 
 class SelfBlend(torch.nn.Module):
@@ -383,14 +382,14 @@ class SelfBlend(torch.nn.Module):
         takes its donor's, colour-matched under the mask, instead of an altered copy of
         itself: Face X-ray's blended images, whose inner face is another identity."""
         hull = landmarks.shape[1] == 68
-        target = donors
-        if target is None:
+        # The altered copy is drawn before the mask, as it always was: runs repeat their draws.
+        if donors is None:
             target = shift_scale(
                 self._target68(images) if hull else self._target(images), 0.03, (0.95, 1.05)
             )
         masks = (hull_masks if hull else face_masks)(landmarks, images.shape[-1])
         if donors is not None:
-            target = match_colour(donors, images, masks)
+            target = match_colour(donors, images, masks)  # needs the mask: drawn after it
         return (masks * target + (1 - masks) * images).clamp(0, 1), masks
 
     def _target(self, images: torch.Tensor) -> torch.Tensor:

@@ -112,7 +112,7 @@ def donor_table(crops: CropSet, k: int = 16) -> torch.Tensor:
     reals = (crops.labels == 0).nonzero().flatten().cpu()
     clusters = {c: i for i, c in enumerate(dict.fromkeys(crops.clusters))}
     cluster = torch.tensor([clusters[crops.clusters[i]] for i in reals.tolist()])
-    if len(set(cluster.tolist())) < 2:
+    if cluster.unique().numel() < 2:
         raise FakescopeError("swapped blends need real crops of at least two clusters (people)")
     points = crops.landmarks[reals].flatten(1).float().cpu()
     k = min(k, len(reals) - int(cluster.bincount().max()))  # every pick from another cluster
