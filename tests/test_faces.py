@@ -60,6 +60,34 @@ def test_retinaface_in_pytorch_finds_what_onnxruntime_finds(retinaface):
             assert np.allclose(a.landmarks, b.landmarks, atol=1e-2)
 
 
+def test_retinaface_decoding_matches_the_package(retinaface):
+    """Decoding only the anchors over the threshold gives exactly what the package's
+    preprocess + postprocess (which decode every anchor) give, on photos and video frames."""
+    from retinaface.postprocess import postprocess
+    from retinaface.preprocess import preprocess
+
+    video = shared_data_dir() / "ffpp-dev" / "real" / "ffpp_yt_c23_033.mp4"
+    frames = [f.image for f in media.iter_frames(video, 3)]
+    for images in ([photo("3faces"), photo("4faces")], frames):
+        batch = np.stack(images)
+        inputs = faces.retinaface_inputs(batch)
+        assert inputs.flags.c_contiguous and np.array_equal(inputs, preprocess(batch))
+        outputs = retinaface._session.run(None, {"input": inputs})
+        for threshold in (0.5, 0.9):
+            ours = faces.retinaface_detections(outputs, *batch.shape[1:3], threshold)
+            package = postprocess(
+                [o.copy() for o in outputs], *inputs.shape, score_threshold=threshold
+            )
+            assert sum(map(len, ours)) > 0
+            for found, reference in zip(ours, package, strict=True):
+                assert [d.box for d in found] == [
+                    (f.x, f.y, f.x + f.width, f.y + f.height) for f in reference
+                ]
+                assert [d.score for d in found] == [f.score for f in reference]
+                for d, f in zip(found, reference, strict=True):
+                    assert d.landmarks.tolist() == [[p.x, p.y] for p in f.landmarks]
+
+
 def test_blank_and_tiny_images_have_no_face(retinaface):
     blank = [np.zeros((1, 1, 3), np.uint8), np.full((240, 320, 3), 128, np.uint8)]
     assert retinaface.detect(blank) == [[], []]
