@@ -168,7 +168,7 @@ case "$stage" in
     # the best pair so far beside the first member, at a lower lr on the same recipe and
     # pack. DATA is the pack of stretch 4.
     fakescope train "$data" --arch efficientnet-lite1 --name efficientnet-lite1 \
-      --out "runs/$stage" --init campaign/lite1-sbi5-scratch-08.json --lr 1.5e-4 --epochs 4 \
+      --out "runs/$stage" --init src/fakescope/models/weights/lite1-sbi5-scratch-08.json --lr 1.5e-4 --epochs 4 \
       --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share 0.5 \
       --jpeg-share 0.5 --h264-share 0.35
     ;;

@@ -77,10 +77,10 @@ class Judging:
         4  # judged faces; capped at an eighth of the analysed frames (1 for an image)
     )
     # The median H.264 quantiser of a track's faces (FaceScore.qp) above which the track is
-    # too compressed to decide; 51 lets every track in. Per-face AUC is 0.75 at QP 30-33 and
-    # 0.70 at 33-36. On ffpp-dev re-encoded at CRF 35, 41 of 42 verdicts (15 were wrong)
-    # become inconclusive; the videos as recorded (track medians up to 30.8) keep theirs
-    # (benchmarks/bench_compression.py).
+    # too compressed to decide; 51 lets every track in. The shipped trio's per-face AUC is
+    # 0.82 at QP 30-33 and 0.69 at 33-36, under 0.70 from there on. On ffpp-dev re-encoded
+    # at CRF 35, 39 of 42 verdicts (13 were wrong) become inconclusive; the videos as
+    # recorded (track medians up to 30.8) keep theirs (benchmarks/bench_compression.py).
     max_qp: float = 34.0
 
     def __post_init__(self) -> None:
