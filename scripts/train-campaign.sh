@@ -162,9 +162,20 @@ case "$stage" in
       --freeze 3 --workers 1 --sbi-share 0.5 --jpeg-share 0.5 --h264-share 0.35 \
       --sbi-landmarks 5 --swap-share 0.5
     ;;
+  sbi5-swap-scratch-ft)
+    # Stretch 10: sbi5-swap-scratch's member (its saved epoch 9, chosen on held-out crops
+    # alone; committed in campaign/) trained on at a lower lr with the same recipe, as
+    # sbi5-scratch-ft did for the self-blend line (0.916 -> 0.944 as recorded). Alone it
+    # ranks CRF 35 far above its control without swaps (epoch 8: 0.781 against 0.709).
+    # DATA is the pack of stretch 4.
+    fakescope train "$data" --arch efficientnet-lite0 --name efficientnet-lite0 \
+      --out "runs/$stage" --init campaign/sbi5-swap-scratch-09.json --lr 1.5e-4 --epochs 4 \
+      --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share 0.5 \
+      --jpeg-share 0.5 --h264-share 0.35 --swap-share 0.5
+    ;;
   lite1-sbi5-scratch-ft)
     # Stretch 9: Lite1's line through the fine-tune that took Lite0's from 0.916 to 0.944 as
-    # recorded (sbi5-scratch-ft): from lite1-sbi5-scratch epoch 8 (committed in campaign/),
+    # recorded (sbi5-scratch-ft): from lite1-sbi5-scratch epoch 8 (the shipped third member),
     # the best pair so far beside the first member, at a lower lr on the same recipe and
     # pack. DATA is the pack of stretch 4.
     fakescope train "$data" --arch efficientnet-lite1 --name efficientnet-lite1 \

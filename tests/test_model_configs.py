@@ -127,7 +127,13 @@ def test_the_shipped_trio_loads_with_its_fits_and_the_campaign_starts_load():
     logit = np.log(np.array([0.3, 0.8]) / np.array([0.7, 0.2])) / shipped.temperature
     assert np.allclose(shipped.combine(probs), 1 / (1 + np.exp(-logit)))
     campaign = Path(__file__).parents[1] / "campaign"
-    for name in ("sbi5-scratch-05", "sbi5-scratch-ft-03", "sbi5-h264xx-01", "sbi5-swap-02"):
+    for name in (
+        "sbi5-scratch-05",
+        "sbi5-scratch-ft-03",
+        "sbi5-h264xx-01",
+        "sbi5-swap-02",
+        "sbi5-swap-scratch-09",
+    ):
         (member,) = load_ensemble(campaign / f"{name}.json", backend="torch").members
         assert member.spec.name == name
     candidate = load_ensemble(campaign / "lite0+sbi5-h264xx-01.json", backend="torch")
