@@ -133,15 +133,17 @@ def test_the_shipped_trio_loads_with_its_fits_and_the_campaign_starts_load():
         "sbi5-h264xx-01",
         "sbi5-swap-02",
         "sbi5-swap-scratch-09",
+        "sbi5-swap-scratch-ft-02",
     ):
         (member,) = load_ensemble(campaign / f"{name}.json", backend="torch").members
         assert member.spec.name == name
     candidate = load_ensemble(campaign / "lite0+sbi5-h264xx-01.json", backend="torch")
     assert [m.spec.name for m in candidate.members] == ["efficientnet-lite0", "sbi5-h264xx-01"]
     assert candidate.temperature != 1.0
-    swapped = load_ensemble(campaign / "lite0+sbi5-swap-02.json", backend="torch")
-    assert [m.spec.name for m in swapped.members] == ["efficientnet-lite0", "sbi5-swap-02"]
-    assert swapped.temperature != 1.0
+    for second in ("sbi5-swap-02", "sbi5-swap-scratch-ft-02"):
+        swapped = load_ensemble(campaign / f"lite0+{second}.json", backend="torch")
+        assert [m.spec.name for m in swapped.members] == ["efficientnet-lite0", second]
+        assert swapped.temperature != 1.0
 
 
 def test_a_member_left_out_of_the_maps_still_scores(model_dir):
