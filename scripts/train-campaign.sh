@@ -173,6 +173,17 @@ case "$stage" in
       --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share 0.5 \
       --jpeg-share 0.5 --h264-share 0.35 --swap-share 0.5
     ;;
+  sbi5-swap-h264x-ft)
+    # Stretch 10's next step: the swap line's best member (sbi5-swap-scratch-ft epoch 2,
+    # committed in campaign/: 0.923 / 0.801 / 0.707 alone) trained on with H.264 on 60% of
+    # crops at a lower lr, as sbi5-h264x-ft took the shipped second member's line from
+    # 0.946 to 0.957 as recorded. Does its recorded ranking come back without losing the
+    # re-encodes? DATA is the pack of stretch 4.
+    fakescope train "$data" --arch efficientnet-lite0 --name efficientnet-lite0 \
+      --out "runs/$stage" --init campaign/sbi5-swap-scratch-ft-02.json --lr 1e-4 --epochs 3 \
+      --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share 0.5 \
+      --jpeg-share 0.5 --h264-share 0.6 --swap-share 0.5
+    ;;
   lite1-sbi5-scratch-ft)
     # Stretch 9: Lite1's line through the fine-tune that took Lite0's from 0.916 to 0.944 as
     # recorded (sbi5-scratch-ft): from lite1-sbi5-scratch epoch 8 (the shipped third member),
