@@ -175,9 +175,9 @@ def retinaface_detections(
     found = []
     for image_boxes, image_scores, image_points in zip(boxes, scores, points, strict=True):
         keep = np.flatnonzero(image_scores[:, 1] > threshold)
-        kept_anchors = anchors[keep][np.newaxis]
-        box = rebuild_boxes(image_boxes[keep][np.newaxis], kept_anchors)[0]
-        point = rebuild_pts(image_points[keep][np.newaxis], kept_anchors)[0]
+        # Indexing copies, so the package's in-place decoding leaves the outputs intact.
+        box = rebuild_boxes(image_boxes[keep], anchors[keep])
+        point = rebuild_pts(image_points[keep], anchors[keep])
         box *= [width, height] * 2
         point *= [width, height] * 5
         box, score, point = filter_results(
