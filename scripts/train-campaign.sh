@@ -194,6 +194,17 @@ case "$stage" in
       --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share 0.5 \
       --jpeg-share 0.5 --h264-share 0.35
     ;;
+  lite1-sbi5-swap-scratch)
+    # Stretch 11: the swaps (stretch 9-10: CRF 35 up 0.04-0.07 when learnt from the start)
+    # with Lite1's capacity (stretch 8: the shipped third member, best of the campaign at
+    # CRF 41 alone). lite1-sbi5-scratch's run with half of the self-blends swapped, as
+    # sbi5-swap-scratch did for Lite0. A candidate for the third member's place. DATA is
+    # the pack of stretch 4.
+    fakescope train "$data" --arch efficientnet-lite1 --name efficientnet-lite1 \
+      --out "runs/$stage" --lr 5e-4 --epochs 9 --epoch-size 12000 --image-size 192 \
+      --freeze 3 --workers 1 --sbi-share 0.5 --jpeg-share 0.5 --h264-share 0.35 \
+      --sbi-landmarks 5 --swap-share 0.5
+    ;;
   *)
     echo "unknown stage $stage" >&2
     exit 2
