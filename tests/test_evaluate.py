@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from scipy.special import expit, logit
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 from typer.testing import CliRunner
 
 from fakescope.calibrate import Calibration, write_calibrated, write_temperature
@@ -21,7 +21,7 @@ from fakescope.evaluate import (
     wilson,
     write_rows,
 )
-from fakescope.metrics import fit_temperature
+from fakescope.metrics import fit_platt
 from fakescope.models.ensemble import load_ensemble, rescaled
 from fakescope.types import Decision, FakescopeError
 
@@ -159,36 +159,59 @@ def test_bad_decision_block_is_a_weights_error(random_model, tmp_path):
     assert error.value.exit_code == 5
 
 
-def overconfident_scores(path, n=400, seed=2):
+def overconfident_scores(path, n=400, seed=2, fakes=0.5, lean=0.0):
     """scores.npz whose probabilities are too sharp: for classes at N(+-1, 1) the calibrated
-    logit is 2x, these are 3x, so the temperature that fits is about 1.5."""
+    logit is 2x, these are 3x - `lean`, so the temperature that fits is about 1.5 and the
+    bias about lean / 1.5, whatever share of `fakes` the crops have."""
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, n)
-    logits = 3 * (rng.normal(0, 1, n) + (2 * labels - 1))
+    labels = (rng.random(n) < fakes).astype(int)
+    logits = 3 * (rng.normal(0, 1, n) + (2 * labels - 1)) - lean
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, probs=1 / (1 + np.exp(-logits)), labels=labels)
     return logits, labels
 
 
-def test_fitted_temperature_rescales_the_combined_probability(random_model, tmp_path):
-    logits, labels = overconfident_scores(tmp_path / "eval" / "scores.npz")
+def test_fitted_temperature_and_bias_rescale_the_combined_probability(random_model, tmp_path):
+    # Two fakes per real (as DFDC's training set), from a model that leans to real.
+    scores = tmp_path / "eval" / "scores.npz"
+    logits, labels = overconfident_scores(scores, n=6000, fakes=2 / 3, lean=0.75)
     config = tmp_path / "fitted.json"
     fit = Calibration(str(random_model), note="held-out crops")
-    tempered = write_temperature(tmp_path / "eval" / "scores.npz", config, fit)
-    assert tempered.temperature == pytest.approx(fit_temperature(logits, labels), rel=1e-5)
-    assert 1.3 < tempered.temperature < 1.7 and tempered.log_loss_after < tempered.log_loss_before
+    tempered = write_temperature(scores, config, fit)
+    assert tempered.temperature == pytest.approx(1.5, abs=0.1)
+    # The classes weigh equally, so the share of fakes does not enter the bias (it would
+    # add log 2 = 0.69 unweighted).
+    assert tempered.bias == pytest.approx(0.5, abs=0.1)
+    assert tempered.log_loss_after < tempered.log_loss_before
+    # The fit minimises the class-weighted log loss: no nearby (T, b) does better.
+    weights = np.where(labels == 1, 0.5 / labels.mean(), 0.5 / (1 - labels.mean()))
+
+    def loss(t, b):
+        return log_loss(labels, expit(logits / t + b), sample_weight=weights)
+
+    best = loss(tempered.temperature, tempered.bias)
+    for dt, db in ((0.02, 0), (-0.02, 0), (0, 0.02), (0, -0.02)):
+        assert best <= loss(tempered.temperature + dt, tempered.bias + db)
     ensemble = load_ensemble(config, backend="torch")
-    assert ensemble.temperature == tempered.temperature
+    assert (ensemble.temperature, ensemble.bias) == (tempered.temperature, tempered.bias)
     assert ensemble.describe()["temperature"]["fitted_on"] == "held-out crops"
     name = ensemble.members[0].spec.name
     probs = np.array([0.02, 0.3, 0.5, 0.9, 1.0])
-    expected = expit(logit(np.clip(probs, 1e-6, 1 - 1e-6)) / tempered.temperature)
+    z = logit(np.clip(probs, 1e-6, 1 - 1e-6))
+    expected = expit(z / tempered.temperature + tempered.bias)
     assert np.allclose(ensemble.combine({name: probs}), expected)
-    # The new factor multiplies the temperature the config already has.
-    again = write_temperature(
-        tmp_path / "eval" / "scores.npz", tmp_path / "twice.json", replace(fit, model=str(config))
-    )
-    assert again.temperature == pytest.approx(tempered.temperature**2, rel=1e-4)
+    # The new fit composes with the one the config already has: the same scores fitted
+    # again give z / T**2 + b / T + b.
+    again = write_temperature(scores, tmp_path / "twice.json", replace(fit, model=str(config)))
+    t, b = tempered.temperature, tempered.bias
+    assert again.temperature == pytest.approx(t**2, rel=1e-4)
+    assert again.bias == pytest.approx(b / t + b, rel=1e-4)
+
+
+def test_platt_refuses_scores_that_rank_the_wrong_way():
+    labels = np.array([0, 0, 1, 1] * 10)
+    with pytest.raises(FakescopeError, match="do not rank fakes above reals"):
+        fit_platt(np.where(labels == 1, -2.0, 2.0) + np.linspace(0, 1, 40), labels)
 
 
 def test_temperature_drops_a_stale_decision_and_refuses_other_scores(random_model, tmp_path):
@@ -248,10 +271,20 @@ def test_calibrate_cli_fits_a_temperature_and_rejects_bad_scores(random_model, t
     assert len(result.output.strip().splitlines()) == 1 and "scores.npz" in result.output
 
 
-@pytest.mark.parametrize("value", [0, -1.0, "2", None, float("inf")])
-def test_bad_temperature_block_is_a_weights_error(random_model, tmp_path, value):
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"value": 0},
+        {"value": -1.0},
+        {"value": "2"},
+        "warm",
+        {"value": float("inf")},
+        {"value": 1.2, "bias": "0.5"},
+        {"value": 1.2, "bias": float("inf")},
+    ],
+)
+def test_bad_temperature_block_is_a_weights_error(random_model, tmp_path, block):
     config = tmp_path / "bad.json"
-    block = {"value": value} if value is not None else "warm"
     config.write_text(
         json.dumps(
             {
@@ -270,6 +303,7 @@ def test_bad_temperature_block_is_a_weights_error(random_model, tmp_path, value)
 def test_rescaled_keeps_zero_and_one_finite():
     out = rescaled(np.array([0.0, 0.5, 1.0]), 2.0)
     assert np.isfinite(out).all() and out[1] == pytest.approx(0.5) and 0 < out[0] < out[2] < 1
+    assert rescaled(np.array([0.5]), 2.0, bias=1.0)[0] == pytest.approx(expit(1.0))
 
 
 def test_held_out_files_are_the_clusters_training_holds_out(tmp_path):

@@ -125,6 +125,7 @@ def test_the_shipped_trio_loads_with_its_fits_and_the_campaign_starts_load():
     assert shipped.decision.real_below <= shipped.decision.threshold and shipped.decision_note
     probs = dict(zip(names, (np.array([0.2, 0.9]), np.array([0.4, 0.7]), np.array([0.3, 0.8]))))
     logit = np.log(np.array([0.3, 0.8]) / np.array([0.7, 0.2])) / shipped.temperature
+    logit += shipped.bias
     assert np.allclose(shipped.combine(probs), 1 / (1 + np.exp(-logit)))
     campaign = Path(__file__).parents[1] / "campaign"
     for name in (

@@ -161,7 +161,7 @@ def test_celebdf_clip_end_to_end(shared_data, tmp_path):
         assert boxes is not None and max(iou(face.box, tuple(b)) for b in boxes) > 0.5
 
     # Each face's score is the members' calibrated P(fake) of that face's crop, averaged
-    # with the ensemble's weights, then the ensemble's own temperature on its logit.
+    # with the ensemble's weights, then the ensemble's own temperature and bias on its logit.
     ensemble = analyzer.ensemble
     faces = [f for t in report.verdict.tracks for f in t.faces]
     mean = np.zeros(len(faces))
@@ -171,7 +171,8 @@ def test_celebdf_clip_end_to_end(shared_data, tmp_path):
             logits = member.model(to_tensor(crops, member.spec.crop)).flatten()
         p = torch.sigmoid(logits / member.spec.temperature).numpy()
         mean += member.weight * p / sum(m.weight for m in ensemble.members)
-    expected = 1 / (1 + np.exp(-np.log(mean / (1 - mean)) / ensemble.temperature))
+    z = np.log(mean / (1 - mean)) / ensemble.temperature + ensemble.bias
+    expected = 1 / (1 + np.exp(-z))
     np.testing.assert_allclose([f.score for f in faces], expected, atol=1e-4)
     assert np.ptp(expected) > 0.01  # the faces differ, so the scores do
 

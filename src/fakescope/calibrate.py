@@ -1,5 +1,5 @@
 """Fit what an ensemble config holds beside its members, on held-out data: the temperature
-of its combined probability (from crops) and its video decision (from videos)."""
+and bias of its combined probability (from crops) and its video decision (from videos)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import log_loss
 
 from .evaluate import read_rows
 from .files import write_atomic
-from .metrics import EPS, fit_temperature
+from .metrics import EPS, balanced_log_loss, fit_platt
 from .models.ensemble import load_ensemble, rescaled, resolve_config
 from .types import DEFAULT_MODEL, Decision, FakescopeError, SettingError
 from .verdict import fit_decision
@@ -47,9 +46,11 @@ class Calibration:
 
 @dataclass(frozen=True)
 class Tempered:
-    """A fitted ensemble temperature and what it did on the crops it was fitted on."""
+    """A fitted ensemble temperature and bias, and what they did on the crops they were
+    fitted on (log loss with both classes weighted equally)."""
 
     temperature: float
+    bias: float
     crops: int
     log_loss_before: float
     log_loss_after: float
@@ -115,15 +116,17 @@ def _scoring(described: dict) -> tuple:
         (m.get("sha256"), m.get("weight"), m.get("temperature"))
         for m in described.get("members", [])
     ]
-    return members, described.get("temperature", {}).get("value", 1.0)
+    block = described.get("temperature", {})
+    return members, block.get("value", 1.0), block.get("bias", 0.0)
 
 
 def write_temperature(scores: Path, out: Path, fit: Calibration | None = None) -> Tempered:
-    """Fit the ensemble's temperature on the crops of an evaluation's scores.npz (`fakescope
-    evaluate DIR --crops --model M`, on crops of identities no member trained on).
+    """Fit the ensemble's temperature and bias on the crops of an evaluation's scores.npz
+    (`fakescope evaluate DIR --crops --model M`, on crops of identities no member trained on;
+    `metrics.fit_platt`).
 
-    The fitted factor composes with the temperature M already has. A decision in M is
-    dropped: it was fitted on video probabilities that the temperature changes."""
+    The fit composes with the temperature and bias M already has. A decision in M is
+    dropped: it was fitted on video probabilities that the new fit changes."""
     fit = fit or Calibration()
     try:
         with np.load(scores) as saved:
@@ -142,10 +145,19 @@ def write_temperature(scores: Path, out: Path, fit: Calibration | None = None) -
             )
     data = _ensemble_data(fit.model, out)
     p = np.clip(probs, EPS, 1 - EPS)
-    factor = fit_temperature(np.log(p / (1 - p)), labels)
-    temperature = round(float((data.get("temperature") or {}).get("value", 1.0)) * factor, 6)
-    block = {"value": temperature, "crops": len(labels), "fitted_on": fit.note or str(scores)}
+    factor, shift = fit_platt(np.log(p / (1 - p)), labels)
+    # M maps z to z / T0 + b0 and the fit maps that to it / factor + shift.
+    old = data.get("temperature") or {}
+    t0, b0 = float(old.get("value", 1.0)), float(old.get("bias", 0.0))
+    temperature, bias = round(t0 * factor, 6), round(b0 / factor + shift, 6)
+    block = {
+        "value": temperature,
+        "bias": bias,
+        "crops": len(labels),
+        "fitted_on": fit.note or str(scores),
+    }
     dropped = data.pop("decision", None) is not None
     write_atomic(out, json.dumps({**data, "temperature": block}, indent=2) + "\n")
-    before, after = log_loss(labels, p), log_loss(labels, rescaled(p, factor))
-    return Tempered(temperature, len(labels), float(before), float(after), dropped)
+    before = balanced_log_loss(labels, p)
+    after = balanced_log_loss(labels, rescaled(p, factor, shift))
+    return Tempered(temperature, bias, len(labels), before, after, dropped)

@@ -97,7 +97,7 @@ def _calibrate() -> Callable[..., None]:
         scores: Path = typer.Argument(
             ...,
             help="scores.npz of `fakescope evaluate --crops` on held-out crops (fits the "
-            "temperature), or its videos.csv on held-out videos (fits the decision)",
+            "temperature and bias), or its videos.csv on held-out videos (fits the decision)",
         ),
         config: Path = typer.Option(
             ..., "--out", help="the new ensemble config (.json): the model's members and fit"
@@ -112,7 +112,8 @@ def _calibrate() -> Callable[..., None]:
         result, code = guarded(str(scores), run)
         if isinstance(result, Tempered):
             out.print(
-                f"temperature {result.temperature:.3f} on {result.crops} crops: log loss "
+                f"temperature {result.temperature:.3f}, bias {result.bias:+.3f} on "
+                f"{result.crops} crops: log loss (classes weighted equally) "
                 f"{result.log_loss_before:.3f} -> {result.log_loss_after:.3f} -> {config}",
                 markup=False,
             )

@@ -2,9 +2,10 @@
 
 An ensemble config is a JSON file `{"format": "fakescope-ensemble", "name", "members":
 [{"config": "member.json", "weight": 1.0}, ...], "temperature": {...}, "decision": {...}}`;
-a single member's fakescope JSON is an ensemble of one. The optional `temperature` rescales
-the logit of the members' weighted mean, fitted on held-out crops (`fakescope calibrate
-scores.npz`): a mean of calibrated members is under-confident wherever they disagree. The
+a single member's fakescope JSON is an ensemble of one. The optional `temperature` block
+maps the logit z of the members' weighted mean to z / value + bias, fitted on held-out crops
+(`fakescope calibrate scores.npz`): a mean of calibrated members is under-confident wherever
+they disagree, and leans to real on identities no member trained on. The
 optional `decision` holds the video-level thresholds fitted for this ensemble on held-out
 videos (`fakescope calibrate videos.csv`), with a note of the data they were fitted on. The
 shipped default lives in `models/weights/default.json`.
@@ -63,8 +64,9 @@ class Ensemble:
     config_path: str
     decision: Decision = field(default_factory=Decision)
     decision_note: str = ""  # what the decision was fitted on
-    temperature: float = 1.0  # of the combined probability; 1.0: the members' mean as is
-    temperature_note: str = ""  # what the temperature was fitted on
+    temperature: float = 1.0  # of the combined probability; 1.0 and bias 0: the mean as is
+    bias: float = 0.0  # added to the combined logit after the temperature
+    temperature_note: str = ""  # what the temperature and bias were fitted on
 
     @property
     def explained_members(self) -> list[Member]:
@@ -84,14 +86,14 @@ class Ensemble:
 
     def combine(self, member_probs: dict[str, np.ndarray]) -> np.ndarray:
         """Weighted mean of member probabilities, its logit divided by the ensemble's
-        temperature."""
+        temperature, plus its bias."""
         total = sum(m.weight for m in self.members)
         mean = np.asarray(
             sum(m.weight * member_probs[m.spec.name] for m in self.members) / total, dtype=float
         )
-        if self.temperature == 1.0:
+        if self.temperature == 1.0 and self.bias == 0.0:
             return mean
-        return rescaled(mean, self.temperature)
+        return rescaled(mean, self.temperature, self.bias)
 
     @torch.inference_mode()
     def score(
@@ -114,7 +116,11 @@ class Ensemble:
                 "real_below": self.decision.real_below,
                 "fitted_on": self.decision_note,
             },
-            "temperature": {"value": self.temperature, "fitted_on": self.temperature_note},
+            "temperature": {
+                "value": self.temperature,
+                "bias": self.bias,
+                "fitted_on": self.temperature_note,
+            },
             "members": [
                 {
                     "name": m.spec.name,
@@ -131,10 +137,10 @@ class Ensemble:
         }
 
 
-def rescaled(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """sigmoid(logit(p) / T); p is clipped first, so 0 and 1 stay finite."""
+def rescaled(probs: np.ndarray, temperature: float, bias: float = 0.0) -> np.ndarray:
+    """sigmoid(logit(p) / T + b); p is clipped first, so 0 and 1 stay finite."""
     p = np.clip(np.asarray(probs, dtype=float), EPS, 1 - EPS)
-    return np.asarray(1 / (1 + np.exp(-np.log(p / (1 - p)) / temperature)))
+    return np.asarray(1 / (1 + np.exp(-(np.log(p / (1 - p)) / temperature + bias))))
 
 
 def installed_models() -> dict[str, Path]:
@@ -227,12 +233,16 @@ def load_ensemble(
     if data.get("format") != "fakescope-ensemble":
         return ensemble
     if (block := data.get("temperature")) is not None:
-        value = block.get("value") if isinstance(block, dict) else None
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            value = math.nan
-        if not 0 < value < math.inf:  # NaN fails too
-            raise WeightsError(f"{config}: bad temperature block (value must be finite, > 0)")
-        ensemble.temperature = float(value)
+        fields = (block.get("value"), block.get("bias", 0.0)) if isinstance(block, dict) else ()
+        value, bias = (
+            float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+            for v in fields or (None, None)
+        )
+        if not (0 < value < math.inf and abs(bias) < math.inf):  # NaN fails too
+            raise WeightsError(
+                f"{config}: bad temperature block (value must be finite, > 0; bias finite)"
+            )
+        ensemble.temperature, ensemble.bias = value, bias
         ensemble.temperature_note = str(block.get("fitted_on", ""))
     if (decision := data.get("decision")) is not None:
         try:
