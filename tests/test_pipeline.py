@@ -219,7 +219,7 @@ def test_cli_analyze_writes_report_and_summary(random_model, example_video, tmp_
     assert result.exit_code == 0, result.output
     assert "astronaut.mp4:" in result.output and "p(fake)=" in result.output
     data = json.loads((tmp_path / "astronaut" / "report.json").read_text())
-    assert data["schema_version"] == "1.6" and len(data["frames_analysed"]) == 4
+    assert data["schema_version"] == "1.7" and len(data["frames_analysed"]) == 4
     assert data["provenance"]["summary"] == "no content credentials"
 
 
@@ -289,7 +289,7 @@ def test_onnx_fast_path_equals_eager_pytorch(random_model, example_video):
 
 def test_explanations_give_evidence_per_face_region(analyzer, example_video, tmp_path):
     data = analyzer.analyze(example_video, tmp_path, ["hirescam++"]).to_dict()
-    assert data["schema_version"] == "1.6"
+    assert data["schema_version"] == "1.7"
     face = data["tracks"][0]["faces"][0]
     assert np.asarray(face["landmarks"]).shape == (5, 2)  # RetinaFace's, in frame pixels
     for entry in data["explanations"]:

@@ -241,7 +241,7 @@ def test_every_report_form_carries_the_credentials(analyzer, media, tmp_path):
     assert "validly signed by Test Generator (not on a trust list)" in reason
     report.save(tmp_path / "ai")
     block = json.loads((tmp_path / "ai" / "report.json").read_text())["provenance"]
-    assert SCHEMA_VERSION == "1.6"
+    assert SCHEMA_VERSION == "1.7"
     assert block["credentials"] == "untrusted" and block["origin"] == "generative AI"
     assert block["summary"] == summary(report.provenance)
     assert block["declares_ai"] and block["has_credentials"]

@@ -178,6 +178,28 @@ def test_other_settings_are_other_rows(analyzer, random_model, tmp_path):
         )
 
 
+def test_a_recalibrated_model_scores_anew(analyzer, random_model, tmp_path):
+    """The same member with the ensemble's own temperature and bias gives other
+    probabilities: its rows are not the uncalibrated model's."""
+    make_crops(tmp_path / "in", 2)
+    db = tmp_path / "r.sqlite"
+    run_scan(analyzer, [tmp_path / "in"], db, crops=True, quiet=True, console=quiet_console())
+    config = tmp_path / "calibrated.json"
+    members = [{"config": str(random_model), "weight": 1.0}]
+    block = {"value": 2.0, "bias": 0.5}
+    ensemble = {"format": "fakescope-ensemble", "name": "c", "members": members}
+    config.write_text(json.dumps({**ensemble, "temperature": block}))
+    calibrated = Analyzer(config, analyzer.settings)
+    summary = run_scan(
+        calibrated, [tmp_path / "in"], db, crops=True, quiet=True, console=quiet_console()
+    )
+    assert summary.new == 2 and len(table(db)) == 4
+    by_path: dict[str, set[float]] = {}
+    for row in table(db):
+        by_path.setdefault(row["path"], set()).add(row["fake_probability"])
+    assert [len(p) for p in by_path.values()] == [2, 2]
+
+
 def test_sigkill_midway_then_rerun_scores_every_input_exactly_once(random_model, tmp_path):
     videos = tmp_path / "in"
     videos.mkdir()

@@ -17,8 +17,9 @@ from .version import __version__
 # 1.1: inconclusive label, reason, judged faces and tracks; 1.2: frames_requested, warnings,
 # media.scale, evidence per face region; 1.3: qp and unjudged per face; 1.4: provenance (the
 # file's C2PA content credentials and container facts); 1.5: the model's temperature; 1.6:
-# per member `explained` (whether its maps make the heat maps)
-SCHEMA_VERSION = "1.6"
+# per member `explained` (whether its maps make the heat maps); 1.7: the model's temperature
+# `bias`
+SCHEMA_VERSION = "1.7"
 # The files Report.save writes, by format; "overlay_video" needs analyze(..., overlay=True).
 FILES = {
     "json": "report.json",
