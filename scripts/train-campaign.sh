@@ -205,6 +205,16 @@ case "$stage" in
       --freeze 3 --workers 1 --sbi-share 0.5 --jpeg-share 0.5 --h264-share 0.35 \
       --sbi-landmarks 5 --swap-share 0.5
     ;;
+  lite1-sbi5-swap-scratch-ft)
+    # Stretch 11's next step: the Lite1 swap line's epoch 7 (committed in campaign/: alone
+    # 0.934 / 0.781 / 0.671, the best half 0 of any member) through the fine-tune that took
+    # the Lite0 swap line to its best (sbi5-swap-scratch-ft: lr 1.5e-4, the same recipe).
+    # A candidate for the third member's place. DATA is the pack of stretch 4.
+    fakescope train "$data" --arch efficientnet-lite1 --name efficientnet-lite1 \
+      --out "runs/$stage" --init campaign/lite1-sbi5-swap-scratch-07.json --lr 1.5e-4 \
+      --epochs 4 --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 \
+      --sbi-share 0.5 --jpeg-share 0.5 --h264-share 0.35 --sbi-landmarks 5 --swap-share 0.5
+    ;;
   *)
     echo "unknown stage $stage" >&2
     exit 2
