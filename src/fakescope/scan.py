@@ -220,9 +220,8 @@ def run_scan(
     workers = workers or os.cpu_count() or 1
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
     summary = ScanSummary(str(db), str(out) if out else None)
-    described = analyzer.ensemble.describe()
-    model: object = described["members"]
-    calibration = [described["temperature"]["value"], described["temperature"]["bias"]]
+    model: object = analyzer.ensemble.describe()["members"]
+    calibration = [analyzer.ensemble.temperature, analyzer.ensemble.bias]
     if calibration != [1.0, 0.0]:  # it changes every probability; uncalibrated stores keep rows
         model = {"members": model, "temperature": calibration}
     settings = store_settings(analyzer.settings, analyzer.ensemble.decision, analyzer.limits, crops)

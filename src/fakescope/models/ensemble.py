@@ -233,10 +233,10 @@ def load_ensemble(
     if data.get("format") != "fakescope-ensemble":
         return ensemble
     if (block := data.get("temperature")) is not None:
-        fields = (block.get("value"), block.get("bias", 0.0)) if isinstance(block, dict) else ()
+        block = block if isinstance(block, dict) else {}
         value, bias = (
             float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
-            for v in fields or (None, None)
+            for v in (block.get("value"), block.get("bias", 0.0))
         )
         if not (0 < value < math.inf and abs(bias) < math.inf):  # NaN fails too
             raise WeightsError(
