@@ -12,7 +12,10 @@ only score the stored crops. For every model the table gives the video AUC per v
 each half of the FF++ scenes and on all; the choice is the best mean AUC over the variants
 on `--choose-on` (the other half is left to fit the decision: `fakescope calibrate`, or
 `scripts/crossfit_decision.py` on the rows written to --out). An epoch's held-out log loss
-(from its run's log.jsonl) is shown beside it.
+(from its run's log.jsonl) is shown beside it. `--against MODEL` adds each model's AUC minus
+MODEL's on all scenes, with a 95% interval that resamples scenes: on a few dozen videos one
+flipped pair moves the AUC by 0.003, and the interval says which differences are more than
+that.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fakescope.evaluate import write_rows
+from fakescope.metrics import auc_difference
 from fakescope.pipeline import Analyzer
 from fakescope.selection import (
     RECORDED,
@@ -63,6 +67,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--choose-on", type=int, default=0, choices=(0, 1))
     parser.add_argument("--out", type=Path, help="write each model's rows here")
+    parser.add_argument("--against", help="compare every model with this one (e.g. default)")
     args = parser.parse_args()
 
     if args.build:
@@ -79,9 +84,15 @@ def main() -> None:
     table = Table(title=f"video AUC on {args.set.name}: half 0 / half 1 / all (scenes)")
     for column in ("model", "held-out log loss", *variants, f"choice (half {args.choose_on})"):
         table.add_column(column)
+    against = score_video_set(video_set, args.against) if args.against else None
+    differences = Table(title=f"video AUC minus {args.against}'s, all scenes [95% interval]")
+    for column in ("model", *variants):
+        differences.add_column(column)
     best: tuple[float, str] | None = None
     for model in args.models:
         rows = score_video_set(video_set, model)
+        if against is not None:
+            differences.add_row(model, *(_difference(against, rows, v) for v in variants))
         cells, chosen_on = [], []
         for variant in variants:
             of = [r for r in rows if r["variant"] == variant]
@@ -101,8 +112,26 @@ def main() -> None:
                 suffix = "" if variant == RECORDED else f"-{variant}"
                 write_rows(of, args.out / f"{name}{suffix}.csv")
     Console(width=200).print(table)
+    if against is not None:
+        Console(width=200).print(differences)
     assert best is not None
     print(f"chosen on half {args.choose_on}: {best[1]} ({best[0]:.3f})")
+
+
+def _difference(first: list[dict], second: list[dict], variant: str) -> str:
+    """AUC(second) - AUC(first) on one variant's videos that both scored, by scene."""
+    pairs = [
+        (a, b)
+        for a, b in zip(first, second, strict=True)
+        if a["variant"] == variant and None not in (a["probability"], b["probability"])
+    ]
+    d = auc_difference(
+        [a["label"] for a, _ in pairs],
+        [a["probability"] for a, _ in pairs],
+        [b["probability"] for _, b in pairs],
+        [a["scene"] for a, _ in pairs],
+    )
+    return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
 
 
 def _fmt(value: float | None) -> str:

@@ -136,6 +136,7 @@ def test_the_shipped_trio_loads_with_its_fits_and_the_campaign_starts_load():
         "sbi5-swap-scratch-09",
         "sbi5-swap-scratch-ft-02",
         "lite1-sbi5-swap-scratch-07",
+        "lite1-sbi5-swap-scratch-ft-02",
     ):
         (member,) = load_ensemble(campaign / f"{name}.json", backend="torch").members
         assert member.spec.name == name

@@ -6,10 +6,14 @@ import json
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
+from scipy.stats import bootstrap
+from sklearn.metrics import roc_auc_score
 
 from fakescope.encode import make_example_video
+from fakescope.metrics import auc_difference
 from fakescope.pipeline import Analyzer
 from fakescope.selection import (
     RECORDED,
@@ -39,6 +43,45 @@ def test_scene_groups_join_every_video_made_from_a_source():
     assert groups[3] == groups[4] != groups[0]
     assert len(set(groups)) == 3
     assert {half_of(g) for g in groups} == {0, 1}
+
+
+def test_an_auc_difference_is_paired_and_resamples_scenes():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 40)
+    first = labels + rng.normal(0, 1.2, 80)
+    second = first + labels * 0.4 + rng.normal(0, 0.3, 80)
+
+    def difference(lab, a, b):
+        return roc_auc_score(lab, b) - roc_auc_score(lab, a)
+
+    ours = auc_difference(labels, first, second, rounds=2000)
+    theirs = bootstrap(
+        (labels, first, second),
+        difference,
+        paired=True,
+        vectorized=False,
+        n_resamples=2000,
+        method="percentile",
+        random_state=0,
+    ).confidence_interval
+    assert ours["value"] == pytest.approx(difference(labels, first, second))
+    ties = np.round(first)  # the rank form counts ties half, as roc_auc_score does
+    assert auc_difference(labels, ties, first)["value"] == pytest.approx(
+        difference(labels, ties, first)
+    )
+    assert ours["low"] == pytest.approx(theirs.low, abs=0.01)
+    assert ours["high"] == pytest.approx(theirs.high, abs=0.01)
+    assert 0 < ours["low"] < ours["value"] < ours["high"]
+    # The same model twice differs by nothing, in every draw.
+    assert auc_difference(labels, first, first) == {"value": 0.0, "low": 0.0, "high": 0.0}
+    # Ten copies of each video in one scene: resampling videos would narrow it, scenes do not.
+    copies = [np.repeat(x, 10) for x in (labels, first, second)]
+    clustered = auc_difference(*copies, clusters=np.repeat(np.arange(80), 10), rounds=2000)
+    assert clustered["high"] - clustered["low"] == pytest.approx(
+        ours["high"] - ours["low"], rel=0.15
+    )
+    with pytest.raises(FakescopeError, match="reals and fakes"):
+        auc_difference(labels[:40], first[:40], second[:40])
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score, roc_curve
 
@@ -91,6 +92,45 @@ def balanced_log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
     labels = np.asarray(labels, dtype=int)
     weights = np.where(labels == 1, 0.5 / labels.mean(), 0.5 / (1 - labels.mean()))
     return float(log_loss(labels, np.clip(probs, EPS, 1 - EPS), sample_weight=weights))
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney U (ties count half): roc_auc_score's value, without its
+    input checks, which cost 20x more in a bootstrap's thousands of calls."""
+    ranks = rankdata(scores)
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    return float(
+        (ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    )
+
+
+def auc_difference(
+    labels, first, second, clusters=None, rounds: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """AUC(second) - AUC(first) on the same items, with a 95% percentile bootstrap interval
+    that resamples clusters (for videos: scenes, since a real and the fakes made from it
+    rise and fall together; default: each item its own). Both models see every draw, so
+    the interval is of the difference itself, far narrower than two separate intervals."""
+    labels = np.asarray(labels, dtype=int)
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    clusters = np.arange(len(labels)) if clusters is None else np.asarray(clusters)
+    if len(np.unique(labels)) < 2:
+        raise FakescopeError("an AUC needs reals and fakes")
+    names, index = np.unique(clusters, return_inverse=True)
+    members = [np.flatnonzero(index == i) for i in range(len(names))]
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(rounds):
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(names), len(names))])
+        if len(np.unique(labels[idx])) < 2:
+            continue
+        samples.append(_auc(labels[idx], second[idx]) - _auc(labels[idx], first[idx]))
+    return {
+        "value": _auc(labels, second) - _auc(labels, first),
+        "low": float(np.percentile(samples, 2.5)),
+        "high": float(np.percentile(samples, 97.5)),
+    }
 
 
 def mean_with_interval(
