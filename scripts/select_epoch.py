@@ -125,6 +125,8 @@ def _difference(first: list[dict], second: list[dict], variant: str) -> str:
         for a, b in zip(first, second, strict=True)
         if a["variant"] == variant and None not in (a["probability"], b["probability"])
     ]
+    if len({a["label"] for a, _ in pairs}) < 2:
+        return "-"
     d = auc_difference(
         [a["label"] for a, _ in pairs],
         [a["probability"] for a, _ in pairs],
