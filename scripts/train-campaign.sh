@@ -227,6 +227,16 @@ case "$stage" in
       --epochs 3 --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 \
       --sbi-share 0.5 --jpeg-share 0.5 --h264-share 0.8 --sbi-landmarks 5 --swap-share 0.5
     ;;
+  lite2-sbi5-scratch)
+    # Stretch 13, capacity again: Lite1 from ImageNet (lite1-sbi5-scratch, the shipped third
+    # member) lifted the trio where Lite0 alone did not. The same recipe, draws and pack with
+    # EfficientNet-Lite2 (4.9 M parameters, about 1.3x Lite1's time a step on this CPU):
+    # does the next size pay as a member, or alone? DATA is the pack of stretch 4.
+    fakescope train "$data" --arch efficientnet-lite2 --name efficientnet-lite2 \
+      --out "runs/$stage" --lr 5e-4 --epochs 9 --epoch-size 12000 --image-size 192 \
+      --freeze 3 --workers 1 --sbi-share 0.5 --jpeg-share 0.5 --h264-share 0.35 \
+      --sbi-landmarks 5
+    ;;
   *)
     echo "unknown stage $stage" >&2
     exit 2

@@ -19,7 +19,7 @@ from fakescope.training.data import balanced_epoch, list_samples, split_by_clust
 from helpers import copy_first
 
 
-@pytest.mark.parametrize("variant", [0, 1])
+@pytest.mark.parametrize("variant", [0, 1, 2])
 def test_lite_key_mapping_gives_the_reference_imagenet_logits(variant):
     import importlib
 
