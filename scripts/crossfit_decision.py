@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from fakescope.evaluate import read_rows, relabel, results_table, video_report
-from fakescope.selection import scene_groups
+from fakescope.evaluate import read_rows, results_table, video_report
+from fakescope.selection import crossfit
 from fakescope.verdict import fit_decision
 
 
@@ -34,23 +34,12 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = read_rows(args.videos)
-    groups = scene_groups([r["file"] for r in rows])
-    fold_of = [g % args.folds for g in groups]
-    labelled = []
-    for fold in range(args.folds):
-        fit = [r for r, f in zip(rows, fold_of) if f != fold and r["probability"] is not None]
-        decision = fit_decision(
-            np.array([r["label"] for r in fit]),
-            np.array([r["probability"] for r in fit]),
-            args.max_false_alarm,
-            args.max_miss,
-        )
-        held = [r for r, f in zip(rows, fold_of) if f == fold]
+    labelled, decisions = crossfit(rows, args.folds, args.max_false_alarm, args.max_miss)
+    for fold, decision in enumerate(decisions):
         print(
-            f"fold {fold}: fitted on {len(fit)} videos: fake at >= {decision.threshold:.3f}, "
-            f"real below {decision.real_below:.3f}; applied to {len(held)}"
+            f"fold {fold}: fitted on the other folds: fake at >= {decision.threshold:.3f}, "
+            f"real below {decision.real_below:.3f}"
         )
-        labelled += relabel(held, decision)
     everything = [r for r in rows if r["probability"] is not None]
     shipped = fit_decision(
         np.array([r["label"] for r in everything]),

@@ -15,7 +15,10 @@ on `--choose-on` (the other half is left to fit the decision: `fakescope calibra
 (from its run's log.jsonl) is shown beside it. `--against MODEL` adds each model's AUC minus
 MODEL's on all scenes, with a 95% interval that resamples scenes: on a few dozen videos one
 flipped pair moves the AUC by 0.003, and the interval says which differences are more than
-that.
+that. `--decision 0.1` adds what a user meets first: the recorded videos judged as `analyze`
+judges them (the default QP limit, each model's own temperature), their decision
+cross-fitted by scene at most 10% false alarms (`fakescope.selection.crossfit`, as
+`scripts/crossfit_decision.py` does on a whole evaluation), and the rates it gives.
 """
 
 from __future__ import annotations
@@ -28,18 +31,22 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fakescope.evaluate import write_rows
+from fakescope.evaluate import decision_metrics, write_rows
 from fakescope.metrics import auc_difference
 from fakescope.pipeline import Analyzer
 from fakescope.selection import (
     RECORDED,
     build_video_set,
+    crossfit,
+    decided_rows,
     half_of,
     load_video_set,
+    rescored,
     save_video_set,
     score_video_set,
     video_auc,
 )
+from fakescope.settings import Settings
 from fakescope.types import FakescopeError
 
 
@@ -68,6 +75,12 @@ def main() -> None:
     parser.add_argument("--choose-on", type=int, default=0, choices=(0, 1))
     parser.add_argument("--out", type=Path, help="write each model's rows here")
     parser.add_argument("--against", help="compare every model with this one (e.g. default)")
+    parser.add_argument(
+        "--decision",
+        type=float,
+        metavar="MAX_FALSE_ALARM",
+        help="add the cross-fitted false alarms / detected / inconclusive as recorded",
+    )
     args = parser.parse_args()
 
     if args.build:
@@ -82,15 +95,19 @@ def main() -> None:
     video_set = load_video_set(args.set)
     variants = list(dict.fromkeys(v.variant for v in video_set.videos))
     table = Table(title=f"video AUC on {args.set.name}: half 0 / half 1 / all (scenes)")
-    for column in ("model", "held-out log loss", *variants, f"choice (half {args.choose_on})"):
+    decision_column = [f"cross-fitted at {args.decision}"] if args.decision is not None else []
+    for column in ("model", "held-out log loss", *variants, *decision_column):
         table.add_column(column)
+    table.add_column(f"choice (half {args.choose_on})")
     against = score_video_set(video_set, args.against) if args.against else None
     differences = Table(title=f"video AUC minus {args.against}'s, all scenes [95% interval]")
     for column in ("model", *variants):
         differences.add_column(column)
     best: tuple[float, str] | None = None
+    wide, user = Settings(max_qp=51), Settings()  # as score_video_set judges; as analyze does
     for model in args.models:
-        rows = score_video_set(video_set, model)
+        faces, fitted = rescored(video_set, model)
+        rows = decided_rows(video_set, faces, wide.decision(fitted), wide)
         if against is not None:
             differences.add_row(model, *(_difference(against, rows, v) for v in variants))
         cells, chosen_on = [], []
@@ -100,6 +117,16 @@ def main() -> None:
             cells.append(" / ".join(_fmt(a) for a in [*halves, video_auc(of)]))
             chosen_on.append(halves[args.choose_on])
         score = sum(a or 0.0 for a in chosen_on) / len(chosen_on)
+        if args.decision is not None:
+            judged = decided_rows(video_set, faces, user.decision(fitted), user)
+            recorded = [r for r in judged if r["variant"] == RECORDED]
+            labelled, _ = crossfit(recorded, 2, args.decision)
+            rates = decision_metrics(labelled)
+            cells.append(
+                " / ".join(
+                    f"{rates[k]['value']:.2f}" for k in ("false_alarm", "detection", "inconclusive")
+                )
+            )
         loss = held_out_log_loss(model)
         table.add_row(model, _fmt(loss), *cells, f"{score:.3f}")
         if best is None or score > best[0]:

@@ -18,6 +18,7 @@ from fakescope.pipeline import Analyzer
 from fakescope.selection import (
     RECORDED,
     build_video_set,
+    crossfit,
     half_of,
     load_video_set,
     save_video_set,
@@ -43,6 +44,44 @@ def test_scene_groups_join_every_video_made_from_a_source():
     assert groups[3] == groups[4] != groups[0]
     assert len(set(groups)) == 3
     assert {half_of(g) for g in groups} == {0, 1}
+
+
+def test_a_crossfitted_decision_never_sees_the_fold_it_labels():
+    files = [
+        "real/ffpp_yt_c23_001.mp4",
+        "fake/ffpp_df_c23_001_002.mp4",
+        "real/ffpp_yt_c23_002.mp4",
+        "real/ffpp_yt_c23_003.mp4",
+        "fake/ffpp_fs_c23_003_004.mp4",
+        "real/ffpp_yt_c23_005.mp4",
+        "fake/ffpp_f2f_c23_005_006.mp4",
+        "fake/ffpp_df_c23_005_007.mp4",
+        "real/ffpp_yt_c23_008.mp4",
+        "fake/ffpp_df_c23_008_009.mp4",
+    ]
+    labels = [0 if f.startswith("real") else 1 for f in files]
+    probs = [0.2, 0.9, 0.65, 0.3, 0.6, 0.1, 0.8, None, 0.45, 0.7]
+    fold = [g % 2 for g in scene_groups(files)]
+    assert set(fold) == {0, 1}
+
+    def rows(values):
+        return [
+            {"file": f, "label": y, "probability": p, "predicted": "inconclusive"}
+            for f, y, p in zip(files, labels, values, strict=True)
+        ]
+
+    labelled, decisions = crossfit(rows(probs), max_false_alarm=0.0, max_miss=0.0)
+    assert sorted(r["file"] for r in labelled) == sorted(files)
+    for row in labelled:
+        f = fold[files.index(row["file"])]
+        if row["probability"] is None:
+            assert row["predicted"] == "inconclusive"  # nothing to decide: left as it was
+        else:
+            assert row["predicted"] == decisions[f].label(row["probability"])
+    # Moving fold 0's scores moves only the decision fitted on them, which labels fold 1.
+    moved = [p if p is None or f else min(0.99, p + 0.25) for p, f in zip(probs, fold)]
+    _, after = crossfit(rows(moved), max_false_alarm=0.0, max_miss=0.0)
+    assert after[0] == decisions[0] and after[1] != decisions[1]
 
 
 def test_an_auc_difference_is_paired_and_resamples_scenes():

@@ -27,13 +27,13 @@ from sklearn.metrics import roc_auc_score
 
 from .crops import CropPolicy, normalise
 from .encode import reencode
-from .evaluate import labelled_files
+from .evaluate import labelled_files, relabel
 from .files import atomic_path
 from .models.ensemble import load_ensemble
 from .pipeline import Analyzer
 from .settings import Settings
 from .types import Decision, FaceScore, FakescopeError
-from .verdict import decide
+from .verdict import decide, fit_decision
 
 SET_FORMAT = "fakescope-video-set/1"
 RECORDED = "as recorded"
@@ -193,7 +193,14 @@ def score_video_set(
     of model needs the ranking of coarsely coded faces too."""
     settings = settings or Settings(max_qp=51)
     faces, fitted = rescored(video_set, model, device, settings.backend)
-    decision = settings.decision(fitted)
+    return decided_rows(video_set, faces, settings.decision(fitted), settings)
+
+
+def decided_rows(
+    video_set: VideoSet, faces: list[list[FaceScore]], decision: Decision, settings: Settings
+) -> list[dict]:
+    """The rows of `score_video_set` from faces already scored (`rescored`): one scoring
+    serves several settings."""
     rows = []
     for video, scored in zip(video_set.videos, faces, strict=True):
         verdict = decide(scored, settings.strategy, decision, settings.judging, video.frames)
@@ -211,6 +218,30 @@ def score_video_set(
             }
         )
     return rows
+
+
+def crossfit(
+    rows: list[dict], folds: int = 2, max_false_alarm: float = 0.1, max_miss: float = 0.1
+) -> tuple[list[dict], list[Decision]]:
+    """Each row labelled by a decision fitted without its FF++ scene's fold (scene % folds,
+    scenes from the file names), and the decision of each fold: honest rates for a fitted
+    decision on a few dozen videos, where one fitted on all of them would flatter it."""
+    groups = scene_groups([r["file"] for r in rows])
+    labelled: list[dict] = []
+    decisions = []
+    for fold in range(folds):
+        fit = [
+            r for r, g in zip(rows, groups) if g % folds != fold and r["probability"] is not None
+        ]
+        decision = fit_decision(
+            np.array([r["label"] for r in fit]),
+            np.array([r["probability"] for r in fit]),
+            max_false_alarm,
+            max_miss,
+        )
+        decisions.append(decision)
+        labelled += relabel([r for r, g in zip(rows, groups) if g % folds == fold], decision)
+    return labelled, decisions
 
 
 def video_auc(rows: list[dict]) -> float | None:
