@@ -13,6 +13,7 @@ every video made from them are one group).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from rich.console import Console
 
 from fakescope.evaluate import read_rows, results_table, video_report
 from fakescope.selection import crossfit
+from fakescope.types import FakescopeError
 from fakescope.verdict import fit_decision
 
 
@@ -61,4 +63,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FakescopeError as error:  # not an evaluation, or a fold without both classes
+        sys.exit(f"crossfit_decision: {error}")
