@@ -223,16 +223,14 @@ def decided_rows(
 def crossfit(
     rows: list[dict], folds: int = 2, max_false_alarm: float = 0.1, max_miss: float = 0.1
 ) -> tuple[list[dict], list[Decision]]:
-    """Each row labelled by a decision fitted without its FF++ scene's fold (scene % folds,
-    scenes from the file names), and the decision of each fold: honest rates for a fitted
+    """Each row labelled by a decision fitted without its FF++ scene's fold (`half_of`, scenes
+    from the file names), and the decision of each fold: honest rates for a fitted
     decision on a few dozen videos, where one fitted on all of them would flatter it."""
-    groups = scene_groups([r["file"] for r in rows])
+    fold_of = [half_of(g, folds) for g in scene_groups([r["file"] for r in rows])]
     labelled: list[dict] = []
     decisions = []
     for fold in range(folds):
-        fit = [
-            r for r, g in zip(rows, groups) if g % folds != fold and r["probability"] is not None
-        ]
+        fit = [r for r, f in zip(rows, fold_of) if f != fold and r["probability"] is not None]
         decision = fit_decision(
             np.array([r["label"] for r in fit]),
             np.array([r["probability"] for r in fit]),
@@ -240,7 +238,7 @@ def crossfit(
             max_miss,
         )
         decisions.append(decision)
-        labelled += relabel([r for r, g in zip(rows, groups) if g % folds == fold], decision)
+        labelled += relabel([r for r, f in zip(rows, fold_of) if f == fold], decision)
     return labelled, decisions
 
 
