@@ -6,8 +6,9 @@
 Crops (default ../shared/data/dfdc-faces/val/{real,fake}): each decoded crop is perturbed in
 memory (JPEG q30/50/70, WebP q75, x0.5 down and back up, Gaussian blur sigma 1.5, JPEG q90
 then q60; x264 at CRF 35 and 41, and at CRF 35 on the face shrunk x0.5, each coded as a
-predicted frame as training codes it) and scored with `Analyzer.score_crops`; AUC has a 95%
-bootstrap interval.
+predicted frame as training codes it; a sharp head before a soft background, placed by the
+face's landmarks found in the crop) and scored with `Analyzer.score_crops`; AUC has a 95%
+bootstrap interval, and "reals >= 0.5" is the share of real crops scored at least 0.5.
 Videos (default ../shared/data/ffpp-dev/{real,fake}): video-level AUC of `analyze` on the
 file as is, then on its first --seconds: stream-copied ("clean, first N s"), re-encoded with
 libx264 at --crf, and downscaled x0.5 + re-encoded. The re-encoded rows' AUC change is
@@ -27,14 +28,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageFilter
 
 from fakescope import encode
+from fakescope.blending import defocus_surround
 from fakescope.crops import resize_rgb
 from fakescope.media import read_image
 from fakescope.metrics import metrics_with_intervals
 from fakescope.pipeline import Analyzer, Settings
 from fakescope.training.batch_augment import h264_roundtrip
+from fakescope.training.pack import crop_landmarks
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CHUNK = 64
@@ -75,6 +79,26 @@ PERTURBATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+# A sharp head before a soft background (a shallow depth of field, a video call's background
+# blur): the blur's sigma as a share of the crop's width, and how far the face outline is
+# grown about the nose before the background starts (1: at the outline).
+DEFOCUS = {
+    "soft background, sigma 1%, outline x1.15": (0.01, 1.15),
+    "soft background at the outline, sigma 1.5%": (0.015, 1.0),
+}
+
+
+def defocused(image: np.ndarray, landmarks: np.ndarray, sigma: float, scale: float):
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    out = defocus_surround(
+        pixels,
+        torch.from_numpy(landmarks)[None],
+        torch.tensor([sigma * image.shape[1]]),
+        torch.tensor([scale]),
+    )
+    return out[0].permute(1, 2, 0).mul(255).round().clamp(0, 255).byte().numpy()
+
+
 def labelled(folder: Path, pattern: str, limit: int | None) -> list[tuple[Path, int]]:
     """(path, label) from real/ (0) and fake/ (1); with a limit, half from each, evenly spaced."""
     out = []
@@ -101,8 +125,10 @@ def row(name: str, labels: list[int], probs: list[float], skipped: int = 0) -> d
             "low": None,
             "high": None,
             "log_loss": None,
+            "reals_at_least_half": None,
         }
     m = metrics_with_intervals(labels, probs)
+    reals = [p for p, label in zip(probs, labels, strict=True) if label == 0]
     return {
         "name": name,
         "n": len(labels),
@@ -111,6 +137,7 @@ def row(name: str, labels: list[int], probs: list[float], skipped: int = 0) -> d
         "low": m["auc"]["low"],
         "high": m["auc"]["high"],
         "log_loss": m["log_loss"]["value"],
+        "reals_at_least_half": float(np.mean(np.asarray(reals) >= 0.5)),
     }
 
 
@@ -118,13 +145,22 @@ def bench_crops(analyzer: Analyzer, folder: Path, limit: int | None) -> list[dic
     files = labelled(folder, "*.jpg", limit)
     images = [read_image(p, analyzer.limits) for p, _ in files]
     labels = [label for _, label in files]
+    landmarks, _ = crop_landmarks(analyzer.detector, images)
+    perturbations = dict(PERTURBATIONS)
+    for name, (sigma, scale) in DEFOCUS.items():
+        perturbations[name] = lambda im, i, sigma=sigma, scale=scale: defocused(
+            im, landmarks[i], sigma, scale
+        )
     rows = []
-    for name, perturb in PERTURBATIONS.items():
+    for name, perturb in perturbations.items():
         probs = []
         for start in range(0, len(images), CHUNK):
-            probs += analyzer.score_crops([perturb(im) for im in images[start : start + CHUNK]])[
-                1
-            ].tolist()
+            chunk = images[start : start + CHUNK]
+            if name in DEFOCUS:
+                chunk = [perturb(im, start + i) for i, im in enumerate(chunk)]
+            else:
+                chunk = [perturb(im) for im in chunk]
+            probs += analyzer.score_crops(chunk)[1].tolist()
         rows.append(row(name, labels, probs))
     return rows
 
@@ -174,18 +210,21 @@ def bench_videos(
 
 def print_table(title: str, rows: list[dict], baseline: Callable[[str], dict]) -> None:
     """Also stores each row's "auc_change" (None for a baseline or a row without AUC)."""
-    print(f"\n{title}\n| perturbation | AUC [95% CI] | log loss | AUC change |\n|---|---|---|---|")
+    print(
+        f"\n{title}\n| perturbation | AUC [95% CI] | log loss | AUC change | reals >= 0.5 |"
+        "\n|---|---|---|---|---|"
+    )
     for r in rows:
         base = baseline(r["name"])
         has_change = base is not r and None not in (r["auc"], base["auc"])
         r["auc_change"] = r["auc"] - base["auc"] if has_change else None
         if r["auc"] is None:
-            print(f"| {r['name']} | n/a (one class) | n/a | |")
+            print(f"| {r['name']} | n/a (one class) | n/a | | |")
             continue
         change = f"{r['auc_change']:+.3f} vs {base['name']}" if has_change else ""
         print(
             f"| {r['name']} | {r['auc']:.3f} [{r['low']:.3f}, {r['high']:.3f}] "
-            f"| {r['log_loss']:.3f} | {change} |"
+            f"| {r['log_loss']:.3f} | {change} | {r['reals_at_least_half']:.2f} |"
         )
     skipped = [f"{r['name']} {r['skipped']}" for r in rows if r["skipped"]]
     if skipped:

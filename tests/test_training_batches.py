@@ -22,7 +22,9 @@ from fakescope.blending import (
     adjust_colour,
     align,
     convex_hulls,
+    defocus_surround,
     face_masks,
+    five_points,
     fill_polygons,
     hull_masks,
     match_colour,
@@ -692,5 +694,64 @@ def test_swapped_blends_carry_another_person_s_face(tmp_path):
     assert torch.equal(swapped.batch(items, step=0)[0], images)  # seeded by step
     assert torch.equal(
         TrainingBatches(*args, seed=1, jpeg=0.0, swap=0.0).batch(items, 0)[0],
+        TrainingBatches(*args, seed=1, jpeg=0.0).batch(items, 0)[0],
+    )
+
+
+def _checkerboards(count: int, size: int = 64) -> torch.Tensor:
+    images = torch.zeros(count, 3, size, size)
+    images[..., ::2, ::2] = images[..., 1::2, 1::2] = 1.0
+    return images
+
+
+def _texture(images: torch.Tensor) -> torch.Tensor:
+    """Mean step between neighbouring columns: 1 on the checkerboard, 0 once flat."""
+    return (images[..., 1:] - images[..., :-1]).abs().mean((0, 1))
+
+
+def test_a_defocused_surround_keeps_the_head_sharp_and_blurs_its_background():
+    landmarks = _mean_landmarks(2)
+    sigma, scale = torch.tensor([2.0, 2.0]), torch.tensor([1.0, 1.0])
+    out = defocus_surround(_checkerboards(2), landmarks, sigma, scale)
+    steps = _texture(out)
+    centre = steps[28:36, 28:36].mean()  # between the eyes and the mouth
+    corners = torch.stack([steps[:6, :6], steps[:6, -6:]]).mean()  # beside the forehead
+    assert centre > 0.99 and corners < 0.15
+    # A head grown wider keeps more of the crop sharp.
+    wider = _texture(defocus_surround(_checkerboards(2), landmarks, sigma, scale * 1.4))
+    assert (wider > 0.5).sum() > (steps > 0.5).sum()
+    # 68 points give the head of their eyes, nose tip and mouth corners.
+    sixty_eight = torch.rand(2, 68, 2)
+    for rows, point in zip(
+        [range(36, 42), range(42, 48), [30], [48], [54]], landmarks[0], strict=True
+    ):
+        sixty_eight[:, list(rows)] = point
+    assert torch.allclose(five_points(sixty_eight), landmarks)
+
+
+def test_defocused_batches_soften_reals_and_fakes_alike():
+    """A run that asks for a defocused surround gets it on its crops, blended or not; a run
+    that does not draws exactly as before."""
+    crops = CropSet(
+        (_checkerboards(2) * 255).to(torch.uint8),
+        torch.tensor([0.0, 1.0]),
+        ["a", "b"],
+        _mean_landmarks(2),
+    )
+    args = (crops, (0.0,) * 3, (1.0,) * 3, torch.device("cpu"))
+    items = [(0, False), (0, True), (1, False)]
+    no_degradations = lambda images: images.mul(255).round_().clamp_(0, 255).byte()  # noqa: E731
+    soft = TrainingBatches(*args, seed=1, jpeg=0.0, defocus=1.0)
+    sharp = TrainingBatches(*args, seed=1, jpeg=0.0)
+    soft.augment.forward = sharp.augment.forward = no_degradations
+    images, targets = soft.batch(items, step=0)
+    assert targets.tolist() == [0.0, 1.0, 1.0]
+    unblurred = sharp.batch(items, 0)[0]
+    # The same crops and blends: the heads are untouched, and every surround is softer.
+    assert torch.equal(images[..., 24:40, 24:40], unblurred[..., 24:40, 24:40])
+    for i in range(3):
+        assert _texture(images[i : i + 1]).mean() < _texture(unblurred[i : i + 1]).mean()
+    assert torch.equal(
+        TrainingBatches(*args, seed=1, jpeg=0.0, defocus=0.0).batch(items, 0)[0],
         TrainingBatches(*args, seed=1, jpeg=0.0).batch(items, 0)[0],
     )

@@ -255,6 +255,40 @@ def blur(images: torch.Tensor, sigma: tuple[float, float], p: float = 1.0) -> to
     return images
 
 
+def five_points(landmarks: torch.Tensor) -> torch.Tensor:
+    """B x 5 x 2 (eyes, nose tip, mouth corners) from 5 or 68-point landmarks."""
+    if landmarks.shape[1] == 5:
+        return landmarks
+    eyes = landmarks[:, 36:42].mean(1), landmarks[:, 42:48].mean(1)
+    return torch.stack([*eyes, landmarks[:, 30], landmarks[:, 48], landmarks[:, 54]], 1)
+
+
+def head_masks(
+    landmarks: torch.Tensor, shape: tuple[int, int], scale: torch.Tensor
+) -> torch.Tensor:
+    """Soft masks (B x 1 x H x W) of each head: the face outline grown by `scale` (B) about
+    the nose, past forehead and cheeks, its edge blurred over about 4% of the crop."""
+    jitter = torch.zeros(landmarks.shape[0], len(FACE_OUTLINE), 2, device=landmarks.device)
+    small = max(8, min(shape) // 4)
+    masks = fill_polygons(outline_points(five_points(landmarks.float()), scale, jitter), small)
+    sigma = torch.full((masks.shape[0],), 0.04 * small, device=masks.device)
+    masks = gaussian_blur(masks, int(small * 0.14) | 1, sigma)
+    return F.interpolate(masks, size=shape, mode="bilinear", align_corners=False)
+
+
+def defocus_surround(
+    images: torch.Tensor, landmarks: torch.Tensor, sigma: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """Each image's surround, outside its head (`head_masks` at `scale`), blurred by its own
+    Gaussian `sigma` (B, in px): a sharp head before a soft background, as a shallow depth of
+    field or a video call's background blur shows a real person. Self-blending leaves its
+    sharpness step at the inner face."""
+    height, width = images.shape[-2:]
+    kernel = min(int(6 * float(sigma.max())) | 1, (min(height, width) - 1) | 1)
+    masks = head_masks(landmarks, (height, width), scale)
+    return masks * images + (1 - masks) * gaussian_blur(images, kernel, sigma)
+
+
 # Blend ratios of the SBI paper: a partly blended face is a fake too.
 HULL_STRENGTHS = torch.tensor([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
 # Points of the 68-point layout without the brows: a hull from the eyes down.

@@ -72,6 +72,11 @@ class TrainConfig:
         "share of the self-blended fakes whose blended-in face is another real person's "
         "(Face X-ray's blended images: a donor near in landmarks, aligned, colour-matched)",
     )
+    defocus_share: float = _help(
+        0.0,
+        "share of crops, reals and fakes alike, whose background outside the head is "
+        "blurred, as a shallow depth of field leaves it (--input cache)",
+    )
     sbi_landmarks: int = _help(
         5,
         "self-blending masks: 5, outlines from the detector's landmarks; 68, SBI's hulls of "
@@ -129,6 +134,7 @@ class TrainConfig:
             "jpeg_share": (self.jpeg_share, True),
             "h264_share": (self.h264_share, True),
             "swap_share": (self.swap_share, True),
+            "defocus_share": (self.defocus_share, True),
             "holdout": (self.holdout, False),
         }
         for name, (number, zero_allowed) in shares.items():
@@ -148,6 +154,8 @@ class TrainConfig:
             raise SettingError(f"input must be cache or stream, got {self.input!r}", "input")
         if self.swap_share and self.input != "cache":
             raise SettingError("swapped blends need --input cache (the donors)", "swap_share")
+        if self.defocus_share and self.input != "cache":
+            raise SettingError("a defocused surround needs --input cache", "defocus_share")
         if self.teacher and self.input != "cache":
             raise SettingError("a teacher needs --input cache (the clean view)", "teacher")
         if not (self.distill_weight > 0):
@@ -260,6 +268,7 @@ def cached_inputs(config: TrainConfig, size: int, device: torch.device) -> Input
             h264=config.h264_share,
             clean=config.teacher is not None,
             swap=config.swap_share,
+            defocus=config.defocus_share,
         )
         return source.epoch(items, batch, first_step, workers=config.workers)
 
