@@ -1,7 +1,7 @@
 """How much do AUC and log loss drop when the input is re-compressed, downscaled or blurred?
 
     python benchmarks/bench_robustness.py [--model default] [--crops DIR] [--limit N] [--videos DIR]
-        [--video-limit N] [--crf 35] [--seconds 10] [--no-videos] [--out results.json]
+        [--video-limit N] [--crf 35] [--seconds 10] [--no-videos] [--only TEXT] [--out results.json]
 
 Crops (default ../shared/data/dfdc-faces/val/{real,fake}): each decoded crop is perturbed in
 memory (JPEG q30/50/70, WebP q75, x0.5 down and back up, Gaussian blur sigma 1.5, JPEG q90
@@ -141,25 +141,26 @@ def row(name: str, labels: list[int], probs: list[float], skipped: int = 0) -> d
     }
 
 
-def bench_crops(analyzer: Analyzer, folder: Path, limit: int | None) -> list[dict]:
+def bench_crops(
+    analyzer: Analyzer, folder: Path, limit: int | None, only: str | None = None
+) -> list[dict]:
     files = labelled(folder, "*.jpg", limit)
     images = [read_image(p, analyzer.limits) for p, _ in files]
     labels = [label for _, label in files]
-    landmarks, _ = crop_landmarks(analyzer.detector, images)
-    perturbations = dict(PERTURBATIONS)
-    for name, (sigma, scale) in DEFOCUS.items():
-        perturbations[name] = lambda im, i, sigma=sigma, scale=scale: defocused(
-            im, landmarks[i], sigma, scale
-        )
+    names = [n for n in [*PERTURBATIONS, *DEFOCUS] if not only or n == "clean" or only in n]
+    # The defocused rows place the head by the face's landmarks, found once in each crop.
+    landmarks = crop_landmarks(analyzer.detector, images)[0] if set(names) & set(DEFOCUS) else None
+
+    def perturbed(name: str, index: int) -> np.ndarray:
+        if landmarks is not None and name in DEFOCUS:
+            return defocused(images[index], landmarks[index], *DEFOCUS[name])
+        return PERTURBATIONS[name](images[index])
+
     rows = []
-    for name, perturb in perturbations.items():
+    for name in names:
         probs = []
         for start in range(0, len(images), CHUNK):
-            chunk = images[start : start + CHUNK]
-            if name in DEFOCUS:
-                chunk = [perturb(im, start + i) for i, im in enumerate(chunk)]
-            else:
-                chunk = [perturb(im) for im in chunk]
+            chunk = [perturbed(name, i) for i in range(start, min(start + CHUNK, len(images)))]
             probs += analyzer.score_crops(chunk)[1].tolist()
         rows.append(row(name, labels, probs))
     return rows
@@ -247,6 +248,9 @@ def main() -> None:
     parser.add_argument(
         "--seconds", type=float, default=10.0, help="seconds of each video to re-encode"
     )
+    parser.add_argument(
+        "--only", default=None, help="crop rows whose name holds this text (and clean)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write all results as JSON")
     args = parser.parse_args()
 
@@ -255,7 +259,7 @@ def main() -> None:
         "model": analyzer.ensemble.describe()["name"],
         "args": {k: str(v) for k, v in vars(args).items()},
     }
-    crop_rows = bench_crops(analyzer, args.crops, args.limit)
+    crop_rows = bench_crops(analyzer, args.crops, args.limit, args.only)
     results["crops"] = crop_rows
     print_table(
         f"crops: {crop_rows[0]['n']} from {args.crops}, model {results['model']}",

@@ -237,15 +237,18 @@ case "$stage" in
       --freeze 3 --workers 1 --sbi-share 0.5 --jpeg-share 0.5 --h264-share 0.35 \
       --sbi-landmarks 5
     ;;
-  defocus-ft-lite0 | defocus-ft-h264x | defocus-ft-lite1)
+  defocus-ft-lite0 | defocus-ft-h264x | defocus-ft-lite1 | nodefocus-ft-lite0)
     # Stretch 14: a real face before a soft background (a shallow depth of field, a video
     # call's background blur) reads as fake to every shipped member: with the surround
     # outside the face outline blurred at sigma 2 px, the share of DFDC val reals above 0.5
     # rises from 8-11% to 27% (grown 1.15 times) and 72-83% (at the outline). Self-blends
     # teach "the inner face sharper than its surround" (SBI's sharpened source). Each
     # shipped member trained on with its own recipe and a third of its crops, reals and
-    # fakes alike, defocused (`--defocus-share`). DATA is the pack of stretch 4.
-    case "$stage" in
+    # fakes alike, defocused (`--defocus-share`). nodefocus-ft-lite0 is the control: the
+    # same run without. DATA is the pack of stretch 4.
+    share=0.3
+    [[ $stage == nodefocus-* ]] && share=0
+    case "${stage#no}" in
       defocus-ft-lite0) member=efficientnet-lite0 arch=efficientnet-lite0 sbi=0.25 h264=0.35 ;;
       defocus-ft-h264x) member=sbi5-h264x-03 arch=efficientnet-lite0 sbi=0.5 h264=0.6 ;;
       defocus-ft-lite1) member=lite1-sbi5-scratch-08 arch=efficientnet-lite1 sbi=0.5 h264=0.35 ;;
@@ -253,7 +256,7 @@ case "$stage" in
     fakescope train "$data" --arch "$arch" --name "$arch" --out "runs/$stage" \
       --init "src/fakescope/models/weights/$member.json" --lr 1e-4 --epochs 2 \
       --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share "$sbi" \
-      --jpeg-share 0.5 --h264-share "$h264" --sbi-landmarks 5 --defocus-share 0.3
+      --jpeg-share 0.5 --h264-share "$h264" --sbi-landmarks 5 --defocus-share "$share"
     ;;
   *)
     echo "unknown stage $stage" >&2
