@@ -92,15 +92,15 @@ class TrainingBatches:
 
     def _defocused(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         """A share `defocus` of the batch, reals and fakes alike, with a soft background
-        (sigma 0.5-1.6% of the crop, 1-3 px at 192) outside the face outline grown 1.1-1.4
-        times, where the head ends: real portraits and video calls have that sharpness
-        step. Not at the outline itself, where a blend's step lies."""
+        (sigma 0.5-1.6% of the crop, 1-3 px at 192) outside the face outline grown 1-1.4
+        times, where a video call's background blur or a shallow depth of field leaves a
+        real head: that sharpness step must not read as a blend's."""
         chosen = (torch.rand(len(images), device=images.device) < self.defocus).nonzero()
         chosen = chosen.flatten()
         if len(chosen):
             size = images.shape[-1]
             sigma = torch.empty(len(chosen), device=images.device).uniform_(0.005, 0.016)
-            scale = torch.empty(len(chosen), device=images.device).uniform_(1.1, 1.4)
+            scale = torch.empty(len(chosen), device=images.device).uniform_(1.0, 1.4)
             images[chosen] = defocus_surround(
                 images[chosen], landmarks[chosen], sigma * size, scale
             )
