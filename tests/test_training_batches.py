@@ -194,9 +194,9 @@ def _predicted_frame_qp(image: np.ndarray, crf: int) -> tuple[int, float]:
     """What FFmpeg's decoder reports of the last frame of the clip h264_roundtrip codes: its
     picture type and mean macroblock quantiser (the pipeline's measure, media.Frame.qp)."""
     import av
-    from av.sidedata.encparams import VideoEncParams
 
     from fakescope.encode import write_video
+    from fakescope.media import _upright_qp
 
     with TemporaryDirectory() as tmp:
         path = write_video(
@@ -209,8 +209,9 @@ def _predicted_frame_qp(image: np.ndarray, crf: int) -> tuple[int, float]:
             stream = container.streams.video[0]
             stream.codec_context.options = {"export_side_data": "venc_params"}
             last = list(container.decode(stream))[-1]
-            params = next(d for d in last.side_data if isinstance(d, VideoEncParams))
-            return int(last.pict_type), float(params.qp_map().mean())
+            qp = _upright_qp(last, 0)
+            assert qp is not None
+            return int(last.pict_type), float(qp.mean())
 
 
 def test_h264_rounds_code_through_x264_as_a_video_would():
