@@ -88,7 +88,7 @@ DEFOCUS = {
 }
 
 
-def defocused(image: np.ndarray, landmarks: np.ndarray, sigma: float, scale: float):
+def defocused(image: np.ndarray, landmarks: np.ndarray, sigma: float, scale: float) -> np.ndarray:
     pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     out = defocus_surround(
         pixels,

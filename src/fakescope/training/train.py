@@ -75,7 +75,7 @@ class TrainConfig:
     defocus_share: float = _help(
         0.0,
         "share of crops, reals and fakes alike, whose background outside the head is "
-        "blurred, as a shallow depth of field leaves it (--input cache)",
+        "blurred, as a video call or a shallow depth of field leaves it (--input cache)",
     )
     sbi_landmarks: int = _help(
         5,
