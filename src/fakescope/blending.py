@@ -84,19 +84,31 @@ def fill_polygons(points: torch.Tensor, size: int) -> torch.Tensor:
     return (positive | negative).to(points.dtype).view(-1, 1, size, size)
 
 
+def outline_masks(
+    landmarks: torch.Tensor,
+    scale: torch.Tensor,
+    jitter: torch.Tensor,
+    edge: torch.Tensor,
+    shape: tuple[int, int],
+) -> torch.Tensor:
+    """B x 1 x H x W masks of the outlines `outline_points` lays out, their edges blurred by
+    `edge` (B, a Gaussian sigma as a share of the crop)."""
+    # Drawn and blurred at a quarter of the size: the blur hides the coarser raster, at a
+    # sixteenth of the cost.
+    small = max(8, min(shape) // 4)
+    masks = fill_polygons(outline_points(landmarks, scale, jitter), small)
+    masks = gaussian_blur(masks, int(small * 0.14) | 1, edge * small)
+    return F.interpolate(masks, size=shape, mode="bilinear", align_corners=False)
+
+
 def face_masks(landmarks: torch.Tensor, size: int) -> torch.Tensor:
     """Soft blending masks (B x 1 x size x size in [0, 1]), each a randomly scaled, deformed and
     blurred landmark outline, at a random strength."""
     batch, device = landmarks.shape[0], landmarks.device
     scale = torch.empty(batch, device=device).uniform_(0.7, 1.05)
     jitter = torch.empty(batch, len(FACE_OUTLINE), 2, device=device).uniform_(-0.08, 0.08)
-    # Drawn and blurred at a quarter of the size: the blur hides the coarser raster, at a
-    # sixteenth of the cost.
-    small = max(8, size // 4)
-    masks = fill_polygons(outline_points(landmarks.float(), scale, jitter), small)
-    sigma = torch.empty(batch, 1, device=device).uniform_(0.012, 0.045) * small
-    masks = gaussian_blur(masks, int(small * 0.14) | 1, sigma.flatten())
-    masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
+    edge = torch.empty(batch, device=device).uniform_(0.012, 0.045)
+    masks = outline_masks(landmarks.float(), scale, jitter, edge, (size, size))
     strength = MASK_STRENGTHS.to(device)[
         torch.randint(len(MASK_STRENGTHS), (batch,), device=device)
     ]
@@ -268,12 +280,10 @@ def head_masks(
 ) -> torch.Tensor:
     """Soft masks (B x 1 x H x W) of each head: the face outline grown by `scale` (B) about
     the nose, past forehead and cheeks, its edge blurred over about 4% of the crop."""
-    jitter = torch.zeros(landmarks.shape[0], len(FACE_OUTLINE), 2, device=landmarks.device)
-    small = max(8, min(shape) // 4)
-    masks = fill_polygons(outline_points(five_points(landmarks.float()), scale, jitter), small)
-    sigma = torch.full((masks.shape[0],), 0.04 * small, device=masks.device)
-    masks = gaussian_blur(masks, int(small * 0.14) | 1, sigma)
-    return F.interpolate(masks, size=shape, mode="bilinear", align_corners=False)
+    batch, device = landmarks.shape[0], landmarks.device
+    jitter = torch.zeros(batch, len(FACE_OUTLINE), 2, device=device)
+    edge = torch.full((batch,), 0.04, device=device)
+    return outline_masks(five_points(landmarks.float()), scale, jitter, edge, shape)
 
 
 def defocus_surround(
