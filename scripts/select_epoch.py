@@ -19,6 +19,13 @@ that. `--decision 0.1` adds what a user meets first: the recorded videos judged 
 judges them (the default QP limit, each model's own temperature), their decision
 cross-fitted by scene at most 10% false alarms (`fakescope.selection.crossfit`, as
 `scripts/crossfit_decision.py` does on a whole evaluation), and the rates it gives.
+
+`--build ... --soft 23` also stores each video's first `--seconds` with its background
+blurred behind every head (`fakescope.selection.soft_background`: a video call's background
+blur, a phone's portrait mode), coded at CRF 23. A sharp head before a soft background
+reads as fake to models that learnt self-blends' sharpness step; with `--decision`, those
+videos are judged by the decisions fitted on the recorded ones, fold by fold: the share of
+real people that the soft background alone turns fake.
 """
 
 from __future__ import annotations
@@ -36,7 +43,9 @@ from fakescope.metrics import auc_difference
 from fakescope.pipeline import Analyzer
 from fakescope.selection import (
     RECORDED,
+    SOFT,
     build_video_set,
+    by_fold,
     crossfit,
     decided_rows,
     half_of,
@@ -72,6 +81,12 @@ def main() -> None:
     parser.add_argument("--build", type=Path, help="make --set from this folder first")
     parser.add_argument("--crf", type=int, nargs="*", default=[35, 41])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--soft",
+        type=int,
+        metavar="CRF",
+        help="--build also the first --seconds with the background blurred, coded at this CRF",
+    )
     parser.add_argument("--choose-on", type=int, default=0, choices=(0, 1))
     parser.add_argument("--out", type=Path, help="write each model's rows here")
     parser.add_argument("--against", help="compare every model with this one (e.g. default)")
@@ -86,7 +101,9 @@ def main() -> None:
     if args.build:
         # The shipped model cuts the crops: candidates must share its crop policy.
         analyzer = Analyzer("default")
-        video_set = build_video_set(args.build, analyzer, args.crf, args.seconds, progress=print)
+        video_set = build_video_set(
+            args.build, analyzer, args.crf, args.seconds, progress=print, soft=args.soft
+        )
         args.set.parent.mkdir(parents=True, exist_ok=True)
         save_video_set(video_set, args.set)
         print(f"{args.set}: {len(video_set.videos)} videos, {len(video_set.crops)} faces")
@@ -96,6 +113,8 @@ def main() -> None:
     variants = list(dict.fromkeys(v.variant for v in video_set.videos))
     table = Table(title=f"video AUC on {args.set.name}: half 0 / half 1 / all (scenes)")
     decision_column = [f"cross-fitted at {args.decision}"] if args.decision is not None else []
+    if decision_column and SOFT in variants:
+        decision_column.append(f"{SOFT}, the same decisions")
     for column in ("model", "held-out log loss", *variants, *decision_column):
         table.add_column(column)
     table.add_column(f"choice (half {args.choose_on})")
@@ -120,13 +139,12 @@ def main() -> None:
         if args.decision is not None:
             judged = decided_rows(video_set, faces, user.decision(fitted), user)
             recorded = [r for r in judged if r["variant"] == RECORDED]
-            labelled, _ = crossfit(recorded, 2, args.decision)
-            rates = decision_metrics(labelled)
-            cells.append(
-                " / ".join(
-                    f"{rates[k]['value']:.2f}" for k in ("false_alarm", "detection", "inconclusive")
+            labelled, decisions = crossfit(recorded, 2, args.decision)
+            cells.append(_rates(labelled))
+            if SOFT in variants:
+                cells.append(
+                    _rates(by_fold([r for r in judged if r["variant"] == SOFT], decisions))
                 )
-            )
         loss = held_out_log_loss(model)
         table.add_row(model, _fmt(loss), *cells, f"{score:.3f}")
         if best is None or score > best[0]:
@@ -161,6 +179,13 @@ def _difference(first: list[dict], second: list[dict], variant: str) -> str:
         [a["scene"] for a, _ in pairs],
     )
     return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def _rates(labelled: list[dict]) -> str:
+    rates = decision_metrics(labelled)
+    return " / ".join(
+        f"{rates[k]['value']:.2f}" for k in ("false_alarm", "detection", "inconclusive")
+    )
 
 
 def _fmt(value: float | None) -> str:

@@ -6,24 +6,30 @@ import json
 import shutil
 from dataclasses import replace
 
+import av
+import cv2
 import numpy as np
 import pytest
 import torch
 from scipy.stats import bootstrap
 from sklearn.metrics import roc_auc_score
 
-from fakescope.encode import make_example_video
+from fakescope.encode import make_example_video, reencode
+from fakescope.faces import RetinaFaceDetector
 from fakescope.metrics import auc_difference
 from fakescope.pipeline import Analyzer
 from fakescope.selection import (
     RECORDED,
+    SOFT,
     build_video_set,
+    by_fold,
     crossfit,
     half_of,
     load_video_set,
     save_video_set,
     scene_groups,
     score_video_set,
+    soft_background,
     video_auc,
 )
 from fakescope.settings import Settings
@@ -82,6 +88,11 @@ def test_a_crossfitted_decision_never_sees_the_fold_it_labels():
     moved = [p if p is None or f else min(0.99, p + 0.25) for p, f in zip(probs, fold)]
     _, after = crossfit(rows(moved), max_false_alarm=0.0, max_miss=0.0)
     assert after[0] == decisions[0] and after[1] != decisions[1]
+    # The same videos changed (re-encoded, blurred) are judged by those decisions, fold by fold.
+    assert by_fold(rows(probs), decisions) == labelled
+    for row, f in zip(by_fold(rows(moved), decisions), fold, strict=True):
+        if row["probability"] is not None:
+            assert row["predicted"] == decisions[f].label(row["probability"])
 
 
 def test_an_auc_difference_is_paired_and_resamples_scenes():
@@ -123,6 +134,39 @@ def test_an_auc_difference_is_paired_and_resamples_scenes():
         auc_difference(labels[:40], first[:40], second[:40])
 
 
+def _first_frame(path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return next(container.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def _detail(image: np.ndarray) -> float:
+    return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+
+def test_a_soft_background_keeps_the_heads_and_blurs_the_rest(tmp_path):
+    video = make_example_video(tmp_path / "clip.mp4", seconds=1, fps=8)
+    noise = np.random.default_rng(0).normal(0, 12, (720, 1280, 3))
+    frame = (_first_frame(video) + noise).clip(0, 255).astype(np.uint8)
+    detector = RetinaFaceDetector()
+    (face,) = detector.detect([frame])[0]
+    soft = soft_background(detector)(frame)
+    x1, y1, x2, y2 = (round(v) for v in face.box)
+    cx, cy, w, h = (x1 + x2) // 2, (y1 + y2) // 2, (x2 - x1) // 4, (y2 - y1) // 4
+    inner = np.s_[cy - h : cy + h, cx - w : cx + w]
+    assert np.abs(soft[inner].astype(int) - frame[inner]).mean() < 0.5  # the face kept
+    corner = np.s_[:150, :150]
+    assert _detail(soft[corner]) < _detail(frame[corner]) / 20  # the background's grain gone
+    # The blur grows with the face: a sigma of 4% of its box.
+    assert _detail(soft_background(detector, blur=0.01)(frame)[corner]) > 2 * _detail(soft[corner])
+    bare = noise.clip(0, 255).astype(np.uint8)
+    assert soft_background(detector)(bare) is bare  # no face: nothing to keep sharp
+    # A re-encode codes the changed frames: here each one inverted.
+    inverted = _first_frame(
+        reencode(video, tmp_path / "inv.mp4", 1, 18, transform=lambda f: 255 - f)
+    )
+    assert np.abs(inverted.astype(int) - (255 - _first_frame(video))).mean() < 3
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("videos")
@@ -137,14 +181,17 @@ def folder(tmp_path_factory):
 def test_a_video_set_decides_each_video_as_analyze_does(folder, tmp_path):
     settings = Settings(frames=8, max_qp=51)
     analyzer = Analyzer("default", settings)
-    built = build_video_set(folder, analyzer, crfs=(45,), seconds=2)
+    built = build_video_set(folder, analyzer, crfs=(45,), seconds=2, soft=23)
     assert [(v.label, v.variant) for v in built.videos] == [
         (0, RECORDED),
         (0, "crf45"),
+        (0, SOFT),
         (0, RECORDED),
         (0, "crf45"),
+        (0, SOFT),
         (1, RECORDED),
         (1, "crf45"),
+        (1, SOFT),
     ]
     assert len(built.crops) == sum(len(v.faces) for v in built.videos) > 0
     save_video_set(built, tmp_path / "set.safetensors")
@@ -158,7 +205,7 @@ def test_a_video_set_decides_each_video_as_analyze_does(folder, tmp_path):
             assert report.fake_probability is not None
             assert row["probability"] == pytest.approx(report.fake_probability, abs=1e-6)
             assert row["predicted"] == report.label
-    coded = [r for r in rows if r["variant"] == "crf45"]
+    coded = [r for r in rows if r["variant"] in ("crf45", SOFT)]
     assert all(r["probability"] is not None for r in coded), [r["reason"] for r in coded]
     # Each face keeps the quantiser the QP limit reads.
     assert all(f.qp is not None for v in video_set.videos for f in v.faces)

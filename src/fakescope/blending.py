@@ -276,13 +276,17 @@ def five_points(landmarks: torch.Tensor) -> torch.Tensor:
 
 
 def head_masks(
-    landmarks: torch.Tensor, shape: tuple[int, int], scale: torch.Tensor
+    landmarks: torch.Tensor,
+    shape: tuple[int, int],
+    scale: torch.Tensor,
+    edge: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Soft masks (B x 1 x H x W) of each head: the face outline grown by `scale` (B) about
-    the nose, past forehead and cheeks, its edge blurred over about 4% of the crop."""
+    the nose, past forehead and cheeks, its edge blurred by `edge` (B, a share of the image;
+    by default 4%, as in a face crop)."""
     batch, device = landmarks.shape[0], landmarks.device
     jitter = torch.zeros(batch, len(FACE_OUTLINE), 2, device=device)
-    edge = torch.full((batch,), 0.04, device=device)
+    edge = torch.full((batch,), 0.04, device=device) if edge is None else edge
     return outline_masks(five_points(landmarks.float()), scale, jitter, edge, shape)
 
 

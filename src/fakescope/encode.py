@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
@@ -73,9 +73,17 @@ def first_seconds(source: Path, target: Path, seconds: float) -> Path:
     return target
 
 
-def reencode(source: Path, target: Path, seconds: float, crf: int, scale: float = 1.0) -> Path:
+def reencode(
+    source: Path,
+    target: Path,
+    seconds: float,
+    crf: int,
+    scale: float = 1.0,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Path:
     """A video's first `seconds` coded again by x264 at `crf` (sides times `scale`), as a
-    messenger or a platform re-encodes an upload."""
+    messenger or a platform re-encodes an upload; `transform` changes each decoded RGB frame
+    (of the source's size) before it is coded, as an app does before it sends a video."""
     with av.open(str(source)) as src, av.open(str(target), "w") as dst:
         stream = src.streams.video[0]
         stream.thread_type = "AUTO"
@@ -91,6 +99,9 @@ def reencode(source: Path, target: Path, seconds: float, crf: int, scale: float 
         for i, frame in enumerate(src.decode(stream)):
             if frame.time is not None and frame.time - start >= seconds:
                 break
+            if transform is not None:
+                changed = transform(frame.to_ndarray(format="rgb24"))
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(changed), format="rgb24")
             image = frame.reformat(width=out.width, height=out.height, format="yuv420p")
             image.pts, image.time_base = i, 1 / fps  # a fresh timeline at the source fps
             dst.mux(out.encode(image))

@@ -19,15 +19,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 
+from .blending import head_masks
 from .crops import CropPolicy, normalise
 from .encode import reencode
 from .evaluate import labelled_files, relabel
+from .faces import FaceDetector
 from .files import atomic_path
 from .models.ensemble import load_ensemble
 from .pipeline import Analyzer
@@ -37,6 +40,7 @@ from .verdict import decide, fit_decision
 
 SET_FORMAT = "fakescope-video-set/1"
 RECORDED = "as recorded"
+SOFT = "soft background"
 
 
 def scene_groups(files: Sequence[str]) -> list[int]:
@@ -65,7 +69,7 @@ class SetVideo:
 
     file: str
     label: int  # 1 = fake
-    variant: str  # RECORDED, or "crf35": x264 at CRF 35, the first `seconds`
+    variant: str  # RECORDED; "crf35": x264 at CRF 35, the first `seconds`; or SOFT
     scene: int
     group: str  # the manifest's manipulation column
     frames: int  # frames analysed
@@ -80,6 +84,37 @@ class VideoSet:
     policy: CropPolicy
 
 
+def soft_background(
+    detector: FaceDetector, blur: float = 0.04, scale: float = 1.3
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A frame transform that keeps every head sharp and blurs the rest, as a video call's
+    background blur or a phone's portrait mode shows a real person. A head is the face
+    outline of the detector's landmarks grown `scale` times about the nose
+    (`blending.head_masks`), its edge as soft as in a training crop; the Gaussian's sigma is
+    `blur` times the largest face's box side."""
+
+    def transform(frame: np.ndarray) -> np.ndarray:
+        found = [(d.box, d.landmarks) for d in detector.detect([frame])[0]]
+        heads = [(box, points) for box, points in found if points is not None]
+        if not heads:
+            return frame
+        height, width = frame.shape[:2]
+        sides = np.array([min(x2 - x1, y2 - y1) for (x1, y1, x2, y2), _ in heads])
+        landmarks = np.stack([points / (width, height) for _, points in heads])
+        masks = head_masks(
+            torch.from_numpy(landmarks).float(),
+            (height, width),
+            torch.full((len(heads),), scale),
+            # A crop spans about 1.5 box sides: its 4% edge, as a share of this frame.
+            torch.from_numpy(0.06 * sides / min(height, width)).float(),
+        )
+        keep = masks.amax(0)[0].numpy()[..., None]
+        soft = cv2.GaussianBlur(frame, (0, 0), float(blur * sides.max()))
+        return (keep * frame + (1 - keep) * soft).round().astype(np.uint8)
+
+    return transform
+
+
 def build_video_set(
     folder: Path,
     analyzer: Analyzer,
@@ -87,9 +122,11 @@ def build_video_set(
     seconds: float = 10.0,
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
+    soft: int | None = None,
 ) -> VideoSet:
     """Every video under folder/{real,fake} as recorded and, for each of `crfs`, its first
-    `seconds` re-encoded by x264, cut by the analyzer's model's crop policy."""
+    `seconds` re-encoded by x264, cut by the analyzer's model's crop policy; with `soft`, also
+    its first `seconds` with the background blurred (`soft_background`), coded at CRF `soft`."""
     (policy, *others) = analyzer.ensemble.crop_policies
     if others:
         raise FakescopeError("a video set is cut for one crop policy: use a one-member model")
@@ -103,6 +140,14 @@ def build_video_set(
             variants = {RECORDED: item.path}
             for crf in crfs:
                 variants[f"crf{crf}"] = reencode(item.path, Path(tmp) / f"{crf}.mp4", seconds, crf)
+            if soft is not None:
+                variants[SOFT] = reencode(
+                    item.path,
+                    Path(tmp) / "soft.mp4",
+                    seconds,
+                    soft,
+                    transform=soft_background(analyzer.detector),
+                )
             for variant, path in variants.items():
                 prepared = analyzer.prepare(path)
                 (report,) = analyzer.score([prepared])
@@ -227,19 +272,26 @@ def crossfit(
     from the file names), and the decision of each fold: honest rates for a fitted
     decision on a few dozen videos, where one fitted on all of them would flatter it."""
     fold_of = [half_of(g, folds) for g in scene_groups([r["file"] for r in rows])]
-    labelled: list[dict] = []
     decisions = []
     for fold in range(folds):
         fit = [r for r, f in zip(rows, fold_of) if f != fold and r["probability"] is not None]
-        decision = fit_decision(
-            np.array([r["label"] for r in fit]),
-            np.array([r["probability"] for r in fit]),
-            max_false_alarm,
-            max_miss,
+        decisions.append(
+            fit_decision(
+                np.array([r["label"] for r in fit]),
+                np.array([r["probability"] for r in fit]),
+                max_false_alarm,
+                max_miss,
+            )
         )
-        decisions.append(decision)
-        labelled += relabel([r for r, f in zip(rows, fold_of) if f == fold], decision)
-    return labelled, decisions
+    return by_fold(rows, decisions), decisions
+
+
+def by_fold(rows: list[dict], decisions: list[Decision]) -> list[dict]:
+    """Rows labelled by the decision of their scene's fold, as `crossfit` fitted it: the same
+    videos changed (re-encoded, their background blurred) are judged by the decision fitted
+    without their scenes."""
+    fold_of = scene_groups([r["file"] for r in rows])
+    return [relabel([r], decisions[half_of(g, len(decisions))])[0] for r, g in zip(rows, fold_of)]
 
 
 def video_auc(rows: list[dict]) -> float | None:
