@@ -90,8 +90,8 @@ def soft_background(
     """A frame transform that keeps every head sharp and blurs the rest, as a video call's
     background blur or a phone's portrait mode shows a real person. A head is the face
     outline of the detector's landmarks grown `scale` times about the nose
-    (`blending.head_masks`), its edge as soft as in a training crop; the Gaussian's sigma is
-    `blur` times the largest face's box side."""
+    (`blending.head_masks`), its edge feathered over 6% of the face's box side (an app's
+    segmentation edge); the Gaussian's sigma is `blur` times the largest face's box side."""
 
     def transform(frame: np.ndarray) -> np.ndarray:
         found = [(d.box, d.landmarks) for d in detector.detect([frame])[0]]
@@ -105,8 +105,7 @@ def soft_background(
             torch.from_numpy(landmarks).float(),
             (height, width),
             torch.full((len(heads),), scale),
-            # A crop spans about 1.5 box sides: its 4% edge, as a share of this frame.
-            torch.from_numpy(0.06 * sides / min(height, width)).float(),
+            torch.from_numpy(0.06 * sides / min(height, width)).float(),  # a share of the frame
         )
         keep = masks.amax(0)[0].numpy()[..., None]
         soft = cv2.GaussianBlur(frame, (0, 0), float(blur * sides.max()))
