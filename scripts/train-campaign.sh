@@ -273,6 +273,19 @@ case "$stage" in
       --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 --sbi-share "$sbi" \
       --jpeg-share 0.5 --h264-share "$h264" --sbi-landmarks 5 --defocus-share 0.5
     ;;
+  defocus-wide-ft-lite0)
+    # Stretch 15: the video set's soft-background variant (every head kept sharp, the rest
+    # blurred at sigma 4% of the face, coded at CRF 23: `select_epoch.py --soft 23`) still
+    # turns two real people fake, and defocus-more-ft-h264x, trained on blur up to 1.6% of
+    # the crop, still calls both fake alone. The first member's defocus-more recipe with the
+    # blur drawn up to 5% of the crop, as a video call's blur reaches. DATA is the pack of
+    # stretch 4.
+    fakescope train "$data" --arch efficientnet-lite0 --name efficientnet-lite0 \
+      --out "runs/$stage" --init src/fakescope/models/weights/efficientnet-lite0.json \
+      --lr 1.5e-4 --epochs 3 --epoch-size 12000 --image-size 192 --freeze 3 --workers 1 \
+      --sbi-share 0.25 --jpeg-share 0.5 --h264-share 0.35 --sbi-landmarks 5 \
+      --defocus-share 0.5 --defocus-blur 0.05
+    ;;
   *)
     echo "unknown stage $stage" >&2
     exit 2

@@ -750,6 +750,12 @@ def test_defocused_batches_soften_reals_and_fakes_alike():
     assert torch.equal(images[..., 28:36, 28:36], unblurred[..., 28:36, 28:36])
     for i in range(3):
         assert _texture(images[i : i + 1]).mean() < _texture(unblurred[i : i + 1]).mean()
+    # A stronger blur allowed, a softer surround on the same draws.
+    stronger = TrainingBatches(*args, seed=1, jpeg=0.0, defocus=1.0, defocus_blur=0.1)
+    stronger.augment.forward = no_degradations
+    softer = stronger.batch(items, step=0)[0]
+    assert torch.equal(softer[..., 28:36, 28:36], unblurred[..., 28:36, 28:36])
+    assert _texture(softer).mean() < _texture(images).mean()
     assert torch.equal(
         TrainingBatches(*args, seed=1, jpeg=0.0, defocus=0.0).batch(items, 0)[0],
         TrainingBatches(*args, seed=1, jpeg=0.0).batch(items, 0)[0],

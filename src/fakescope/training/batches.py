@@ -35,10 +35,12 @@ class TrainingBatches:
         clean: bool = False,
         swap: float = 0.0,
         defocus: float = 0.0,
+        defocus_blur: float = 0.016,
     ):
         self.crops = _held_for(crops, device)
         self.mean, self.std, self.device, self.seed = mean, std, device, seed
-        self.clean, self.swap, self.defocus = clean, swap, defocus
+        self.clean, self.swap = clean, swap
+        self.defocus, self.defocus_blur = defocus, defocus_blur
         self.donors = donor_table(self.crops) if swap else None
         self.augment = BatchAugment(crops.images.shape[-1], jpeg=jpeg, h264=h264)
         self.blend = SelfBlend()
@@ -92,14 +94,16 @@ class TrainingBatches:
 
     def _defocused(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         """A share `defocus` of the batch, reals and fakes alike, with a soft background
-        (sigma 0.5-1.6% of the crop, 1-3 px at 192) outside the face outline grown 1-1.4
-        times, where a video call's background blur or a shallow depth of field leaves a
-        real head: that sharpness step must not read as a blend's."""
+        (sigma from 0.5% of the crop up to `defocus_blur`: 1-3 px at 192 by default) outside
+        the face outline grown 1-1.4 times, where a video call's background blur or a shallow
+        depth of field leaves a real head: that sharpness step must not read as a blend's."""
         chosen = (torch.rand(len(images), device=images.device) < self.defocus).nonzero()
         chosen = chosen.flatten()
         if len(chosen):
             size = images.shape[-1]
-            sigma = torch.empty(len(chosen), device=images.device).uniform_(0.005, 0.016)
+            sigma = torch.empty(len(chosen), device=images.device).uniform_(
+                0.005, self.defocus_blur
+            )
             scale = torch.empty(len(chosen), device=images.device).uniform_(1.0, 1.4)
             images[chosen] = defocus_surround(
                 images[chosen], landmarks[chosen], sigma * size, scale

@@ -77,6 +77,11 @@ class TrainConfig:
         "share of crops, reals and fakes alike, whose background outside the head is "
         "blurred, as a video call or a shallow depth of field leaves it (--input cache)",
     )
+    defocus_blur: float = _help(
+        0.016,
+        "the strongest background blur of --defocus-share, a Gaussian sigma as a share of the "
+        "crop (drawn from 0.005 up; a video call's blur reaches 0.05)",
+    )
     sbi_landmarks: int = _help(
         5,
         "self-blending masks: 5, outlines from the detector's landmarks; 68, SBI's hulls of "
@@ -154,6 +159,10 @@ class TrainConfig:
             raise SettingError(f"input must be cache or stream, got {self.input!r}", "input")
         if self.swap_share and self.input != "cache":
             raise SettingError("swapped blends need --input cache (the donors)", "swap_share")
+        if not 0.005 < self.defocus_blur <= 0.2:  # NaN fails too
+            raise SettingError(
+                f"defocus_blur must be in (0.005, 0.2], got {self.defocus_blur}", "defocus_blur"
+            )
         if self.defocus_share and self.input != "cache":
             raise SettingError("a defocused surround needs --input cache", "defocus_share")
         if self.teacher and self.input != "cache":
@@ -269,6 +278,7 @@ def cached_inputs(config: TrainConfig, size: int, device: torch.device) -> Input
             clean=config.teacher is not None,
             swap=config.swap_share,
             defocus=config.defocus_share,
+            defocus_blur=config.defocus_blur,
         )
         return source.epoch(items, batch, first_step, workers=config.workers)
 
