@@ -79,11 +79,11 @@ def main() -> None:
     parser.add_argument("models", nargs="*", help="model configs (or `default`)")
     parser.add_argument("--set", type=Path, required=True, help="the video set file")
     parser.add_argument("--build", type=Path, help="make --set from this folder first")
-    parser.add_argument("--crf", type=int, nargs="*", default=[35, 41])
+    parser.add_argument("--crf", type=_crf, nargs="*", default=[35, 41])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
         "--soft",
-        type=int,
+        type=_crf,
         metavar="CRF",
         help="--build also the first --seconds with the background blurred, coded at this CRF",
     )
@@ -179,6 +179,13 @@ def _difference(first: list[dict], second: list[dict], variant: str) -> str:
         [a["scene"] for a, _ in pairs],
     )
     return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def _crf(text: str) -> int:
+    """An x264 CRF, checked before a build spends minutes on the videos before it."""
+    if not text.isdigit() or int(text) > 51:
+        raise argparse.ArgumentTypeError(f"a CRF is an integer from 0 to 51, got {text!r}")
+    return int(text)
 
 
 def _rates(labelled: list[dict]) -> str:
