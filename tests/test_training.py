@@ -231,6 +231,8 @@ def test_a_run_with_a_teacher_trains_and_leaves_the_teacher_as_it_was(
     for blur in (0.005, 0.5, float("nan")):
         with pytest.raises(SettingError, match=r"defocus_blur must be in \(0.005, 0.2\]"):
             TrainConfig(dataset="d", out="o", defocus_share=0.3, defocus_blur=blur)
+    with pytest.raises(SettingError, match=r"sbi_sharpen must be in \[0, 1\]"):
+        TrainConfig(dataset="d", out="o", sbi_sharpen=1.2)
     with pytest.raises(SettingError, match="distill_weight"):
         TrainConfig(dataset="d", out="o", teacher=str(random_model), distill_weight=0)
     other = replace(config, arch="resnext-small", init=None, out=str(tmp_path / "other"))

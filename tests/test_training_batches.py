@@ -163,6 +163,30 @@ def test_self_blend_changes_pixels_only_inside_the_mask():
     assert (blended - images).abs().amax() > 0.02
 
 
+def test_self_blend_sharpen_share_sets_which_way_the_face_changes():
+    """With sharpen 0 no blended face is sharper than the crop it came from (the face is
+    blurred or downscaled); with sharpen 1 the faces are sharper, in both landmark layouts."""
+
+    def detail(images: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+        laplace = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).repeat(3, 1, 1, 1)
+        edges = torch.nn.functional.conv2d(images, laplace, groups=3).abs().mean(1, keepdim=True)
+        return (edges * inside).sum((1, 2, 3)) / inside.sum((1, 2, 3))
+
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(16, 3, 24, 24), size=(96, 96), mode="bicubic"
+    )
+    images = smooth.clamp(0, 1)
+    for landmarks in (_mean_landmarks(16), _face68(16)):
+        ratios = {}
+        for sharpen in (0.0, 1.0):
+            torch.manual_seed(1)
+            blended, masks = SelfBlend(sharpen)(images.clone(), landmarks)
+            inside = (masks[:, :, 1:-1, 1:-1] > 0.2).float()
+            ratios[sharpen] = detail(blended, inside) / detail(images, inside)
+        assert ratios[0.0].max() < 1 and ratios[1.0].mean() > ratios[0.0].mean() + 0.15
+
+
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = (a.float() - b.float()).pow(2).mean().item()
     return 10 * np.log10(255**2 / max(mse, 1e-12))

@@ -415,10 +415,15 @@ class SelfBlend(torch.nn.Module):
     through a mask shaped by its landmarks. With 5 landmarks, a deformed face outline laid
     out from them (`face_masks`); with 68, the SBI paper's recipe: hull masks (`hull_masks`)
     and its source-target changes (RGB shifts of up to 20 levels, hue, saturation,
-    brightness and contrast, downscaling or sharpening, a small shift and scale)."""
+    brightness and contrast, downscaling or sharpening, a small shift and scale).
 
-    def __init__(self) -> None:
+    `sharpen` is the share of altered copies sharpened rather than blurred or downscaled: a
+    sharpened face on its own surround is the sharpness step that a real head before a
+    blurred background shows too."""
+
+    def __init__(self, sharpen: float = 0.5) -> None:
         super().__init__()
+        self.sharpen = sharpen
         self.colour = ColourJitter(brightness=0.15, contrast=0.0, saturation=0.2, hue=0.03)
         self.colour68 = ColourJitter(brightness=0.1, contrast=0.1, saturation=0.3, hue=0.03)
 
@@ -442,7 +447,8 @@ class SelfBlend(torch.nn.Module):
 
     def _target(self, images: torch.Tensor) -> torch.Tensor:
         target = self.colour(images.clone())
-        blurred = (torch.rand(images.shape[0], device=images.device) < 0.5).nonzero().flatten()
+        soft = torch.rand(images.shape[0], device=images.device) < 1 - self.sharpen
+        blurred = soft.nonzero().flatten()
         sharpened = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
         sharpened[blurred] = False
         if len(blurred):
@@ -456,7 +462,7 @@ class SelfBlend(torch.nn.Module):
         batch, device = images.shape[0], images.device
         shift = torch.empty(batch, 3, 1, 1, device=device).uniform_(-20 / 255, 20 / 255)
         target = self.colour68((images + shift).clamp_(0, 1))
-        shrunk = torch.rand(batch) < 0.5
+        shrunk = torch.rand(batch) < 1 - self.sharpen
         if shrunk.any():
             size = images.shape[-2:]
             for i in shrunk.nonzero().flatten().tolist():

@@ -36,6 +36,7 @@ class TrainingBatches:
         swap: float = 0.0,
         defocus: float = 0.0,
         defocus_blur: float = 0.016,
+        sharpen: float = 0.5,
     ):
         self.crops = _held_for(crops, device)
         self.mean, self.std, self.device, self.seed = mean, std, device, seed
@@ -43,7 +44,7 @@ class TrainingBatches:
         self.defocus, self.defocus_blur = defocus, defocus_blur
         self.donors = donor_table(self.crops) if swap else None
         self.augment = BatchAugment(crops.images.shape[-1], jpeg=jpeg, h264=h264)
-        self.blend = SelfBlend()
+        self.blend = SelfBlend(sharpen)
 
     def batch(self, items: Sequence[tuple[int, bool]], step: int) -> tuple[torch.Tensor, ...]:
         """The model's input and targets for one step; with `clean`, also each crop as it was

@@ -110,7 +110,16 @@ class CropDataset(Dataset):
     crop's, as the cached input lays out a folder's (`pack.load_folder`)."""
 
     def __init__(
-        self, samples, items, size, mean, std, train: bool, seed: int = 0, codecs=(0.7, 0.0)
+        self,
+        samples,
+        items,
+        size,
+        mean,
+        std,
+        train: bool,
+        seed: int = 0,
+        codecs=(0.7, 0.0),
+        sharpen: float = 0.5,
     ):
         self.samples, self.items, self.size, self.train, self.seed = (
             samples,
@@ -121,7 +130,7 @@ class CropDataset(Dataset):
         )
         self.mean, self.std = mean, std
         self.augment = training_transform(size, *codecs) if train else None
-        self.blend = SelfBlend()
+        self.blend = SelfBlend(sharpen)
 
     def __len__(self) -> int:
         return len(self.items)

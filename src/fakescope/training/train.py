@@ -82,6 +82,12 @@ class TrainConfig:
         "the strongest background blur of --defocus-share, a Gaussian sigma as a share of the "
         "crop (drawn from 0.005 up; a video call's blur reaches 0.05)",
     )
+    sbi_sharpen: float = _help(
+        0.5,
+        "share of self-blended faces sharpened rather than blurred before blending (SBI: "
+        "0.5); a sharp face on a softer surround is also what a real head before a blurred "
+        "background shows",
+    )
     sbi_landmarks: int = _help(
         5,
         "self-blending masks: 5, outlines from the detector's landmarks; 68, SBI's hulls of "
@@ -140,6 +146,7 @@ class TrainConfig:
             "h264_share": (self.h264_share, True),
             "swap_share": (self.swap_share, True),
             "defocus_share": (self.defocus_share, True),
+            "sbi_sharpen": (self.sbi_sharpen, True),
             "holdout": (self.holdout, False),
         }
         for name, (number, zero_allowed) in shares.items():
@@ -279,6 +286,7 @@ def cached_inputs(config: TrainConfig, size: int, device: torch.device) -> Input
             swap=config.swap_share,
             defocus=config.defocus_share,
             defocus_blur=config.defocus_blur,
+            sharpen=config.sbi_sharpen,
         )
         return source.epoch(items, batch, first_step, workers=config.workers)
 
@@ -313,6 +321,7 @@ def streamed_inputs(config: TrainConfig, size: int) -> Inputs:
             train=True,
             seed=config.seed * 1000 + number,
             codecs=(config.jpeg_share, config.h264_share),
+            sharpen=config.sbi_sharpen,
         )
         return DataLoader(
             data,
