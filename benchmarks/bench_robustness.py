@@ -6,8 +6,9 @@
 Crops (default ../shared/data/dfdc-faces/val/{real,fake}): each decoded crop is perturbed in
 memory (JPEG q30/50/70, WebP q75, x0.5 down and back up, Gaussian blur sigma 1.5, JPEG q90
 then q60; x264 at CRF 35 and 41, and at CRF 35 on the face shrunk x0.5, each coded as a
-predicted frame as training codes it; a sharp head before a soft background, placed by the
-face's landmarks found in the crop) and scored with `Analyzer.score_crops`; AUC has a 95%
+predicted frame as training codes it; a sharp head before a soft background, and skin
+smoothed inside the face outline as a beauty filter leaves it, both placed by the face's
+landmarks found in the crop) and scored with `Analyzer.score_crops`; AUC has a 95%
 bootstrap interval, and "reals >= 0.5" is the share of real crops scored at least 0.5.
 Videos (default ../shared/data/ffpp-dev/{real,fake}): video-level AUC of `analyze` on the
 file as is, then on its first --seconds: stream-copied ("clean, first N s"), re-encoded with
@@ -27,12 +28,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
 from fakescope import encode
-from fakescope.blending import defocus_surround
+from fakescope.blending import defocus_surround, head_masks
 from fakescope.crops import resize_rgb
 from fakescope.media import read_image
 from fakescope.metrics import metrics_with_intervals
@@ -79,16 +81,10 @@ PERTURBATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-# A sharp head before a soft background (a shallow depth of field, a video call's background
-# blur): the blur's sigma as a share of the crop's width, and how far the face outline is
-# grown about the nose before the background starts (1: at the outline).
-DEFOCUS = {
-    "soft background, sigma 1%, outline x1.15": (0.01, 1.15),
-    "soft background at the outline, sigma 1.5%": (0.015, 1.0),
-}
-
-
 def defocused(image: np.ndarray, landmarks: np.ndarray, sigma: float, scale: float) -> np.ndarray:
+    """A sharp head before a soft background (a shallow depth of field, a video call's
+    background blur): the blur's sigma as a share of the crop's width, the face outline grown
+    `scale` times about the nose before the background starts (1: at the outline)."""
     pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     out = defocus_surround(
         pixels,
@@ -97,6 +93,24 @@ def defocused(image: np.ndarray, landmarks: np.ndarray, sigma: float, scale: flo
         torch.tensor([scale]),
     )
     return out[0].permute(1, 2, 0).mul(255).round().clamp(0, 255).byte().numpy()
+
+
+def smoothed(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Skin smoothed inside the face outline, edges kept, as a phone's or a video app's beauty
+    filter leaves a real face: one bilateral pass (space sigma 2% of the crop, colour 40)."""
+    height, width = image.shape[:2]
+    mask = head_masks(torch.from_numpy(landmarks)[None].float(), (height, width), torch.ones(1))
+    keep = mask[0, 0].numpy()[..., None]
+    soft = cv2.bilateralFilter(np.ascontiguousarray(image), 0, 40, 0.02 * width)
+    return (keep * soft + (1 - keep) * image).round().astype(np.uint8)
+
+
+# Perturbations placed by the face's landmarks in the crop.
+PLACED: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "soft background, sigma 1%, outline x1.15": lambda im, lm: defocused(im, lm, 0.01, 1.15),
+    "soft background at the outline, sigma 1.5%": lambda im, lm: defocused(im, lm, 0.015, 1.0),
+    "skin smoothed inside the face outline (a beauty filter)": smoothed,
+}
 
 
 def labelled(folder: Path, pattern: str, limit: int | None) -> list[tuple[Path, int]]:
@@ -147,13 +161,13 @@ def bench_crops(
     files = labelled(folder, "*.jpg", limit)
     images = [read_image(p, analyzer.limits) for p, _ in files]
     labels = [label for _, label in files]
-    names = [n for n in [*PERTURBATIONS, *DEFOCUS] if not only or n == "clean" or only in n]
-    # The defocused rows place the head by the face's landmarks, found once in each crop.
-    landmarks = crop_landmarks(analyzer.detector, images)[0] if set(names) & set(DEFOCUS) else None
+    names = [n for n in [*PERTURBATIONS, *PLACED] if not only or n == "clean" or only in n]
+    # The placed rows find the face's landmarks once in each crop.
+    landmarks = crop_landmarks(analyzer.detector, images)[0] if set(names) & set(PLACED) else None
 
     def perturbed(name: str, index: int) -> np.ndarray:
-        if landmarks is not None and name in DEFOCUS:
-            return defocused(images[index], landmarks[index], *DEFOCUS[name])
+        if landmarks is not None and name in PLACED:
+            return PLACED[name](images[index], landmarks[index])
         return PERTURBATIONS[name](images[index])
 
     rows = []
